@@ -1,0 +1,1 @@
+int main() { return 0; }  // placeholder while the engine is being assembled

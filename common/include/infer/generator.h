@@ -1,0 +1,54 @@
+// generator.h: decoding loops, one per chapter step. Each streams tokens through a callback and
+// reports its timings.
+//
+// NaiveGenerator (ch03): every new token reruns the forward pass over the whole sequence so far,
+// with nothing carried over between steps. Step t costs O(t) matmul rows and O(t^2) attention, so
+// generating T tokens costs O(T^2): the baseline every later chapter must beat with the same tokens.
+#pragma once
+
+#include "infer/sampler.h"
+#include "infer/transformer.h"
+
+#include <functional>
+#include <vector>
+
+namespace infer {
+
+struct GenerationOptions {
+  int max_new_tokens = 128;
+  SamplerConfig sampler;
+  std::vector<int> stop_tokens;  // generation ends after sampling one of these (it is not emitted)
+};
+
+struct GenerationResult {
+  std::vector<int> tokens;        // generated tokens (prompt excluded, stop token excluded)
+  int prompt_tokens = 0;
+  double first_token_ms = 0.0;    // time to the first generated token (prefill)
+  double total_ms = 0.0;          // wall time of the whole generation
+  uint64_t bytes_moved = 0;       // weight + KV bytes over all forward passes
+  bool stopped_by_token = false;
+  double ms_per_token() const { return tokens.empty() ? 0.0 : total_ms / double(tokens.size()); }
+  double tokens_per_second() const { return total_ms > 0 ? 1000.0 * double(tokens.size()) / total_ms : 0.0; }
+};
+
+// Receives each generated token as soon as it is sampled; return false to stop early.
+using TokenCallback = std::function<bool(int token)>;
+
+class Generator {
+ public:
+  virtual ~Generator() = default;
+  virtual GenerationResult generate(const std::vector<int>& prompt, const GenerationOptions& options,
+                                    const TokenCallback& on_token = {}) = 0;
+};
+
+class NaiveGenerator : public Generator {
+ public:
+  explicit NaiveGenerator(Transformer& model) : model_(model) {}
+  GenerationResult generate(const std::vector<int>& prompt, const GenerationOptions& options,
+                            const TokenCallback& on_token = {}) override;
+
+ private:
+  Transformer& model_;
+};
+
+}  // namespace infer

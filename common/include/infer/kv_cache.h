@@ -1,0 +1,34 @@
+// kv_cache.h: contiguous per-layer key/value storage.
+//
+// Layout per layer: (max_seq, n_kv_heads, head_dim) for K and the same for V, fp32. Position p of
+// layer l starts at k(l) + p * kv_dim. Size: 2 * n_layers * max_seq * n_kv_heads * head_dim * 4 bytes.
+#pragma once
+
+#include "infer/backend.h"
+#include "infer/model_config.h"
+
+#include <cstdint>
+
+namespace infer {
+
+class KVCache {
+ public:
+  KVCache(Backend& backend, const ModelConfig& config, int max_seq);
+
+  float* k(int layer) { return keys_.data() + size_t(layer) * layer_stride_; }
+  float* v(int layer) { return values_.data() + size_t(layer) * layer_stride_; }
+  int max_seq() const { return max_seq_; }
+  // Bytes of K and V stored for `tokens` positions over all layers (the ch05 formula).
+  uint64_t bytes_for(int tokens) const;
+  uint64_t capacity_bytes() const { return keys_.bytes() + values_.bytes(); }
+
+ private:
+  int max_seq_;
+  int kv_dim_;
+  int n_layers_;
+  size_t layer_stride_;          // max_seq * kv_dim floats
+  DeviceArray<float> keys_;      // (n_layers, max_seq, n_kv_heads, head_dim)
+  DeviceArray<float> values_;    // (n_layers, max_seq, n_kv_heads, head_dim)
+};
+
+}  // namespace infer

@@ -1,0 +1,45 @@
+// synthetic.h: random-weight models of any shape, written in every format the loaders read.
+//
+// Tests use them to cover every format, dtype and shape; chapter binaries fall back to them when no
+// real model was fetched (their text is gibberish, and they say so). The same seed gives the same
+// weights in every format, so the GGUF and safetensors files of one SyntheticModel must produce
+// the same logits.
+#pragma once
+
+#include "infer/dtype.h"
+#include "infer/model_config.h"
+#include "infer/model_file.h"
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace infer {
+
+// Weights as float32, canonical names and shapes (see model_file.h), Q/K rows in Interleaved order.
+struct SyntheticModel {
+  ModelConfig config;
+  std::map<std::string, std::vector<float>> tensors;
+  std::map<std::string, std::vector<int64_t>> shapes;
+  TokenizerData tokenizer;  // a small byte-level vocabulary (gpt2 style) that covers all 256 bytes
+};
+
+// Named presets with real shapes: "tiny" (dim 64, 2 layers, GQA), "stories260k", "smollm2-135m",
+// "tinyllama-1.1b", "llama3-8b". Throws infer::Error for an unknown name.
+ModelConfig synthetic_preset(const std::string& name);
+
+// Weights ~ N(0, 1/sqrt(fan_in)) scaled so activations stay O(1); norms ~ 1 + small noise.
+SyntheticModel make_synthetic_model(const ModelConfig& config, uint64_t seed);
+
+// GGUF v3, with tokenizer.ggml.* metadata. Matrices are stored as `dtype` (F32, F16, BF16, Q8_0,
+// Q4_0, Q4_1; block formats need row lengths that are multiples of 32 and fall back to F32 for
+// rows that are not); 1-D norm weights stay F32, as llama.cpp writes them.
+void write_gguf(const std::string& path, const SyntheticModel& model, DType dtype);
+// HF layout: `dir`/model.safetensors + `dir`/config.json, HF tensor names, Q/K rows permuted into
+// the HalfSplit (neox) order HF checkpoints use. dtype: F32, F16 or BF16.
+void write_safetensors(const std::string& dir, const SyntheticModel& model, DType dtype);
+// llama2.c legacy (version 0) or version 1 .bin.
+void write_llama2c(const std::string& path, const SyntheticModel& model, int version);
+
+}  // namespace infer

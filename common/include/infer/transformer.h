@@ -1,0 +1,49 @@
+// transformer.h: the Llama forward pass, written once against Backend.
+//
+// For each layer:  h = x + Wo . attention(rope(Wq . norm(x)), rope(Wk . norm(x)), Wv . norm(x))
+//                  x = h + W2 . (silu(W1 . norm(h)) * (W3 . norm(h)))
+// then logits = Wcls . norm(x). A pass takes n new tokens at positions [start_pos, start_pos + n),
+// writes their K/V into the cache and attends causally over [0, start_pos + n).
+#pragma once
+
+#include "infer/backend.h"
+#include "infer/kv_cache.h"
+#include "infer/weights.h"
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace infer {
+
+// What one forward pass moved, counted in code (for GB/s columns).
+struct ForwardStats {
+  uint64_t weight_bytes = 0;  // weight bytes read
+  uint64_t kv_bytes = 0;      // K/V bytes read by attention plus bytes written
+};
+
+class Transformer {
+ public:
+  // `max_tokens` bounds n in one forward pass (sizes the activation buffers).
+  Transformer(const Weights& weights, Backend& backend, int max_tokens);
+
+  // Runs tokens [start_pos, start_pos + n) through the model. Writes the logits of the last token
+  // (vocab_size floats, host memory) to logits_out; if all_logits is non-null, also the logits of
+  // every token, (n, vocab_size). Throws infer::Error if n > max_tokens or the cache is too short.
+  ForwardStats forward(std::span<const int> tokens, int start_pos, KVCache& cache, float* logits_out,
+                       float* all_logits = nullptr);
+
+  const ModelConfig& config() const { return weights_.config(); }
+  const Weights& weights() const { return weights_; }
+  Backend& backend() { return backend_; }
+  int max_tokens() const { return max_tokens_; }
+
+ private:
+  const Weights& weights_;
+  Backend& backend_;
+  int max_tokens_;
+  // Activations, (max_tokens, width) each, in backend memory.
+  DeviceArray<float> x_, xb_, xb2_, q_, k_, v_, att_out_, gate_, up_, logits_;
+};
+
+}  // namespace infer
