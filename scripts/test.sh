@@ -67,8 +67,13 @@ check_packages() {
 
 # ---- 2. The preset must exist ----------------------------------------------------------------------
 check_preset() {
-  local names
-  names=$(cmake --list-presets=configure 2>/dev/null | sed -n 's/^ *"\([^"]*\)".*/\1/p')
+  local listing names
+  if ! listing=$(cmake --list-presets=configure 2>&1); then
+    echo "test.sh: cmake cannot read CMakePresets.json (needs CMake >= 3.25, have: $(cmake --version | head -n1)):" >&2
+    echo "$listing" >&2
+    exit 2
+  fi
+  names=$(sed -n 's/^ *"\([^"]*\)".*/\1/p' <<<"$listing")
   if ! grep -qx -- "$preset" <<<"$names"; then
     echo "test.sh: unknown preset '$preset'; the presets are: $(echo $names)" >&2
     exit 2
