@@ -25,9 +25,10 @@ class Tokenizer {
   // Encodes text. add_bos prepends BOS (when the vocabulary has one). When parse_special is true,
   // control tokens written literally in the text (e.g. "<|im_start|>") become their ids.
   virtual std::vector<int> encode(std::string_view text, bool add_bos, bool parse_special = true) const = 0;
-  // The bytes a token contributes to the output, given the token before it (SentencePiece drops
-  // the leading space of the first piece after BOS). Control tokens decode to "" unless
-  // render_special. Bytes of a multi-byte UTF-8 character may be split across tokens.
+  // The bytes a token contributes to the output, given the token before it (-1 at the start of a
+  // sequence; SentencePiece drops the leading space of the first piece after BOS or at the start).
+  // Control tokens decode to "" unless render_special. Bytes of a multi-byte UTF-8 character may be
+  // split across tokens. Throws infer::Error for an id outside the vocabulary.
   virtual std::string decode_token(int prev_token, int token, bool render_special = false) const = 0;
   // Concatenation of decode_token over the sequence.
   std::string decode(const std::vector<int>& tokens, bool render_special = false) const;
@@ -39,7 +40,7 @@ class Tokenizer {
   virtual bool is_end_of_generation(int token) const = 0;
   // Whether the model's own metadata asks for BOS at the start of a prompt.
   virtual bool add_bos_by_default() const = 0;
-  // The piece text of an id as stored in the vocabulary (for debugging and tests).
+  // The piece text of an id as stored in the vocabulary (for debugging and tests); throws like decode_token.
   virtual const std::string& piece(int token) const = 0;
 };
 
