@@ -92,21 +92,27 @@ fi
 
 # ---- 4. The chapters -----------------------------------------------------------------------------
 mkdir -p out
+shown_args=""   # the arguments as a shell would need them typed
+if [[ $# -gt 0 ]]; then shown_args=$(printf ' %q' "$@"); fi
 failed=()
 for i in "${!chapters[@]}"; do
   dir="${chapters[$i]}"
   program="build/${preset}/${dir}/${targets[$i]}"
   json="out/${dir}.json"
   rm -f "$json"   # never leave an earlier run's numbers behind
-  say "${dir}: ${program} --json ${json} $*"
+  say "${dir}: ${program} --json ${json}${shown_args}"
   if [[ ! -x "$program" ]]; then
     echo "run.sh: ${program} was not built" >&2
     failed+=("$dir")
-  elif ! "$program" --json "$json" "$@"; then
-    echo "run.sh: ${dir} failed (exit status above)" >&2
-    failed+=("$dir")
-  elif [[ ! -s "$json" ]]; then
-    echo "run.sh: note: ${dir} wrote no ${json}"
+  else
+    status=0
+    "$program" --json "$json" "$@" || status=$?
+    if [[ $status -ne 0 ]]; then
+      echo "run.sh: ${dir} failed (exit ${status})" >&2
+      failed+=("$dir")
+    elif [[ ! -s "$json" ]]; then
+      echo "run.sh: note: ${dir} wrote no ${json}"
+    fi
   fi
 done
 
@@ -115,4 +121,4 @@ if [[ ${#failed[@]} -gt 0 ]]; then
   echo "run.sh: ${#failed[@]} of ${#chapters[@]} chapters failed: ${failed[*]}"
   exit 1
 fi
-echo "run.sh: all ${#chapters[@]} chapters ran; JSON in out/: $(cd out && ls -- *.json 2>/dev/null | tr '\n' ' ')"
+echo "run.sh: all ${#chapters[@]} chapters ran; JSON in out/: $(cd out && find . -maxdepth 1 -name '*.json' -printf '%f\n' | sort | paste -sd ' ')"
