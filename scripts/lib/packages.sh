@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The Debian/Ubuntu packages the build needs, and the check that installs the missing ones.
+# One list for everyone: scripts/test.sh and scripts/run.sh source this file, and the Dockerfiles run it.
+#
+#   source scripts/lib/packages.sh; check_packages             # from a script (test.sh, run.sh)
+#   bash scripts/lib/packages.sh [EXTRA_PACKAGE...]            # standalone: the list plus extras (Dockerfiles)
+#
+# As root the missing packages are installed (apt-get update + install, no recommends); as another user the
+# check stops with the exact command to run. INFER_SKIP_DEPS=1 skips the check (non-Debian systems; CMake still
+# checks). Where dpkg-query is missing the list is printed and the check is skipped.
+
+# Each package is the one that ships what CMakeLists.txt asks for (checked with dpkg -S on Debian 12; the same
+# names exist on Ubuntu 24.04):
+#   cmake (>= 3.25), ninja-build (the presets' generator), g++ (its libgcc-N-dev brings libgomp + omp.h, so OpenMP
+#   needs no libomp-dev), pkg-config (for libpcre2-8.pc), libfmt-dev (fmtConfig.cmake),
+#   libcli11-dev (CLI11Config.cmake), nlohmann-json3-dev (nlohmann_jsonConfig.cmake),
+#   doctest-dev (doctestConfig.cmake + doctest.cmake), libbenchmark-dev (benchmarkConfig.cmake),
+#   libpcre2-dev (libpcre2-8.pc).
+required_packages=(cmake ninja-build g++ pkg-config libfmt-dev libcli11-dev nlohmann-json3-dev doctest-dev
+                   libbenchmark-dev libpcre2-dev)
+
+# check_packages [EXTRA_PACKAGE...]: makes sure required_packages (and the extras) are installed.
+check_packages() {
+  local who want=("${required_packages[@]}" "$@")
+  who=$(basename "$0")
+  if [[ "${INFER_SKIP_DEPS:-0}" == 1 ]]; then
+    echo "${who}: INFER_SKIP_DEPS=1, not checking packages"
+    return 0
+  fi
+  if ! command -v dpkg-query >/dev/null; then
+    echo "${who}: no dpkg-query (not Debian/Ubuntu?): not checking packages; install the equivalents of:" >&2
+    echo "  ${want[*]}" >&2
+    return 0
+  fi
+  local missing=() pkg
+  for pkg in "${want[@]}"; do
+    [[ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null)" == ii* ]] || missing+=("$pkg")
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "packages: all ${#want[@]} present"
+    return 0
+  fi
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "${who}: missing packages: ${missing[*]}" >&2
+    echo "Install them with:" >&2
+    echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "packages: installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+}
+
+# Run as a program (not sourced): check the list plus the packages named on the command line.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  set -euo pipefail
+  check_packages "$@"
+fi
