@@ -8,6 +8,7 @@
 // runs the kernel in the `for (auto _ : state)` loop, then reports what one iteration moved
 // (state.SetBytesProcessed) and/or computed (add_flops_counter); register it with BENCHMARK below.
 #include "infer/hardware.h"
+#include "infer/sampler.h"
 
 #include <benchmark/benchmark.h>
 #include <omp.h>
@@ -73,5 +74,27 @@ BENCHMARK(BM_gemm<infer::gemm_v1_naive>)->Name("BM_gemm_v1_naive")->Arg(128)->Ar
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_gemm<infer::gemm_v2_blocked>)->Name("BM_gemm_v2_blocked")->Arg(128)->Arg(512)->Arg(1024)->Arg(2048)
     ->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// ---- Sampler -------------------------------------------------------------------------------------
+
+// One sampling step over a vocabulary of state.range(0) random logits. Not a bandwidth kernel, but
+// it runs once per generated token, so it must stay well below a forward pass (~ms). Config:
+// range(1) = 0: temperature only; 1: top-p 0.9 (full sort); 2: top-k 40 + top-p 0.9 (partial sort).
+void BM_sampler(benchmark::State& state) {
+  const size_t vocab = static_cast<size_t>(state.range(0));
+  infer::SamplerConfig config{.temperature = 0.8f, .seed = 1};
+  if (state.range(1) >= 1) config.top_p = 0.9f;
+  if (state.range(1) == 2) config.top_k = 40;
+  infer::Sampler sampler(config);
+  // Logits spread over [-10, 10), like a language model's: a peaked softmax with a short nucleus.
+  auto logits = random_matrix(vocab, 3);
+  for (auto& x : logits) x *= 10.0f;
+  std::vector<float> row(vocab);
+  for (auto _ : state) {
+    row = logits;  // sample() may modify its input
+    benchmark::DoNotOptimize(sampler.sample(row, {}));
+  }
+}
+BENCHMARK(BM_sampler)->ArgsProduct({{32000, 49152}, {0, 1, 2}})->Unit(benchmark::kMicrosecond);
 
 }  // namespace

@@ -79,6 +79,49 @@ void apply_penalties(std::span<float> logits, std::span<const int> history, cons
   }
 }
 
+// ---- Step 3c: the nucleus of top-p ---------------------------------------------------------------
+
+// Returns how many of the best-ranked candidates (probability, id) top-p keeps: the smallest `keep`
+// whose sorted prefix has mass >= top_p. Leaves those `keep` candidates at the front, in rank order.
+//
+// Sorting a whole vocabulary (~50k entries) would cost milliseconds per token, and the nucleus can
+// hold thousands of tokens when the model is unsure. So this is a binary search by selection:
+// nth_element splits the undecided range [lo, hi) at its middle rank in O(hi - lo); the mass of the
+// better half says which half holds the cut. The range halves each round (O(n) in all); only the
+// last small range and the kept prefix are sorted.
+size_t select_nucleus(std::vector<std::pair<float, int>>& candidates, float top_p) {
+  constexpr size_t kSortBelow = 256;  // ranges this small are simply sorted
+  const auto at = [&](size_t index) { return candidates.begin() + static_cast<std::ptrdiff_t>(index); };
+  // Invariant: candidates [0, lo) rank above all of [lo, n) and hold mass_above < top_p; the cut,
+  // the index of the last kept token, lies in [lo, hi).
+  size_t lo = 0, hi = candidates.size();
+  double mass_above = 0.0;
+  while (hi - lo > kSortBelow) {
+    const size_t mid = lo + (hi - lo) / 2;
+    std::nth_element(at(lo), at(mid), at(hi), ranks_before);
+    double mass_better_half = 0.0;
+    for (size_t i = lo; i < mid; ++i) mass_better_half += candidates[i].first;
+    if (mass_above + mass_better_half >= top_p) {
+      hi = mid;  // the better half alone reaches top_p: the cut is inside it
+    } else {
+      mass_above += mass_better_half;
+      lo = mid;
+    }
+  }
+  // Sort the kept prefix (so the draw walks the same order on every standard library) and the
+  // final small range, then walk the range to the first token that brings the mass to top_p.
+  std::sort(at(0), at(lo), ranks_before);
+  std::sort(at(lo), at(hi), ranks_before);
+  size_t keep = lo;
+  double mass = mass_above;
+  while (keep < hi) {
+    mass += candidates[keep].first;
+    ++keep;
+    if (mass >= top_p) break;
+  }
+  return keep;
+}
+
 }  // namespace
 
 // ---- Greedy --------------------------------------------------------------------------------------
@@ -107,12 +150,10 @@ int Sampler::sample(std::span<float> logits, std::span<const int> history) {
   candidates_.clear();
   candidates_.reserve(logits.size());
   for (size_t id = 0; id < logits.size(); ++id) candidates_.emplace_back(logits[id], static_cast<int>(id));
-  bool sorted = false;
   if (config_.top_k > 0 && static_cast<size_t>(config_.top_k) < candidates_.size()) {
     const auto kth = candidates_.begin() + config_.top_k;
     std::partial_sort(candidates_.begin(), kth, candidates_.end(), ranks_before);
     candidates_.erase(kth, candidates_.end());
-    sorted = true;
   }
 
   // Step 3b: softmax(l / T). Subtracting the max logit first keeps exp() in (0, 1]: no overflow,
@@ -130,18 +171,7 @@ int Sampler::sample(std::span<float> logits, std::span<const int> history) {
 
   // Step 3c: top-p (nucleus): the smallest prefix of the sorted distribution whose mass reaches
   // top_p. The first token is always kept, so a tiny top_p degrades to greedy, never to nothing.
-  if (config_.top_p < 1.0f) {
-    if (!sorted) std::sort(candidates_.begin(), candidates_.end(), ranks_before);
-    sorted = true;
-    double mass = 0.0;
-    size_t keep = 0;
-    while (keep < candidates_.size()) {
-      mass += candidates_[keep].first;
-      ++keep;
-      if (mass >= config_.top_p) break;
-    }
-    candidates_.resize(keep);
-  }
+  if (config_.top_p < 1.0f) candidates_.resize(select_nucleus(candidates_, config_.top_p));
 
   // Step 3d: min-p: keep p >= min_p * p_max. The token holding p_max always passes.
   if (config_.min_p > 0.0f) {

@@ -160,6 +160,55 @@ TEST_CASE("top-p keeps the smallest prefix of the sorted distribution with mass 
   }
 }
 
+// The top-p nucleus by the definition: sort the whole distribution, keep the smallest prefix with
+// mass >= top_p. The reference the sampler's selection-based search must agree with.
+std::set<int> reference_nucleus(const std::vector<float>& logits, float top_p) {
+  const auto probs = softmax(logits, 1.0);
+  std::vector<int> order(logits.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int x, int y) { return probs[x] > probs[y]; });
+  std::set<int> kept;
+  double mass = 0.0;
+  for (int id : order) {
+    kept.insert(id);
+    mass += probs[id];
+    if (mass >= top_p) break;
+  }
+  return kept;
+}
+
+// Logits with `n_likely` tokens at likely_logit + 0.001 * rank (distinct, nearly equal) scattered
+// among `n_unlikely` tokens with logits in [-12, -10) (together under 0.1% of the mass).
+std::vector<float> two_tier_logits(size_t n_likely, size_t n_unlikely, float likely_logit, uint64_t seed) {
+  std::vector<float> logits = infer::test::random_floats(n_likely + n_unlikely, seed, -12.0f, -10.0f);
+  std::mt19937_64 rng(seed + 1);
+  std::set<int> likely;
+  while (likely.size() < n_likely) likely.insert(static_cast<int>(rng() % logits.size()));
+  int rank = 0;
+  for (int id : likely) logits[id] = likely_logit + 0.001f * static_cast<float>(rank++);
+  return logits;
+}
+
+TEST_CASE("top-p over a large vocabulary (the selection path) keeps the same set as a full sort") {
+  // Each likely token has probability ~1/n_likely, so in 60 n_likely draws every kept one is seen
+  // (P(missing one) ~ n_likely e^-60) and so would a wrongly kept one: the observed set must equal
+  // the reference exactly. Two shapes drive both branches of the search: a nucleus inside the
+  // better half of the vocabulary (20 likely tokens of 1000), and one deeper than a quarter of it
+  // (300 likely tokens of 1000; top_p 0.9 keeps ~270).
+  struct Case {
+    size_t n_likely;
+    float top_p;
+  };
+  for (const Case& c : {Case{20, 0.3f}, Case{20, 0.9f}, Case{300, 0.6f}, Case{300, 0.9f}}) {
+    INFO("likely tokens " << c.n_likely << ", top_p " << c.top_p);
+    const auto logits = two_tier_logits(c.n_likely, 1000 - c.n_likely, 2.0f, 21 + c.n_likely);
+    const auto expected = reference_nucleus(logits, c.top_p);
+    REQUIRE(expected.size() < c.n_likely);  // the cut falls among the likely tokens, as designed
+    Sampler sampler(SamplerConfig{.temperature = 1.0f, .top_p = c.top_p, .seed = 23});
+    CHECK(ids_of(draw_counts(sampler, logits, 60 * static_cast<int>(c.n_likely))) == expected);
+  }
+}
+
 TEST_CASE("top-p always keeps at least the most likely token") {
   const auto logits = logits_from_probs({0.2, 0.3, 0.5});
   Sampler sampler(SamplerConfig{.temperature = 1.0f, .top_p = 1e-6f, .seed = 8});
