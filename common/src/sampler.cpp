@@ -167,6 +167,8 @@ int Sampler::sample(std::span<float> logits, std::span<const int> history) {
     value = std::exp((value - max_logit) * inv_temperature);  // unnormalised probability
     total += value;
   }
+  // The max term contributes exp(0) = 1, so total >= 1 unless a logit was NaN.
+  if (!std::isfinite(total)) fail("sampler: logits contain NaN");
   for (auto& [value, id] : candidates_) value = static_cast<float>(value / total);
 
   // Step 3c: top-p (nucleus): the smallest prefix of the sorted distribution whose mass reaches

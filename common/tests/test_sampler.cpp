@@ -283,6 +283,16 @@ TEST_CASE("a history token outside the vocabulary is an error, not a crash") {
                        infer::Error);
 }
 
+TEST_CASE("non-finite logits are an error when sampling, not a silent wrong token") {
+  Sampler sampler(SamplerConfig{.temperature = 1.0f});
+  std::vector<float> with_nan = {1.0f, NAN, 0.5f};
+  CHECK_THROWS_WITH_AS(sampler.sample(with_nan, {}), doctest::Contains("NaN"), infer::Error);
+  std::vector<float> all_minus_infinity = {-INFINITY, -INFINITY};
+  CHECK_THROWS_AS(sampler.sample(all_minus_infinity, {}), infer::Error);
+  std::vector<float> empty;
+  CHECK_THROWS_AS(sampler.sample(empty, {}), infer::Error);
+}
+
 // ---- Reproducibility -----------------------------------------------------------------------------
 
 TEST_CASE("the same seed gives the same sequence, a different seed a different one") {
