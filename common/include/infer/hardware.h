@@ -21,6 +21,10 @@ struct BandwidthResult {
 // Streams a buffer much larger than the caches (sum-reduction with `threads` OpenMP threads),
 // repeated `repetitions` times, and reports the best read bandwidth.
 BandwidthResult measure_read_bandwidth(size_t bytes, int threads, int repetitions);
+// The two loops measure_read_bandwidth is built from, for bench_kernels: both split [0, n) with the
+// same static OpenMP schedule, so each thread reads the pages it first touched (local on NUMA).
+void parallel_fill(float* data, size_t n, float value, int threads);
+float parallel_sum(const float* data, size_t n, int threads);
 
 // C (m, n) = A (m, k) . B (k, n), row-major, fp32.
 // v1_naive: the textbook triple loop (i, j, p), B read down a column: cache-hostile.
