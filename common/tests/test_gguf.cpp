@@ -8,7 +8,9 @@
 
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstring>
+#include <filesystem>
 
 using namespace infer;
 
@@ -157,4 +159,38 @@ TEST_CASE("gguf: version 2 is read, version 1 is refused") {
   bytes[4] = 1;
   infer::test::write_bytes(path, bytes);
   CHECK_THROWS_WITH_AS(load_gguf(path), doctest::Contains("GGUF version 1 is not supported"), infer::Error);
+}
+
+TEST_CASE("gguf: real SmolLM2-135M-Instruct Q4_1 loads (when fetched)") {
+  const auto path = infer::test::smollm2_path();
+  if (!std::filesystem::exists(path)) INFER_SKIP("SmolLM2 GGUF not fetched (scripts/fetch_models.sh)");
+  const ModelFile file = load_model_file(path.string());
+  const ModelConfig& c = file.config;
+  CHECK(c.dim == 576);
+  CHECK(c.n_layers == 30);
+  CHECK(c.n_heads == 9);
+  CHECK(c.n_kv_heads == 3);
+  CHECK(c.head_dim == 64);
+  CHECK(c.hidden_dim == 1536);
+  CHECK(c.vocab_size == 49152);
+  CHECK(c.max_seq_len == 8192);
+  CHECK(c.rope_theta == 100000.0f);
+  CHECK(c.tied_embeddings);
+  REQUIRE(file.tokenizer.has_value());
+  CHECK(file.tokenizer->model == "gpt2");
+  CHECK(file.tokenizer->pre == "smollm");
+  CHECK(file.tokenizer->tokens.size() == 49152);
+  CHECK(file.tokenizer->merges.size() == 48900);
+  CHECK(file.tokenizer->tokens[file.tokenizer->eos_id] == "<|im_end|>");
+  CHECK(file.tensor("blk.0.attn_q.weight").dtype == DType::Q4_1);
+  CHECK(file.tensor("token_embd.weight").dtype == DType::Q8_0);
+  // Trained weights dequantize to finite values of modest size.
+  const TensorView& q = file.tensor("blk.0.attn_q.weight");
+  std::vector<float> row(576);
+  dequantize_row(q.dtype, q.data, row.data(), 576);
+  float max_abs = 0;
+  for (float v : row) max_abs = std::max(max_abs, std::fabs(v));
+  CHECK(std::isfinite(max_abs));
+  CHECK(max_abs > 0.0f);
+  CHECK(max_abs < 100.0f);
 }
