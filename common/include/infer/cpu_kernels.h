@@ -1,0 +1,36 @@
+// cpu_kernels.h: the CPU kernels behind CpuBackend, exposed so tests and benchmarks can call them
+// directly. Shapes as in backend.h.
+#pragma once
+
+#include "infer/backend.h"
+#include "infer/model_config.h"
+
+#include <cstddef>
+
+namespace infer::cpu {
+
+// out = x / sqrt(mean(x^2) + eps) * weight                                   x, weight, out: (dim)
+void rmsnorm_row(const float* x, const float* weight, float* out, int dim, float eps);
+
+// sum_i a[i] * b[i], vectorised with 16 independent partial sums.
+float dot_f32(const float* a, const float* b, int n);
+// Converts n fp16 / bf16 values to fp32 (F16C / AVX-512 when the compiler targets them).
+void f16_to_f32_row(const uint16_t* src, float* dst, int n);
+void bf16_to_f32_row(const uint16_t* src, float* dst, int n);
+
+// y (n, W.rows) = x (n, W.cols) . W^T for W in F32, F16 or BF16 (other dtypes: infer::Error).
+//  n == 1 (decode): a GEMV, one output row per iteration, threads split the rows. It streams W once,
+//                   so its speed is bandwidth / W.n_bytes().
+//  n > 1 (prefill): a block of 16 weight rows is converted to fp32 once and kept in cache while
+//                   every token's dot products with it are computed, so W is still read once.
+void matmul(const Matrix& weight, const float* x, float* y, int n, int threads);
+
+// Rotates pairs of each head of x (n, n_heads, head_dim) by angle pos * theta^(-2i/head_dim),
+// pos = start_pos + t. Interleaved pairs are (2i, 2i+1); HalfSplit pairs are (i, i + head_dim/2).
+void rope(float* x, int n, int n_heads, int head_dim, int start_pos, float theta, RopeLayout layout, int threads);
+
+// Causal GQA attention over a contiguous cache, see Backend::attention.
+void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
+               int n_heads, int n_kv_heads, int head_dim, int threads);
+
+}  // namespace infer::cpu

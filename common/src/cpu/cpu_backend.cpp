@@ -1,0 +1,103 @@
+// cpu_backend.cpp: the Backend interface on the host, with OpenMP threads.
+//
+// Each op is a short loop nest that follows its maths; the heavy one, matmul, lives in
+// matmul_cpu.cpp and attention in attention_cpu.cpp. Threads are set per backend (omp num_threads
+// clauses), never through a global.
+#include "infer/backend.h"
+#include "infer/error.h"
+#include "infer/cpu_kernels.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+namespace infer {
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int threads) : threads_(threads > 0 ? threads : omp_get_num_procs()) {}
+
+  std::string name() const override { return "cpu"; }
+  int threads() const { return threads_; }
+
+  // ---- memory ----------------------------------------------------------------------------------
+  void* allocate(size_t bytes) override {
+    // 64-byte alignment: one cache line, and the width of an AVX-512 load.
+    const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+    void* pointer = std::aligned_alloc(64, rounded);
+    if (pointer == nullptr) fail("cpu: out of memory allocating {} bytes", bytes);
+    std::memset(pointer, 0, rounded);
+    return pointer;
+  }
+  void release(void* pointer) override { std::free(pointer); }
+  void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+
+  // ---- ops -------------------------------------------------------------------------------------
+  void embed(const Matrix& table, const int* tokens, int n, float* out) override {
+    for (int t = 0; t < n; ++t) {
+      if (tokens[t] < 0 || tokens[t] >= table.rows) fail("embed: token id {} outside the vocabulary [0, {})", tokens[t], table.rows);
+      const size_t row_bytes = dtype_row_bytes(table.dtype, table.cols);
+      const auto* row = static_cast<const uint8_t*>(table.data) + size_t(tokens[t]) * row_bytes;
+      dequantize_row(table.dtype, row, out + size_t(t) * table.cols, table.cols);
+    }
+  }
+
+  void rmsnorm(const float* x, const float* weight, float* out, int n, int dim, float eps) override {
+#pragma omp parallel for num_threads(threads_) if (n > 1)
+    for (int t = 0; t < n; ++t) cpu::rmsnorm_row(x + size_t(t) * dim, weight, out + size_t(t) * dim, dim, eps);
+  }
+
+  void matmul(const Matrix& weight, const float* x, float* y, int n) override {
+    cpu::matmul(weight, x, y, n, threads_);
+  }
+
+  void rope(float* x, int n, int n_heads, int head_dim, int start_pos, float theta, RopeLayout layout) override {
+    cpu::rope(x, n, n_heads, head_dim, start_pos, theta, layout, threads_);
+  }
+
+  void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
+                 int n_heads, int n_kv_heads, int head_dim) override {
+    cpu::attention(q, k_cache, v_cache, out, n, start_pos, n_heads, n_kv_heads, head_dim, threads_);
+  }
+
+  void silu_mul(float* gate, const float* up, size_t count) override {
+#pragma omp parallel for num_threads(threads_) if (count > 16384)
+    for (size_t i = 0; i < count; ++i) {
+      const float g = gate[i];
+      gate[i] = g / (1.0f + std::exp(-g)) * up[i];  // silu(g) = g * sigmoid(g)
+    }
+  }
+
+  void add(float* x, const float* y, size_t count) override {
+#pragma omp simd
+    for (size_t i = 0; i < count; ++i) x[i] += y[i];
+  }
+
+  void copy(float* dst, const float* src, size_t count) override { std::memcpy(dst, src, count * sizeof(float)); }
+
+ private:
+  int threads_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+
+std::unique_ptr<Backend> make_backend(const std::string& device, int threads) {
+  if (device == "cpu") return make_cpu_backend(threads);
+  if (device == "cuda") {
+#if INFER_HAVE_CUDA
+    fail("--device cuda: the CUDA backend is not part of this build yet (see the CUDA backend chapter)");
+#else
+    fail("--device cuda: this binary was built without CUDA (configure with -DINFER_CUDA=ON on a machine with nvcc)");
+#endif
+  }
+  fail("unknown device '{}' (expected cpu or cuda)", device);
+}
+
+}  // namespace infer
