@@ -31,6 +31,10 @@ struct GenerationResult {
   double tokens_per_second() const { return total_ms > 0 ? 1000.0 * double(tokens.size()) / total_ms : 0.0; }
 };
 
+// Throws infer::Error when the prompt is empty, or prompt + max_new_tokens exceeds the model's
+// context length or the `buffer_tokens` positions a generator was sized for.
+void check_generation_length(const ModelConfig& config, size_t prompt_tokens, int max_new_tokens, int buffer_tokens);
+
 // Receives each generated token as soon as it is sampled; return false to stop early.
 using TokenCallback = std::function<bool(int token)>;
 

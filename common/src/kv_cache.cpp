@@ -1,0 +1,21 @@
+// kv_cache.cpp: contiguous KV cache allocation and its size formula.
+#include "infer/kv_cache.h"
+
+#include "infer/error.h"
+
+namespace infer {
+
+KVCache::KVCache(Backend& backend, const ModelConfig& config, int max_seq)
+    : max_seq_(max_seq), kv_dim_(config.kv_dim()), n_layers_(config.n_layers),
+      layer_stride_(size_t(max_seq) * config.kv_dim()) {
+  if (max_seq <= 0) fail("KV cache: max_seq must be positive (got {})", max_seq);
+  keys_ = DeviceArray<float>(backend, size_t(n_layers_) * layer_stride_);
+  values_ = DeviceArray<float>(backend, size_t(n_layers_) * layer_stride_);
+}
+
+uint64_t KVCache::bytes_for(int tokens) const {
+  // 2 (K and V) * n_layers * n_kv_heads * head_dim * sizeof(float) * tokens
+  return 2ull * n_layers_ * kv_dim_ * sizeof(float) * uint64_t(tokens);
+}
+
+}  // namespace infer
