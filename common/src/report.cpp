@@ -171,6 +171,7 @@ nlohmann::ordered_json Report::to_json() const {
   json["machine"] = std::move(machine);
   json["model"] = model_;
   json["rows"] = std::move(rows);
+  for (const auto& [key, value] : extra_.items()) json[key] = value;
   return json;
 }
 

@@ -46,6 +46,9 @@ class Report {
   // Appends the row, computing speedup (vs the first row) and bandwidth_pct.
   ReportRow& add_row(ReportRow row);
 
+  // A chapter-specific top-level JSON field (e.g. ch03's "ceilings"), written after "rows".
+  void set_field(const std::string& key, nlohmann::ordered_json value) { extra_[key] = std::move(value); }
+
   void print_table(std::FILE* out) const;             // fixed-width table via fmt
   nlohmann::ordered_json to_json() const;
   void write_json(const std::string& path) const;     // throws infer::Error if it cannot write
@@ -58,6 +61,7 @@ class Report {
   MachineInfo machine_;
   nlohmann::ordered_json model_;
   std::vector<ReportRow> rows_;
+  nlohmann::ordered_json extra_ = nlohmann::ordered_json::object();
 };
 
 }  // namespace infer

@@ -36,6 +36,9 @@ ModelConfig synthetic_preset(const std::string& name);
 // regenerated alone (synthetic_tensor) and gives the same values as in the whole model.
 SyntheticModel make_synthetic_model(const ModelConfig& config, uint64_t seed);
 
+// The model as an in-memory ModelFile (fp32 tensors it owns), with no file written.
+ModelFile model_file_from_synthetic(SyntheticModel model);
+
 // ---- streaming (models too large to hold as fp32: llama3-8b is 32 GB) ----------------------------
 // Canonical tensor names and shapes of a Llama with this config, in file order (the llama2.c writer
 // uses its own order); output.weight only when !tied_embeddings.
