@@ -7,6 +7,7 @@
 
 #include <omp.h>
 
+#include <cstring>
 #include <filesystem>
 
 namespace infer {
@@ -17,6 +18,11 @@ SamplerConfig CommonOptions::sampler() const {
   SamplerConfig config;
   config.temperature = temperature;
   config.top_p = top_p;
+  config.top_k = top_k;
+  config.min_p = min_p;
+  config.repetition_penalty = repetition_penalty;
+  config.presence_penalty = presence_penalty;
+  config.frequency_penalty = frequency_penalty;
   config.seed = seed;
   return config;
 }
@@ -31,6 +37,12 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
   app.add_option("--max-tokens", o.max_tokens, "Tokens to generate")->check(CLI::Range(1, 1 << 20));
   app.add_option("--temperature", o.temperature, "Sampling temperature (0 = greedy)")->check(CLI::Range(0.0f, 100.0f));
   app.add_option("--top-p", o.top_p, "Nucleus sampling threshold")->check(CLI::Range(0.0f, 1.0f));
+  app.add_option("--top-k", o.top_k, "Keep only the k most likely tokens (0 = off)")->check(CLI::Range(0, 1 << 22));
+  app.add_option("--min-p", o.min_p, "Drop tokens below min_p x the top probability (0 = off)")->check(CLI::Range(0.0f, 1.0f));
+  app.add_option("--repeat-penalty", o.repetition_penalty, "Repetition penalty over the last 64 tokens (1 = off)")
+      ->check(CLI::Range(0.01f, 100.0f));
+  app.add_option("--presence-penalty", o.presence_penalty, "Subtracted once from the logit of every recent token");
+  app.add_option("--frequency-penalty", o.frequency_penalty, "Subtracted per occurrence of every recent token");
   app.add_option("--seed", o.seed, "Sampling seed");
   app.add_option("--json", o.json, "Write the results as JSON to this file");
   app.add_option("--weights", o.weights, "Weight storage format: f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
@@ -49,7 +61,8 @@ std::string default_model_path() {
 
 namespace {
 
-// A tokenizer from --tokenizer: a GGUF's embedded vocabulary, or a llama2.c tokenizer.bin.
+// A tokenizer from --tokenizer: a GGUF's embedded vocabulary, a Hugging Face tokenizer.json, or a
+// llama2.c tokenizer.bin (told apart by their first bytes).
 std::unique_ptr<Tokenizer> load_tokenizer_file(const std::string& path, int vocab_size) {
   auto mapping = MappedFile::open(path);
   if (mapping->size() >= 4 && std::memcmp(mapping->data(), "GGUF", 4) == 0) {
@@ -57,7 +70,16 @@ std::unique_ptr<Tokenizer> load_tokenizer_file(const std::string& path, int voca
     if (!vocabulary.tokenizer) fail("{}: this GGUF file has no tokenizer.ggml vocabulary", path);
     return make_tokenizer(*vocabulary.tokenizer);
   }
+  if (mapping->size() >= 1 && mapping->data()[0] == '{') return make_tokenizer(load_hf_tokenizer_json(path));
   return load_llama2c_tokenizer(path, vocab_size);
+}
+
+// tokenizer.json beside a safetensors checkpoint (the directory, or the file's directory).
+std::string hf_tokenizer_beside(const std::string& model_path) {
+  std::error_code ec;
+  const fs::path dir = fs::is_directory(model_path, ec) ? fs::path(model_path) : fs::path(model_path).parent_path();
+  const fs::path candidate = dir / "tokenizer.json";
+  return fs::is_regular_file(candidate, ec) ? candidate.string() : std::string();
 }
 
 }  // namespace
@@ -85,9 +107,12 @@ LoadedModel load_model(const CommonOptions& options) {
     loaded.tokenizer = load_tokenizer_file(options.tokenizer, loaded.file.config.vocab_size);
   } else if (loaded.file.tokenizer) {
     loaded.tokenizer = make_tokenizer(*loaded.file.tokenizer);
+  } else if (const std::string json = loaded.file.format == "safetensors" ? hf_tokenizer_beside(path) : ""; !json.empty()) {
+    loaded.file.tokenizer = load_hf_tokenizer_json(json);  // keeps the chat template for --chat
+    loaded.tokenizer = make_tokenizer(*loaded.file.tokenizer);
   } else {
-    fail("{}: this {} model carries no tokenizer; pass --tokenizer PATH (a llama2.c tokenizer.bin, or a GGUF "
-         "with the same vocabulary)", path, loaded.file.format);
+    fail("{}: this {} model carries no tokenizer; pass --tokenizer PATH (a llama2.c tokenizer.bin, a Hugging "
+         "Face tokenizer.json, or a GGUF with the same vocabulary)", path, loaded.file.format);
   }
   if (loaded.tokenizer->vocab_size() > loaded.file.config.vocab_size)
     fail("{}: the tokenizer has {} tokens but the model's vocabulary has only {}", path, loaded.tokenizer->vocab_size(),

@@ -25,6 +25,11 @@ struct CommonOptions {
   int max_tokens = 32;
   float temperature = 0.0f;
   float top_p = 1.0f;
+  int top_k = 0;
+  float min_p = 0.0f;
+  float repetition_penalty = 1.0f;
+  float presence_penalty = 0.0f;
+  float frequency_penalty = 0.0f;
   uint64_t seed = 42;
   std::string json;             // write the report here when set
   std::string weights = "f32";  // storage format of the weights: f32, f16, bf16
@@ -35,7 +40,8 @@ struct CommonOptions {
 };
 
 // Registers --model, --tokenizer, --device, --threads, --prompt, --max-tokens, --temperature,
-// --top-p, --seed, --json, --weights, --chat on `app`.
+// --top-p, --top-k, --min-p, --repeat-penalty, --presence-penalty, --frequency-penalty, --seed,
+// --json, --weights, --chat on `app`.
 void add_common_options(CLI::App& app, CommonOptions& options);
 
 // The default model: models/SmolLM2-135M-Instruct.Q4_1.gguf under the working directory or the

@@ -50,6 +50,10 @@ std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, int v
 // From a GGUF-embedded vocabulary: "llama" -> SentencePieceBpe, "gpt2" -> ByteLevelBpe.
 std::unique_ptr<Tokenizer> make_tokenizer(const TokenizerData& data);
 
+// A Hugging Face tokenizer.json (byte-level BPE: GPT-2, SmolLM2, Llama-3 style) as the same
+// TokenizerData a GGUF carries, for safetensors checkpoints. Throws infer::Error naming the file.
+TokenizerData load_hf_tokenizer_json(const std::string& path);
+
 // Applies the model's chat template for a single user turn when it is a known style (ChatML:
 // "<|im_start|>user\n...<|im_end|>\n<|im_start|>assistant\n"); returns the prompt unchanged otherwise.
 std::string apply_chat_template(const TokenizerData& data, std::string_view user_prompt,
