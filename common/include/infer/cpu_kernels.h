@@ -29,7 +29,14 @@ void matmul(const Matrix& weight, const float* x, float* y, int n, int threads);
 // pos = start_pos + t. Interleaved pairs are (2i, 2i+1); HalfSplit pairs are (i, i + head_dim/2).
 void rope(float* x, int n, int n_heads, int head_dim, int start_pos, float theta, RopeLayout layout, int threads);
 
-// Causal GQA attention over a contiguous cache, see Backend::attention.
+// Causal GQA attention over a contiguous cache, see Backend::attention. Runs v2_grouped.
+// v1_naive: one query head at a time (reads each cached row once per query head); the reference.
+// v2_grouped: the query heads of a GQA group together, one pass with an online softmax (reads each
+//             cached K/V row once per kv head). See attention_cpu.cpp.
+void attention_v1_naive(const float* q, const float* k_cache, const float* v_cache, float* out, int n,
+                        int start_pos, int n_heads, int n_kv_heads, int head_dim, int threads);
+void attention_v2_grouped(const float* q, const float* k_cache, const float* v_cache, float* out, int n,
+                          int start_pos, int n_heads, int n_kv_heads, int head_dim, int threads);
 void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
                int n_heads, int n_kv_heads, int head_dim, int threads);
 
