@@ -48,16 +48,19 @@ GenerationResult NaiveGenerator::generate(const std::vector<int>& prompt, const 
     const ForwardStats stats = model_.forward(sequence, /*start_pos=*/0, scratch, logits.data());
     result.bytes_moved += stats.weight_bytes + stats.kv_bytes;
     const int next = sampler.sample(logits, sequence);
-    if (step == 0) result.first_token_ms = elapsed_ms(start);
+    if (step == 0) result.first_token_ms = result.prefill_ms = elapsed_ms(start);
     if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), next) != options.stop_tokens.end()) {
       result.stopped_by_token = true;
       break;
     }
     sequence.push_back(next);
     result.tokens.push_back(next);
+    result.token_ms.push_back(elapsed_ms(start));
+    result.token_bytes.push_back(result.bytes_moved);
     if (on_token && !on_token(next)) break;
   }
   result.total_ms = elapsed_ms(start);
+  result.decode_ms = result.total_ms - result.prefill_ms;
   return result;
 }
 

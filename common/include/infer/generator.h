@@ -4,6 +4,11 @@
 // NaiveGenerator (ch03): every new token reruns the forward pass over the whole sequence so far,
 // with nothing carried over between steps. Step t costs O(t) matmul rows and O(t^2) attention, so
 // generating T tokens costs O(T^2): the baseline every later chapter must beat with the same tokens.
+//
+// CachedGenerator (ch05): one prefill pass runs the whole prompt through the model at once (the
+// GEMM path, causal attention) and leaves every position's K/V in a KVCache; each decode step then
+// runs only the newest token (n = 1, the GEMV path) and attends over the cached K/V. A step reads
+// the weights once plus the cache rows so far: O(1) matmul work per token, O(t) attention.
 #pragma once
 
 #include "infer/sampler.h"
@@ -25,10 +30,21 @@ struct GenerationResult {
   int prompt_tokens = 0;
   double first_token_ms = 0.0;    // time to the first generated token (prefill)
   double total_ms = 0.0;          // wall time of the whole generation
+  double prefill_ms = 0.0;        // the prompt's forward pass (+ first sample); == first_token_ms
+  double decode_ms = 0.0;         // total_ms - prefill_ms: the one-token steps after it
+  // Per generated token i: wall time and bytes_moved (cumulative, from the start) when it was
+  // sampled. A run of T tokens is the first T entries of a longer run with the same inputs (greedy),
+  // so one run gives the cost of every shorter length.
+  std::vector<double> token_ms;
+  std::vector<uint64_t> token_bytes;
   uint64_t bytes_moved = 0;       // weight + KV bytes over all forward passes
   bool stopped_by_token = false;
   double ms_per_token() const { return tokens.empty() ? 0.0 : total_ms / double(tokens.size()); }
   double tokens_per_second() const { return total_ms > 0 ? 1000.0 * double(tokens.size()) / total_ms : 0.0; }
+  // Decode-only rate: the tokens after the first one (the first comes from the prefill pass).
+  double decode_tokens_per_second() const {
+    return decode_ms > 0 && tokens.size() > 1 ? 1000.0 * double(tokens.size() - 1) / decode_ms : 0.0;
+  }
 };
 
 // Throws infer::Error when the prompt is empty, or prompt + max_new_tokens exceeds the model's
@@ -48,6 +64,18 @@ class Generator {
 class NaiveGenerator : public Generator {
  public:
   explicit NaiveGenerator(Transformer& model) : model_(model) {}
+  GenerationResult generate(const std::vector<int>& prompt, const GenerationOptions& options,
+                            const TokenCallback& on_token = {}) override;
+
+ private:
+  Transformer& model_;
+};
+
+class CachedGenerator : public Generator {
+ public:
+  // The prompt must fit in one prefill pass: prompt length <= model.max_tokens(). The KV cache is
+  // sized per call to prompt + max_new_tokens positions (bounded by the model's context).
+  explicit CachedGenerator(Transformer& model) : model_(model) {}
   GenerationResult generate(const std::vector<int>& prompt, const GenerationOptions& options,
                             const TokenCallback& on_token = {}) override;
 

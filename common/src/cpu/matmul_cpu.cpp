@@ -3,6 +3,12 @@
 // Versions (one path each, chosen by n):
 //   GEMV  (n == 1): decode. Each weight row is read once and dotted with x; threads split the rows.
 //                   Arithmetic intensity is 2 FLOPs per weight, so this is bound by memory bandwidth.
+//     f32:                 rows straight from memory with dot_f32 (16 lanes, the same arithmetic as GEMM's
+//                          dot, so the decode step and a full pass give bit-identical logits).
+//     f16 v1_scratch:      converts 4 rows at a time into a per-thread buffer allocated on every call,
+//                          then dot_f32: an allocation per matmul and a store/reload of each weight.
+//     f16 v2_fused:        converts 16 weights at a time inside the dot (registers / L1), no buffer and
+//                          no allocation; same lanes and order as dot_f32, so the same results as v1.
 //   GEMM  (n > 1):  prefill and the naive decoder. A block of kRowBlock weight rows is converted to
 //                   fp32 into a per-thread scratch that stays in L1/L2, then dotted with every token:
 //                   the weights are read from memory once per pass however many tokens there are.
@@ -12,6 +18,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -36,7 +43,26 @@ float dot_f32(const float* a, const float* b, int n) {
   }
   float sum = 0.0f;
   for (int j = 0; j < kLanes; ++j) sum += partial[j];
-  for (; i < n; ++i) sum += a[i] * b[i];
+  // An explicit fma in the tail, so every dot (f32 or fused f16) rounds the same way whatever the
+  // compiler's contraction choices: GEMV and GEMM then agree bit for bit.
+  for (; i < n; ++i) sum = std::fma(a[i], b[i], sum);
+  return sum;
+}
+
+// sum_i fp32(w[i]) * x[i] for fp16 weights: dot_f32's lanes and order, the conversion fused in.
+float dot_f16_f32(const uint16_t* w, const float* x, int n) {
+  constexpr int kLanes = 16;
+  float partial[kLanes] = {};
+  float converted[kLanes];
+  int i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    f16_to_f32_row(w + i, converted, kLanes);  // one vcvtph2ps with AVX-512
+#pragma omp simd
+    for (int j = 0; j < kLanes; ++j) partial[j] += converted[j] * x[i + j];
+  }
+  float sum = 0.0f;
+  for (int j = 0; j < kLanes; ++j) sum += partial[j];
+  for (; i < n; ++i) sum = std::fma(fp16_to_fp32(w[i]), x[i], sum);
   return sum;
 }
 
@@ -83,17 +109,13 @@ void rows_to_f32(const Matrix& weight, int row, int count, float* dst) {
   }
 }
 
+}  // namespace
+
 // ---- GEMV (n == 1) -------------------------------------------------------------------------------
-void gemv(const Matrix& weight, const float* x, float* y, int threads) {
+// Half-precision weights, v1: convert a few rows at a time into a small per-thread buffer (L1),
+// so the memory traffic stays 2 bytes per weight.
+void gemv_v1_scratch(const Matrix& weight, const float* x, float* y, int threads) {
   const int rows = weight.rows, cols = weight.cols;
-  if (weight.dtype == DType::F32) {
-    const auto* w = static_cast<const float*>(weight.data);
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int r = 0; r < rows; ++r) y[r] = dot_f32(w + size_t(r) * cols, x, cols);
-    return;
-  }
-  // Half-precision weights: convert a few rows at a time into a small per-thread buffer (L1),
-  // so the memory traffic stays 2 bytes per weight.
   constexpr int kRows = 4;
 #pragma omp parallel num_threads(threads)
   {
@@ -106,6 +128,24 @@ void gemv(const Matrix& weight, const float* x, float* y, int threads) {
     }
   }
 }
+
+// v2: f32 rows straight from memory; f16 rows converted inside the dot (dot_f16_f32); BF16 via v1.
+void gemv_v2_fused(const Matrix& weight, const float* x, float* y, int threads) {
+  const int rows = weight.rows, cols = weight.cols;
+  if (weight.dtype == DType::F32) {
+    const auto* w = static_cast<const float*>(weight.data);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int r = 0; r < rows; ++r) y[r] = dot_f32(w + size_t(r) * cols, x, cols);
+  } else if (weight.dtype == DType::F16) {
+    const auto* w = static_cast<const uint16_t*>(weight.data);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int r = 0; r < rows; ++r) y[r] = dot_f16_f32(w + size_t(r) * cols, x, cols);
+  } else {
+    gemv_v1_scratch(weight, x, y, threads);
+  }
+}
+
+namespace {
 
 // ---- GEMM (n > 1) --------------------------------------------------------------------------------
 void gemm(const Matrix& weight, const float* x, float* y, int n, int threads) {
@@ -131,7 +171,7 @@ void gemm(const Matrix& weight, const float* x, float* y, int n, int threads) {
 
 void matmul(const Matrix& weight, const float* x, float* y, int n, int threads) {
   if (n == 1) {
-    gemv(weight, x, y, threads);
+    gemv_v2_fused(weight, x, y, threads);
   } else {
     gemm(weight, x, y, n, threads);
   }

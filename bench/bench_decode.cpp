@@ -1,0 +1,120 @@
+// bench_decode.cpp: the two kernels of a batch-1 decode step, the GEMV and the decode attention.
+//
+// GEMV: y = W x for the matrix shapes of SmolLM2-135M and TinyLlama-1.1B, weights in f32 and f16.
+// A decode step streams every weight once, so the GB/s column (weight bytes, counted here) should
+// approach the machine's read bandwidth (BM_read_bandwidth in bench_cpu.cpp). To measure memory and
+// not the cache, each iteration multiplies by the next of several copies of W, together larger
+// than the last-level cache, as a forward pass moves on to the next layer's weights.
+// Attention: one decode query (n = 1) over a context of range(0) cached positions with SmolLM2's
+// heads (9 query heads, 3 kv heads, head_dim 64); bytes = the K and V rows read once per kv head
+// (what v2_grouped reads; v1_naive re-reads them once per query head, from cache).
+// Threads: OMP_NUM_THREADS, as for bench_cpu.cpp.
+#include "infer/backend.h"
+#include "infer/cpu_kernels.h"
+#include "infer/dtype.h"
+
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+namespace {
+
+std::vector<float> random_values(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> values(n);
+  for (auto& x : values) x = dist(rng);
+  return values;
+}
+
+// ---- GEMV ----------------------------------------------------------------------------------------
+
+// range(0) x range(1) weights (rows x cols), dtype F32 (range(2) = 0) or F16 (1).
+void BM_gemv(benchmark::State& state) {
+  const int rows = int(state.range(0)), cols = int(state.range(1));
+  const infer::DType dtype = state.range(2) == 0 ? infer::DType::F32 : infer::DType::F16;
+  const size_t count = size_t(rows) * cols;
+  const size_t matrix_bytes = infer::dtype_row_bytes(dtype, int64_t(count));
+  // Enough copies to exceed ~768 MB (this machine's shared L3 is 260 MiB), at least 2.
+  const size_t copies = std::max<size_t>(2, (size_t(768) << 20) / matrix_bytes + 1);
+  std::vector<std::vector<uint8_t>> storage(copies, std::vector<uint8_t>(matrix_bytes));
+  const auto values = random_values(count, 1);
+  for (auto& bytes : storage) {
+    if (dtype == infer::DType::F32) {
+      std::memcpy(bytes.data(), values.data(), matrix_bytes);
+    } else {
+      auto* half = reinterpret_cast<uint16_t*>(bytes.data());
+      for (size_t i = 0; i < count; ++i) half[i] = infer::fp32_to_fp16(values[i]);
+    }
+  }
+  const auto x = random_values(size_t(cols), 2);
+  std::vector<float> y(static_cast<size_t>(rows));
+  const int threads = omp_get_max_threads();
+  size_t next = 0;
+  for (auto _ : state) {
+    const infer::Matrix weight{dtype, rows, cols, storage[next].data()};
+    next = (next + 1) % copies;
+    infer::cpu::matmul(weight, x.data(), y.data(), 1, threads);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(matrix_bytes));
+  state.counters["threads"] = threads;
+}
+// SmolLM2-135M: wq/wo 576x576, wk/wv 192x576, gate/up 1536x576, down 576x1536, classifier 49152x576.
+// TinyLlama-1.1B: wq/wo 2048x2048, wk/wv 256x2048, gate/up 5632x2048, down 2048x5632, classifier 32000x2048.
+BENCHMARK(BM_gemv)
+    ->ArgNames({"rows", "cols", "f16"})
+    ->ArgsProduct({{576}, {576}, {0, 1}})
+    ->ArgsProduct({{1536}, {576}, {0, 1}})
+    ->ArgsProduct({{576}, {1536}, {0, 1}})
+    ->ArgsProduct({{49152}, {576}, {0, 1}})
+    ->ArgsProduct({{2048}, {2048}, {0, 1}})
+    ->ArgsProduct({{5632}, {2048}, {0, 1}})
+    ->ArgsProduct({{2048}, {5632}, {0, 1}})
+    ->ArgsProduct({{32000}, {2048}, {0, 1}})
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+// ---- decode attention ----------------------------------------------------------------------------
+
+using AttentionKernel = void (*)(const float*, const float*, const float*, float*, int, int, int, int, int, int);
+
+template <AttentionKernel Kernel>
+void BM_decode_attention(benchmark::State& state) {
+  constexpr int n_heads = 9, n_kv_heads = 3, head_dim = 64;  // SmolLM2-135M
+  const int context = int(state.range(0));
+  const int kv_dim = n_kv_heads * head_dim;
+  const auto q = random_values(size_t(n_heads) * head_dim, 3);
+  const auto k = random_values(size_t(context) * kv_dim, 4);
+  const auto v = random_values(size_t(context) * kv_dim, 5);
+  std::vector<float> out(size_t(n_heads) * head_dim);
+  const int threads = omp_get_max_threads();
+  for (auto _ : state) {
+    // One query at position context - 1: it attends over all `context` cached rows.
+    Kernel(q.data(), k.data(), v.data(), out.data(), 1, context - 1, n_heads, n_kv_heads, head_dim, threads);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(2 * size_t(context) * kv_dim * sizeof(float)));
+  state.counters["threads"] = threads;
+}
+BENCHMARK(BM_decode_attention<infer::cpu::attention_v1_naive>)
+    ->Name("BM_decode_attention_v1_naive")
+    ->ArgName("context")
+    ->Arg(128)->Arg(512)->Arg(2048)->Arg(8192)
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+BENCHMARK(BM_decode_attention<infer::cpu::attention_v2_grouped>)
+    ->Name("BM_decode_attention_v2_grouped")
+    ->ArgName("context")
+    ->Arg(128)->Arg(512)->Arg(2048)->Arg(8192)
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
+
+}  // namespace
