@@ -2,17 +2,24 @@
 //
 // Part 1 measures the machine's two ceilings: memory read bandwidth (GB/s) and fp32 GEMM
 // throughput (GFLOP/s, a naive and a cache-blocked kernel), and explains the roofline they draw.
+// With --device cuda and a usable GPU, part 1 also measures the GPU: what the device reports (SMs,
+// memory, L2, clocks, the datasheet peak bandwidth), device-to-device copy bandwidth, and the GEMM
+// ladder v1_naive -> v2_tiled -> v3_cublas in TFLOP/s and % of peak (src/cuda/gemm.cu).
 // Part 2 runs the book's baseline: naive decoding, which recomputes the whole prefix for every new
-// token, and reports tok/s, GB/s moved and % of the measured bandwidth.
-// (The GPU part of this chapter, with --device cuda, comes with the CUDA backend.)
+// token, and reports tok/s, GB/s moved and % of the measured bandwidth of the device it ran on.
+// Without a GPU (or a CUDA build), --device cuda says why and runs the CPU part.
 #include "infer/app.h"
 #include "infer/error.h"
 #include "infer/generator.h"
+#include "infer/gpu_hardware.h"
 #include "infer/hardware.h"
 
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <string>
+#include <vector>
 
 using namespace infer;
 
@@ -56,6 +63,69 @@ void print_roofline(const Ceilings& c, int threads, uint64_t weight_bytes, int64
              c.bandwidth, double(weight_bytes) / 1e6, c.bandwidth * 1e9 / double(weight_bytes));
 }
 
+// ---- the GPU's ceilings (--device cuda) --------------------------------------------------------------
+struct GpuCeilings {
+  GpuInfo info;
+  double copy_gb_s = 0.0;
+  int gemm_n = 0;
+  std::vector<GpuGemmResult> gemm;  // in gpu_gemm_variants() order
+};
+
+double percent(double value, double peak) { return peak > 0 ? 100.0 * value / peak : 0.0; }
+
+std::string percent_text(double value, double peak) {
+  return peak > 0 ? fmt::format("{:5.1f}%", percent(value, peak)) : std::string("  n/a");
+}
+
+GpuCeilings measure_gpu_ceilings(size_t copy_bytes, int gemm_n) {
+  GpuCeilings g;
+  g.info = query_gpu();
+  fmt::print(stderr, "measuring GPU copy bandwidth ({} MiB buffer)...\n", copy_bytes >> 20);
+  g.copy_gb_s = measure_gpu_copy_bandwidth(copy_bytes, 10).gb_per_s;
+  g.gemm_n = gemm_n;
+  for (const std::string& variant : gpu_gemm_variants()) {
+    fmt::print(stderr, "measuring GPU GEMM {} {}x{}x{}...\n", variant, gemm_n, gemm_n, gemm_n);
+    const bool slow = variant == "v1_naive" || variant == "v2_tiled";
+    g.gemm.push_back(measure_gpu_gemm(variant, gemm_n, slow ? 2 : 10));
+  }
+  return g;
+}
+
+void print_gpu_ceilings(const GpuCeilings& g, uint64_t weight_bytes) {
+  const GpuInfo& i = g.info;
+  fmt::print("\n== Part 1 (GPU): {} ==\n", i.name);
+  fmt::print("  compute capability {}.{}, {} SMs at up to {:.0f} MHz, {:.1f} GiB memory, {:.0f} MiB L2\n", i.compute_major,
+             i.compute_minor, i.sm_count, i.sm_clock_mhz, i.memory_bytes / 1073741824.0, i.l2_bytes / 1048576.0);
+  if (i.peak_bandwidth_gb_s > 0) {
+    fmt::print("  memory: {}-bit bus at {:.0f} MHz: peak 2 x clock x bus / 8 = {:.0f} GB/s\n", i.memory_bus_bits,
+               i.memory_clock_mhz, i.peak_bandwidth_gb_s);
+  } else {
+    fmt::print("  memory: the device does not report its memory clock / bus width: no datasheet peak\n");
+  }
+  fmt::print("  device-to-device copy  {:8.1f} GB/s (read + write)  {} of the datasheet peak\n", g.copy_gb_s,
+             percent_text(g.copy_gb_s, i.peak_bandwidth_gb_s));
+  fmt::print("  GEMM {}x{}x{} (peaks: fp32 {:.1f} TFLOP/s, fp16/bf16 tensor cores {:.1f} TFLOP/s; 0 = not in our table)\n",
+             g.gemm_n, g.gemm_n, g.gemm_n, i.peak_fp32_tflops, i.peak_tensor_tflops);
+  double fp32_best = 0.0, tensor_best = 0.0;
+  for (const GpuGemmResult& r : g.gemm) {
+    const bool tensor = r.variant == "v3_cublas_fp16" || r.variant == "v3_cublas_bf16";
+    const double peak = tensor ? i.peak_tensor_tflops : i.peak_fp32_tflops;
+    fmt::print("    {:<16} {:9.2f} TFLOP/s  {:>6} of the {} peak  ({:.2f} ms)\n", r.variant, r.tflops,
+               percent_text(r.tflops, peak), tensor ? "tensor" : "fp32", r.ms);
+    if (tensor) {
+      tensor_best = std::max(tensor_best, r.tflops);
+    } else {
+      fp32_best = std::max(fp32_best, r.tflops);
+    }
+  }
+  const double ridge = tensor_best * 1e12 / (g.copy_gb_s * 1e9);
+  fmt::print("\n  Ridge point: {:.0f} TFLOP/s / {:.0f} GB/s = {:.0f} FLOP/byte with the tensor cores ({:.0f} in fp32).\n",
+             tensor_best, g.copy_gb_s, ridge, fp32_best * 1e12 / (g.copy_gb_s * 1e9));
+  fmt::print("  Batch-1 decode needs about 0.5 FLOP/byte (fp32 weights) or 1 (fp16): far left of the ridge, so\n");
+  fmt::print("  its limit is bandwidth / bytes per token = {:.0f} GB/s / {:.1f} MB = {:.0f} tok/s.\n", g.copy_gb_s,
+             weight_bytes / 1e6, g.copy_gb_s * 1e9 / double(weight_bytes));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -70,26 +140,45 @@ int main(int argc, char** argv) {
   app.add_flag("--skip-ceilings", skip_ceilings, "Skip part 1 (use --bandwidth-gb-s for the % column)");
   double given_bandwidth = 0.0;
   app.add_option("--bandwidth-gb-s", given_bandwidth, "Bandwidth to compare with when part 1 is skipped");
+  int gpu_gemm_n = 8192;
+  int gpu_copy_mib = 1024;
+  app.add_option("--gpu-gemm-n", gpu_gemm_n, "Matrix size for the GPU GEMM ladder (--device cuda)")->check(CLI::Range(16, 16384));
+  app.add_option("--gpu-copy-mib", gpu_copy_mib, "Buffer size for the GPU copy bandwidth (--device cuda)")->check(CLI::Range(16, 65536));
   CLI11_PARSE(app, argc, argv);
 
   try {
     const int threads = resolve_threads(options.threads);
+    if (options.device == "cuda") {
+      const std::string reason = cuda_unavailable_reason();
+      if (!reason.empty()) {
+        fmt::print("--device cuda: no usable GPU ({}).\nRunning the CPU part of this chapter instead.\n\n", reason);
+        options.device = "cpu";
+      }
+    }
+    const bool on_gpu = options.device == "cuda";
     auto backend = make_backend(options.device, threads);
     LoadedModel model = load_model(options);
     Weights weights(model.file, parse_weight_format(options.weights), *backend);
     const uint64_t weight_bytes = weights.bytes_per_forward(1);
 
     fmt::print("ch03_gpu_basics: the machine's ceilings and the naive decoder\n");
-    fmt::print("  cpu     {}\n  threads {}\n  model   {} ({:.1f} M params, {} weights, {:.1f} MB read per token)\n",
-               cpu_model_name(), threads, model.description, model.file.config.n_params() / 1e6, options.weights,
-               weight_bytes / 1e6);
+    fmt::print("  cpu     {}\n  threads {}\n  device  {}\n  model   {} ({:.1f} M params, {} weights, {:.1f} MB read per token)\n",
+               cpu_model_name(), threads, options.device, model.description, model.file.config.n_params() / 1e6,
+               options.weights, weight_bytes / 1e6);
 
     Ceilings ceilings;
+    GpuCeilings gpu;
     if (!skip_ceilings) {
       ceilings = measure_ceilings(threads, size_t(bandwidth_mib) << 20, gemm_n);
       print_roofline(ceilings, threads, weight_bytes, model.file.config.n_params());
+      if (on_gpu) {
+        gpu = measure_gpu_ceilings(size_t(gpu_copy_mib) << 20, gpu_gemm_n);
+        print_gpu_ceilings(gpu, weight_bytes);
+      }
     } else {
       ceilings.bandwidth = given_bandwidth;
+      gpu.copy_gb_s = given_bandwidth;
+      if (on_gpu) gpu.info = query_gpu();
     }
 
     // ---- Part 2: naive decoding -----------------------------------------------------------------
@@ -104,7 +193,8 @@ int main(int argc, char** argv) {
     for (int id = 0; id < model.tokenizer->vocab_size(); ++id)
       if (id != model.tokenizer->eos_id() && model.tokenizer->is_end_of_generation(id)) generation.stop_tokens.push_back(id);
 
-    fmt::print("\n== Part 2: naive decoding (every token recomputes the whole prefix) ==\n");
+    fmt::print("\n== Part 2: naive decoding on the {} (every token recomputes the whole prefix) ==\n",
+               on_gpu ? gpu.info.name : std::string("CPU"));
     fmt::print("prompt ({} tokens): {}\n", prompt.size(), options.prompt);
     fmt::print("output: ");
     std::fflush(stdout);
@@ -117,8 +207,12 @@ int main(int argc, char** argv) {
     });
     fmt::print("\n\n");
 
-    Report report("ch03_gpu_basics", describe_machine(threads, ceilings.bandwidth), model_json(model, options.weights));
-    ReportRow row = Report::make_row("naive (no KV cache)", int(result.tokens.size()), result.total_ms, result.bytes_moved);
+    // % of bandwidth is against the device the decoder ran on: the GPU's measured copy bandwidth there.
+    MachineInfo machine = describe_machine(threads, on_gpu ? gpu.copy_gb_s : ceilings.bandwidth);
+    if (on_gpu) machine.gpu = gpu.info.name;
+    Report report("ch03_gpu_basics", machine, model_json(model, options.weights));
+    ReportRow row = Report::make_row(on_gpu ? "naive (no KV cache), cuda" : "naive (no KV cache)",
+                                     int(result.tokens.size()), result.total_ms, result.bytes_moved);
     row.extra["prompt_tokens"] = result.prompt_tokens;
     row.extra["first_token_ms"] = result.first_token_ms;
     report.add_row(std::move(row));
@@ -132,6 +226,21 @@ int main(int argc, char** argv) {
                                     {"gemm_n", ceilings.gemm_n},
                                     {"gemm_v1_naive_gflops", ceilings.gflops_naive},
                                     {"gemm_v2_blocked_gflops", ceilings.gflops_blocked}});
+      if (on_gpu && !skip_ceilings) {
+        nlohmann::ordered_json gemm = nlohmann::ordered_json::object();
+        for (const GpuGemmResult& r : gpu.gemm) gemm[r.variant + "_tflops"] = r.tflops;
+        report.set_field("gpu_ceilings", {{"name", gpu.info.name},
+                                          {"compute_capability", fmt::format("{}.{}", gpu.info.compute_major, gpu.info.compute_minor)},
+                                          {"sm_count", gpu.info.sm_count},
+                                          {"memory_bytes", gpu.info.memory_bytes},
+                                          {"l2_bytes", gpu.info.l2_bytes},
+                                          {"peak_bandwidth_gb_s", gpu.info.peak_bandwidth_gb_s},
+                                          {"copy_bandwidth_gb_s", gpu.copy_gb_s},
+                                          {"peak_fp32_tflops", gpu.info.peak_fp32_tflops},
+                                          {"peak_tensor_tflops", gpu.info.peak_tensor_tflops},
+                                          {"gemm_n", gpu.gemm_n},
+                                          {"gemm", gemm}});
+      }
       report.set_field("output_tokens", result.tokens);
       report.write_json(options.json);
       fmt::print(stderr, "wrote {}\n", options.json);

@@ -1,7 +1,7 @@
 // backend.h: the operations the forward pass is written against, one implementation per device.
 //
 // The forward pass (transformer.cpp) is written once against this interface; CpuBackend
-// (src/cpu/) implements it with OpenMP, and the CUDA backend implements the same ops with kernels.
+// (src/cpu/) implements it with OpenMP, and CudaBackend (src/cuda/) the same ops with CUDA kernels.
 // All float pointers passed to an op live in the backend's memory (host memory for the CPU).
 // A backend is chosen explicitly (--device), never by sniffing the environment; it holds no global
 // state, so two backends can live side by side (the tests compare them).
@@ -102,6 +102,12 @@ class DeviceArray {
 
 // The OpenMP CPU backend. threads <= 0 uses every core.
 std::unique_ptr<Backend> make_cpu_backend(int threads);
+// The CUDA backend on device 0 (src/cuda/). Throws infer::Error saying why when this build has no
+// CUDA or no device is usable.
+std::unique_ptr<Backend> make_cuda_backend();
+// Empty when a CUDA device is usable; otherwise why not: "this build has no CUDA ..." or the CUDA
+// runtime's error (no device, driver missing or too old). Asks the runtime each time; cheap.
+std::string cuda_unavailable_reason();
 // "cpu" or "cuda"; throws infer::Error naming the device when it is unknown or unavailable.
 std::unique_ptr<Backend> make_backend(const std::string& device, int threads);
 

@@ -88,16 +88,4 @@ class CpuBackend final : public Backend {
 
 std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
 
-std::unique_ptr<Backend> make_backend(const std::string& device, int threads) {
-  if (device == "cpu") return make_cpu_backend(threads);
-  if (device == "cuda") {
-#if INFER_HAVE_CUDA
-    fail("--device cuda: the CUDA backend is not part of this build yet (see the CUDA backend chapter)");
-#else
-    fail("--device cuda: this binary was built without CUDA (configure with -DINFER_CUDA=ON on a machine with nvcc)");
-#endif
-  }
-  fail("unknown device '{}' (expected cpu or cuda)", device);
-}
-
 }  // namespace infer

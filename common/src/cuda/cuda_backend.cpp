@@ -1,0 +1,192 @@
+// cuda_backend.cpp: the Backend interface on an NVIDIA GPU.
+//
+// Host-side only (compiled by the C++ compiler): memory, copies, the cuBLAS handle and the choice of
+// kernel per op; the kernels live one concept per .cu file beside this one (cuda_kernels.h lists
+// them). Everything runs in order on one stream owned by the backend; download() synchronises, so
+// the logits the host samples from are complete. Weights arrive once through upload() already in
+// their storage format (Weights converts on the host to f32/f16/bf16); every op accumulates in fp32.
+//
+// matmul picks a kernel by the number of tokens:
+//   n == 1 (decode):  the GEMV of gemv.cu (v3_vectorized when the row length and alignment allow,
+//                     else v2_warp_per_row), reading the weights in their stored type.
+//   n > 1 (prefill):  cublasGemmEx with fp32 compute. For f16/bf16 weights x is first rounded to the
+//                     weights' type (cuBLAS needs A and B of one type; the tensor cores need half
+//                     inputs); the cuda_tests bound the error this adds.
+#include "cuda_check.h"
+#include "cuda_kernels.h"
+
+#include "infer/backend.h"
+#include "infer/error.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdio>
+
+namespace infer {
+namespace {
+
+// A device buffer that only grows: scratch space reused across calls (token ids, half activations).
+class Scratch {
+ public:
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() {
+    if (data_ != nullptr) cudaFree(data_);
+  }
+  void* ensure(size_t bytes) {
+    if (bytes <= capacity_) return data_;
+    if (data_ != nullptr) CUDA_CHECK(cudaFree(data_));  // cudaFree waits for kernels still using it
+    data_ = nullptr;
+    capacity_ = 0;
+    CUDA_CHECK(cudaMalloc(&data_, bytes));
+    capacity_ = bytes;
+    return data_;
+  }
+
+ private:
+  void* data_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device) {
+    CUDA_CHECK(cudaSetDevice(device_));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    const cublasStatus_t status = cublasCreate(&cublas_);
+    if (status != CUBLAS_STATUS_SUCCESS) {
+      cudaStreamDestroy(stream_);
+      fail("cuda: cublasCreate failed: {}: {}", cublasGetStatusName(status), cublasGetStatusString(status));
+    }
+    CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+    // Plain fp32 for fp32 GEMMs (no TF32), so prefill with fp32 weights matches the CPU closely.
+    CUBLAS_CHECK(cublasSetMathMode(cublas_, CUBLAS_DEFAULT_MATH));
+  }
+
+  ~CudaBackend() override {
+    // Destructors must not throw: failures here are reported, not raised.
+    if (cublasDestroy(cublas_) != CUBLAS_STATUS_SUCCESS) std::fprintf(stderr, "cuda: cublasDestroy failed\n");
+    const cudaError_t status = cudaStreamDestroy(stream_);
+    if (status != cudaSuccess) std::fprintf(stderr, "cuda: cudaStreamDestroy: %s\n", cudaGetErrorString(status));
+  }
+
+  std::string name() const override { return "cuda"; }
+
+  // ---- memory ----------------------------------------------------------------------------------
+  void* allocate(size_t bytes) override {
+    void* pointer = nullptr;
+    const cudaError_t status = cudaMalloc(&pointer, std::max<size_t>(bytes, 1));
+    if (status != cudaSuccess) {
+      cudaGetLastError();  // clear it, so the next call does not report it again
+      size_t free_bytes = 0, total_bytes = 0;
+      cudaMemGetInfo(&free_bytes, &total_bytes);
+      fail("cuda: cannot allocate {} bytes ({:.1f} MiB): {} ({:.1f} MiB free of {:.1f} MiB)", bytes, bytes / 1048576.0,
+           cudaGetErrorString(status), free_bytes / 1048576.0, total_bytes / 1048576.0);
+    }
+    CUDA_CHECK(cudaMemsetAsync(pointer, 0, std::max<size_t>(bytes, 1), stream_));  // the interface promises zeros
+    return pointer;
+  }
+
+  void release(void* pointer) override {
+    if (pointer == nullptr) return;
+    const cudaError_t status = cudaFree(pointer);  // called from destructors: report, never throw
+    if (status != cudaSuccess) std::fprintf(stderr, "cuda: cudaFree: %s\n", cudaGetErrorString(status));
+  }
+
+  void upload(void* device_dst, const void* host_src, size_t bytes) override {
+    if (bytes == 0) return;
+    CUDA_CHECK(cudaMemcpyAsync(device_dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));  // the caller may free host_src on return
+  }
+
+  void download(void* host_dst, const void* device_src, size_t bytes) override {
+    if (bytes == 0) return;
+    CUDA_CHECK(cudaMemcpyAsync(host_dst, device_src, bytes, cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));  // also where a fault in an earlier kernel surfaces
+  }
+
+  void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+  // ---- ops -------------------------------------------------------------------------------------
+  void embed(const Matrix& table, const int* tokens_host, int n, float* out) override {
+    if (n <= 0) return;
+    for (int t = 0; t < n; ++t)  // checked on the host: a bad id must not become an out-of-bounds read
+      if (tokens_host[t] < 0 || tokens_host[t] >= table.rows)
+        fail("embed: token id {} outside the vocabulary [0, {})", tokens_host[t], table.rows);
+    auto* tokens = static_cast<int*>(token_scratch_.ensure(size_t(n) * sizeof(int)));
+    CUDA_CHECK(cudaMemcpyAsync(tokens, tokens_host, size_t(n) * sizeof(int), cudaMemcpyHostToDevice, stream_));
+    cuda::embed(table, tokens, n, out, stream_);
+  }
+
+  void rmsnorm(const float* x, const float* weight, float* out, int n, int dim, float eps) override {
+    cuda::rmsnorm(x, weight, out, n, dim, eps, stream_);
+  }
+
+  void matmul(const Matrix& weight, const float* x, float* y, int n) override {
+    if (weight.dtype != DType::F32 && weight.dtype != DType::F16 && weight.dtype != DType::BF16)
+      fail("cuda matmul: weights of dtype {} are not supported (load them as f32, f16 or bf16)", dtype_name(weight.dtype));
+    if (n <= 0) return;
+    if (n == 1) {
+      const auto version =
+          cuda::gemv_v3_supported(weight, x) ? cuda::GemvVersion::V3Vectorized : cuda::GemvVersion::V2WarpPerRow;
+      cuda::gemv(version, weight, x, y, stream_);
+      return;
+    }
+    if (weight.dtype == DType::F32) {
+      cuda::matmul_cublas(cublas_, weight, x, y, n);
+      return;
+    }
+    const size_t count = size_t(n) * size_t(weight.cols);
+    void* x_half = half_scratch_.ensure(count * 2);  // (n, cols) in the weights' 2-byte type
+    cuda::convert_from_f32(weight.dtype, x, x_half, count, stream_);
+    cuda::matmul_cublas(cublas_, weight, x_half, y, n);
+  }
+
+  void rope(float* x, int n, int n_heads, int head_dim, int start_pos, float theta, RopeLayout layout) override {
+    cuda::rope(x, n, n_heads, head_dim, start_pos, theta, layout, stream_);
+  }
+
+  void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
+                 int n_heads, int n_kv_heads, int head_dim) override {
+    cuda::attention(q, k_cache, v_cache, out, n, start_pos, n_heads, n_kv_heads, head_dim, stream_);
+  }
+
+  void silu_mul(float* gate, const float* up, size_t count) override { cuda::silu_mul(gate, up, count, stream_); }
+
+  void add(float* x, const float* y, size_t count) override { cuda::add(x, y, count, stream_); }
+
+  void copy(float* dst, const float* src, size_t count) override {
+    if (count == 0) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, count * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+  }
+
+ private:
+  int device_;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  Scratch token_scratch_;  // (n) token ids for embed
+  Scratch half_scratch_;   // (n, cols) activations rounded to f16/bf16 for the prefill GEMM
+};
+
+}  // namespace
+
+std::string cuda_unavailable_reason() {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) {
+    cudaGetLastError();  // not sticky, but leave no error behind for the next caller
+    return fmt::format("{} ({})", cudaGetErrorString(status), cudaGetErrorName(status));
+  }
+  if (count == 0) return "the CUDA runtime found no device";
+  return "";
+}
+
+std::unique_ptr<Backend> make_cuda_backend() {
+  const std::string reason = cuda_unavailable_reason();
+  if (!reason.empty()) fail("--device cuda: no usable CUDA device: {}", reason);
+  return std::make_unique<CudaBackend>(0);
+}
+
+}  // namespace infer

@@ -1,0 +1,72 @@
+// cuda_kernels.h (private): host-side launchers of the CUDA kernels, one .cu file per concept.
+//
+// The CUDA backend (cuda_backend.cpp), the GPU ceilings (gpu_hardware.cpp) and the cuda_tests call
+// these; nothing outside the library and its tests sees them. All pointers are device pointers
+// unless named *_host, shapes are as in backend.h, and every launcher checks its launch
+// (CUDA_CHECK_LAUNCH) and throws infer::Error on bad arguments. The kernels run asynchronously on
+// `stream`.
+#pragma once
+
+#include "infer/backend.h"
+#include "infer/model_config.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+namespace infer::cuda {
+
+// ---- embedding.cu ----------------------------------------------------------------------------------
+// out (n, dim) = table[tokens[t]] as fp32. table: (vocab, dim) in F32/F16/BF16; tokens: n device ints,
+// already checked to lie in [0, vocab) by the caller.
+void embed(const Matrix& table, const int* tokens, int n, float* out, cudaStream_t stream);
+
+// ---- rmsnorm.cu ------------------------------------------------------------------------------------
+// out (n, dim) = x / sqrt(mean(x^2) + eps) * weight, per row.
+void rmsnorm(const float* x, const float* weight, float* out, int n, int dim, float eps, cudaStream_t stream);
+
+// ---- rope.cu ---------------------------------------------------------------------------------------
+// Rotates each head of x (n, n_heads, head_dim) by the angles of positions start_pos + t.
+void rope(float* x, int n, int n_heads, int head_dim, int start_pos, float theta, RopeLayout layout,
+          cudaStream_t stream);
+
+// ---- attention.cu ----------------------------------------------------------------------------------
+// Causal GQA attention (see Backend::attention): q (n, n_heads, head_dim), caches (max_seq, n_kv_heads,
+// head_dim), out (n, n_heads, head_dim). Throws if the context needs more shared memory than the
+// device allows (227 KiB per block on an H100: about 58K positions).
+void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
+               int n_heads, int n_kv_heads, int head_dim, cudaStream_t stream);
+
+// ---- elementwise.cu --------------------------------------------------------------------------------
+void silu_mul(float* gate, const float* up, size_t count, cudaStream_t stream);  // gate = silu(gate) * up
+void add(float* x, const float* y, size_t count, cudaStream_t stream);           // x += y
+// dst (count) = src rounded to `type` (F16 or BF16, round to nearest even): the tensor-core GEMM's input.
+void convert_from_f32(DType type, const float* src, void* dst, size_t count, cudaStream_t stream);
+
+// ---- gemv.cu: y (W.rows) = W (rows, cols) . x (cols), the decode matmul ------------------------------
+enum class GemvVersion {
+  V1ThreadPerRow,  // readable reference: one thread per output row
+  V2WarpPerRow,    // one warp per row, coalesced loads, shuffle reduction
+  V3Vectorized,    // V2 with 16-byte loads; needs gemv_v3_supported
+};
+const char* gemv_version_name(GemvVersion version);
+// V3 needs rows of whole 16-byte chunks (cols a multiple of 4 fp32 or 8 fp16/bf16) and 16-byte
+// aligned W and x.
+bool gemv_v3_supported(const Matrix& weight, const float* x);
+void gemv(GemvVersion version, const Matrix& weight, const float* x, float* y, cudaStream_t stream);
+
+// ---- gemm.cu ---------------------------------------------------------------------------------------
+// ch03's ladder, row-major fp32: C (m, n) = A (m, k) . B (k, n).
+void gemm_v1_naive(const float* a, const float* b, float* c, int m, int n, int k, cudaStream_t stream);
+void gemm_v2_tiled(const float* a, const float* b, float* c, int m, int n, int k, cudaStream_t stream);
+// cuBLAS (cublasGemmEx, fp32 accumulation) with A, B and C all of `type`: F32 (CUDA cores, no TF32),
+// F16 or BF16 (tensor cores).
+void gemm_v3_cublas(cublasHandle_t handle, DType type, const void* a, const void* b, void* c, int m, int n, int k);
+
+// The backend's prefill matmul: y (n, W.rows) = x (n, W.cols) . W^T with cublasGemmEx, fp32 compute
+// and fp32 output. x is stored in W's dtype (fp32 for F32 weights; the caller rounds it to F16/BF16
+// for half weights, since cublasGemmEx needs A and B of one type).
+void matmul_cublas(cublasHandle_t handle, const Matrix& weight, const void* x, float* y, int n);
+
+}  // namespace infer::cuda

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# One command for a machine with an NVIDIA GPU: build the CUDA backend for this GPU, run the cuda-labelled
+# tests, run ch03 on the GPU with synthetic models of real shapes, and print a short summary.
+#
+#   scripts/gpu_check.sh                    # everything; the build goes to build/gpu
+#   INFER_GPU_ARCH=80 scripts/gpu_check.sh  # compile for this architecture (default: nvidia-smi's, else 90)
+#   INFER_JOBS=8 scripts/gpu_check.sh       # parallel build jobs (default: nproc)
+#   INFER_GPU_CHECK_DIR=/tmp/x scripts/gpu_check.sh   # where the models and logs go (default /tmp/infer-gpu-check)
+#
+# Needs: the Debian packages of scripts/lib/packages.sh (installed when run as root, else the exact apt-get
+# command is printed) and the CUDA toolkit (nvcc on PATH or at /usr/local/cuda/bin/nvcc). No network and no
+# model files: the models are written here by the project's own `synth` tool (random weights, real shapes).
+# Exit status: 0 when the tests passed and ch03 ran on the GPU, 1 otherwise.
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo_root"
+source "${repo_root}/scripts/lib/packages.sh"
+source "${repo_root}/scripts/lib/preset.sh"
+
+say() { printf '\n==> %s\n' "$*"; }
+work="${INFER_GPU_CHECK_DIR:-/tmp/infer-gpu-check}"
+build=build/gpu
+mkdir -p "$work"
+
+say "packages and toolkit"
+check_packages
+nvcc=$(nvcc_path)
+if [[ -z "$nvcc" ]]; then
+  echo "gpu_check.sh: no nvcc (PATH or /usr/local/cuda/bin): install the CUDA toolkit first" >&2
+  exit 1
+fi
+"$nvcc" --version | tail -n 1
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader || true
+else
+  echo "no nvidia-smi: the driver may be missing (the tests will say so and skip)"
+fi
+
+# The architecture to compile for: the GPU's compute capability (9.0 -> 90), else 90 (H100/H200).
+arch="${INFER_GPU_ARCH:-}"
+if [[ -z "$arch" ]] && command -v nvidia-smi >/dev/null; then
+  arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .' || true)
+fi
+[[ "$arch" =~ ^[0-9]+$ ]] || arch=90
+jobs=$(build_jobs)
+echo "CUDA architecture: ${arch}   jobs: ${jobs}   build: ${build}   scratch: ${work}"
+
+say "configure + build (cuda preset, CMAKE_CUDA_ARCHITECTURES=${arch})"
+reset_build_dir=0
+if [[ -f "${build}/CMakeCache.txt" ]] && ! grep -qx 'CMAKE_GENERATOR:INTERNAL=Ninja' "${build}/CMakeCache.txt"; then
+  reset_build_dir=1
+fi
+[[ $reset_build_dir == 1 ]] && rm -rf "${build}/CMakeCache.txt" "${build}/CMakeFiles"
+cmake --preset cuda -B "$build" -DCMAKE_CUDA_ARCHITECTURES="$arch" -DINFER_BUILD_BENCH=OFF >"${work}/configure.log" \
+  || { cat "${work}/configure.log"; exit 1; }
+cmake --build "$build" -j "$jobs" --target cuda_tests ch03_gpu_basics synth
+
+say "cuda tests (ctest -L cuda)"
+tests_status=0
+ctest --test-dir "$build" -L cuda -V --timeout 1800 2>&1 | tee "${work}/cuda_tests.log" || tests_status=$?
+if grep -q "SKIPPED: no CUDA device" "${work}/cuda_tests.log"; then
+  echo "gpu_check.sh: FAILED: the CUDA tests skipped, no usable GPU here (see the SKIPPED line above)" >&2
+  exit 1
+fi
+
+say "synthetic models (tools/synth: random weights, real shapes)"
+synth="${build}/tools/synth"
+declare -A models=([smollm2-135m]="${work}/smollm2-135m-f16.gguf" [tinyllama-1.1b]="${work}/tinyllama-1.1b-f16.gguf")
+for name in smollm2-135m tinyllama-1.1b; do
+  if [[ ! -f "${models[$name]}" ]]; then
+    "$synth" --preset "$name" --dtype f16 --format gguf --seed 1 --out "${models[$name]}"
+  else
+    echo "${models[$name]} (kept from an earlier run)"
+  fi
+done
+
+say "ch03 on the GPU"
+ch03_status=0
+ch03="${build}/ch03_gpu_basics/ch03_gpu_basics"
+# First run: the full chapter (CPU and GPU ceilings, naive decoding) on the TinyLlama shape.
+"$ch03" --device cuda --model "${models[tinyllama-1.1b]}" --weights f16 --max-tokens 32 \
+  --json "${work}/ch03_tinyllama_f16.json" 2>&1 | tee "${work}/ch03_tinyllama_f16.log" || ch03_status=$?
+# Then naive decoding only, for the smaller shape and for fp32 weights, against the copy bandwidth measured above.
+copy_gb_s=$(awk '/device-to-device copy/ {print $3; exit}' "${work}/ch03_tinyllama_f16.log")
+for run in "smollm2-135m f16" "smollm2-135m f32" "tinyllama-1.1b f32"; do
+  read -r name weights <<<"$run"
+  "$ch03" --device cuda --model "${models[$name]}" --weights "$weights" --max-tokens 32 --skip-ceilings \
+    ${copy_gb_s:+--bandwidth-gb-s "$copy_gb_s"} --json "${work}/ch03_${name}_${weights}.json" 2>&1 | tee "${work}/ch03_${name}_${weights}.log" || ch03_status=$?
+done
+
+say "summary"
+echo "GPU: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || echo unknown)  (arch ${arch})"
+echo "tests:"
+grep -E '^\[doctest\] (test cases|assertions)|tests passed|tests failed|SKIPPED' "${work}/cuda_tests.log" | sed 's/^/  /' || true
+echo "ceilings (ch03, TinyLlama-shaped run):"
+grep -E 'memory: |device-to-device copy|TFLOP/s .* of the|Ridge point' "${work}/ch03_tinyllama_f16.log" | sed 's/^ */  /' || true
+echo "naive decoding on the GPU (ms/token, tok/s, GB/s, % of measured copy bandwidth):"
+for log in "${work}"/ch03_*.log; do
+  row=$(grep -E '^naive \(no KV cache\), cuda' "$log" || echo "no GPU row (see ${log})")
+  printf '  %-28s %s\n' "$(basename "$log" .log | sed 's/^ch03_//')" "$row"
+done
+echo "logs and JSON: ${work}"
+if [[ $tests_status -ne 0 || $ch03_status -ne 0 ]]; then
+  echo "gpu_check.sh: FAILED (tests status ${tests_status}, ch03 status ${ch03_status})"
+  exit 1
+fi
+echo "gpu_check.sh: OK"
