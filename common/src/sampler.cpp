@@ -2,12 +2,14 @@
 //
 // The chain, in the order sampler.h states it:
 //   penalties -> (temperature 0: argmax) -> top-k -> softmax(logits / T) -> top-p -> min-p -> draw.
+// The top-p selection lives in sampling_filters.cpp (its own file: the ch03 lab swaps it out).
 // Every step is deterministic given the seed: candidates are ordered by a total order (logit, then
 // id), and the uniform draw is built from the raw 64-bit output of std::mt19937_64 (whose sequence
 // the C++ standard fixes), so the same seed gives the same tokens on every platform.
 #include "infer/sampler.h"
 
 #include "infer/error.h"
+#include "infer/sampling_filters.h"
 
 #include <algorithm>
 #include <cmath>
@@ -23,12 +25,6 @@ namespace {
 // equally likely. std::uniform_real_distribution is not used because its algorithm (and so its
 // output for a given engine state) is left to the implementation.
 double uniform_01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
-
-// The total order the candidates are sorted by: larger logit (or probability) first, ties broken by
-// the lower token id. A total order makes std::sort / std::partial_sort give one answer everywhere.
-bool ranks_before(const std::pair<float, int>& x, const std::pair<float, int>& y) {
-  return x.first > y.first || (x.first == y.first && x.second < y.second);
-}
 
 void validate(const SamplerConfig& config) {
   if (!std::isfinite(config.temperature) || config.temperature < 0.0f)
@@ -77,49 +73,6 @@ void apply_penalties(std::span<float> logits, std::span<const int> history, cons
     logit -= count * config.frequency_penalty + config.presence_penalty;
     run_start = run_end;
   }
-}
-
-// ---- Step 3c: the nucleus of top-p ---------------------------------------------------------------
-
-// Returns how many of the best-ranked candidates (probability, id) top-p keeps: the smallest `keep`
-// whose sorted prefix has mass >= top_p. Leaves those `keep` candidates at the front, in rank order.
-//
-// Sorting a whole vocabulary (~50k entries) would cost milliseconds per token, and the nucleus can
-// hold thousands of tokens when the model is unsure. So this is a binary search by selection:
-// nth_element splits the undecided range [lo, hi) at its middle rank in O(hi - lo); the mass of the
-// better half says which half holds the cut. The range halves each round (O(n) in all); only the
-// last small range and the kept prefix are sorted.
-size_t select_nucleus(std::vector<std::pair<float, int>>& candidates, float top_p) {
-  constexpr size_t kSortBelow = 256;  // ranges this small are simply sorted
-  const auto at = [&](size_t index) { return candidates.begin() + static_cast<std::ptrdiff_t>(index); };
-  // Invariant: candidates [0, lo) rank above all of [lo, n) and hold mass_above < top_p; the cut,
-  // the index of the last kept token, lies in [lo, hi).
-  size_t lo = 0, hi = candidates.size();
-  double mass_above = 0.0;
-  while (hi - lo > kSortBelow) {
-    const size_t mid = lo + (hi - lo) / 2;
-    std::nth_element(at(lo), at(mid), at(hi), ranks_before);
-    double mass_better_half = 0.0;
-    for (size_t i = lo; i < mid; ++i) mass_better_half += candidates[i].first;
-    if (mass_above + mass_better_half >= top_p) {
-      hi = mid;  // the better half alone reaches top_p: the cut is inside it
-    } else {
-      mass_above += mass_better_half;
-      lo = mid;
-    }
-  }
-  // Sort the kept prefix (so the draw walks the same order on every standard library) and the
-  // final small range, then walk the range to the first token that brings the mass to top_p.
-  std::sort(at(0), at(lo), ranks_before);
-  std::sort(at(lo), at(hi), ranks_before);
-  size_t keep = lo;
-  double mass = mass_above;
-  while (keep < hi) {
-    mass += candidates[keep].first;
-    ++keep;
-    if (mass >= top_p) break;
-  }
-  return keep;
 }
 
 }  // namespace
