@@ -110,6 +110,6 @@ function(infer_add_lab_tests)
       INFER_SOURCE_DIR="${PROJECT_SOURCE_DIR}" INFER_BINARY_DIR="${PROJECT_BINARY_DIR}")
     doctest_discover_tests(lab_${name}_tests WORKING_DIRECTORY ${PROJECT_BINARY_DIR}
       ADD_LABELS 0
-      PROPERTIES LABELS lab_${name} SKIP_REGULAR_EXPRESSION "SKIPPED:")
+      PROPERTIES LABELS lab_${name} SKIP_REGULAR_EXPRESSION "SKIPPED:" ENVIRONMENT "OMP_WAIT_POLICY=PASSIVE")
   endforeach()
 endfunction()
