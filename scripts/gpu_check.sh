@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # One command for a machine with an NVIDIA GPU: build the CUDA backend for this GPU, run the cuda-labelled
-# tests, run ch03 on the GPU with synthetic models of real shapes, and print a short summary.
+# tests, run ch03 (naive decoding) and ch05 (KV-cache decoding) on the GPU with synthetic models of real
+# shapes, and print a short summary (tok/s, GB/s, % of the measured copy bandwidth).
 #
 #   scripts/gpu_check.sh                    # everything; the build goes to build/gpu
+#   scripts/gpu_check.sh --llama3-8b        # also ch05 on a Llama-3-8B-shaped f16 model (~16 GB written to
+#                                           # the scratch dir; needs 20 GB free there and ~18 GB of GPU memory)
 #   INFER_GPU_ARCH=80 scripts/gpu_check.sh  # compile for this architecture (default: nvidia-smi's, else 90)
 #   INFER_JOBS=8 scripts/gpu_check.sh       # parallel build jobs (default: nproc)
 #   INFER_GPU_CHECK_DIR=/tmp/x scripts/gpu_check.sh   # where the models and logs go (default /tmp/infer-gpu-check)
@@ -10,8 +13,20 @@
 # Needs: the Debian packages of scripts/lib/packages.sh (installed when run as root, else the exact apt-get
 # command is printed) and the CUDA toolkit (nvcc on PATH or at /usr/local/cuda/bin/nvcc). No network and no
 # model files: the models are written here by the project's own `synth` tool (random weights, real shapes).
-# Exit status: 0 when the tests passed and ch03 ran on the GPU, 1 otherwise.
+# Exit status: 0 when the tests passed and ch03 and ch05 ran on the GPU, 1 otherwise.
+# Budget: on a 16-core H100/H200 machine, from a clean tree, well under 10 minutes without --llama3-8b
+# (the build of the four targets for one architecture is most of it).
 set -euo pipefail
+
+with_llama3=0
+for arg in "$@"; do
+  case "$arg" in
+    --llama3-8b) with_llama3=1 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
+  esac
+done
+start_seconds=$SECONDS
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
@@ -54,7 +69,8 @@ fi
 [[ $reset_build_dir == 1 ]] && rm -rf "${build}/CMakeCache.txt" "${build}/CMakeFiles"
 cmake --preset cuda -B "$build" -DCMAKE_CUDA_ARCHITECTURES="$arch" -DINFER_BUILD_BENCH=OFF >"${work}/configure.log" \
   || { cat "${work}/configure.log"; exit 1; }
-cmake --build "$build" -j "$jobs" --target cuda_tests ch03_gpu_basics synth
+cmake --build "$build" -j "$jobs" --target cuda_tests ch03_gpu_basics ch05_kv_cache synth
+echo "built in $((SECONDS - start_seconds)) s"
 
 say "cuda tests (ctest -L cuda)"
 tests_status=0
@@ -89,6 +105,34 @@ for run in "smollm2-135m f16" "smollm2-135m f32" "tinyllama-1.1b f32"; do
     ${copy_gb_s:+--bandwidth-gb-s "$copy_gb_s"} --json "${work}/ch03_${name}_${weights}.json" 2>&1 | tee "${work}/ch03_${name}_${weights}.log" || ch03_status=$?
 done
 
+say "ch05 on the GPU: naive vs KV-cache decoding"
+ch05_status=0
+ch05="${build}/ch05_kv_cache/ch05_kv_cache"
+ch05_runs=("tinyllama-1.1b f16 256 64")
+if [[ $with_llama3 == 1 ]]; then
+  # 16 GB of f16 weights: check the scratch disk first (the file stays for the next run).
+  llama3="${work}/llama3-8b-f16.gguf"
+  free_gb=$(df -P -B1G "$work" | awk 'NR == 2 {print $4}')
+  if [[ -f "$llama3" || "${free_gb:-0}" -ge 20 ]]; then
+    models[llama3-8b]="$llama3"
+    if [[ ! -f "$llama3" ]]; then
+      synth_start=$SECONDS
+      "$synth" --preset llama3-8b --dtype f16 --format gguf --seed 1 --out "$llama3"
+      echo "wrote ${llama3} in $((SECONDS - synth_start)) s"
+    fi
+    ch05_runs+=("llama3-8b f16 128 32")
+  else
+    echo "skipping Llama-3-8B: ${free_gb:-?} GB free in ${work}, the f16 model needs ~16 GB (20 GB asked)"
+  fi
+fi
+for run in "${ch05_runs[@]}"; do
+  read -r name weights tokens naive <<<"$run"
+  # --bandwidth-mib 1024: the copy bandwidth ch05 divides by, measured on the GPU (same as ch03's).
+  "$ch05" --device cuda --model "${models[$name]}" --weights "$weights" --max-tokens "$tokens" --naive-max "$naive" \
+    --repeat 3 --json "${work}/ch05_${name}_${weights}.json" 2>&1 | tee "${work}/ch05_${name}_${weights}.log" \
+    || ch05_status=$?
+done
+
 say "summary"
 echo "GPU: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || echo unknown)  (arch ${arch})"
 echo "tests:"
@@ -100,9 +144,20 @@ for log in "${work}"/ch03_*.log; do
   row=$(grep -E '^naive \(no KV cache\), cuda' "$log" || echo "no GPU row (see ${log})")
   printf '  %-28s %s\n' "$(basename "$log" .log | sed 's/^ch03_//')" "$row"
 done
-echo "logs and JSON: ${work}"
-if [[ $tests_status -ne 0 || $ch03_status -ne 0 ]]; then
-  echo "gpu_check.sh: FAILED (tests status ${tests_status}, ch03 status ${ch03_status})"
+echo "KV-cache decoding on the GPU (ch05; the longest kv_cache row: whole run incl. prefill; then decode only):"
+for log in "${work}"/ch05_*.log; do
+  [[ -f "$log" ]] || continue
+  label=$(basename "$log" .log | sed 's/^ch05_//')
+  row=$(grep -E '^kv_cache ' "$log" | tail -n 1 |
+        awk -F'|' '{gsub(/ /, "", $2); gsub(/ /, "", $4); gsub(/ /, "", $6); gsub(/ /, "", $7);
+                    printf "%s tokens: %s tok/s, %s GB/s, %s%% of the copy bandwidth", $2, $4, $6, $7}')
+  decode=$(grep -E '^  decode ' "$log" | sed 's/^ *//; s/  (.*//' | tr -s ' ' || true)
+  identical=$(grep -E '^tokens identical' "$log" | head -n 1 || true)
+  printf '  %-20s %s\n  %-20s %s\n  %-20s %s\n' "$label" "${row:-no kv_cache row (see ${log})}" "" "${decode:-}" "" "${identical:-}"
+done
+echo "logs and JSON: ${work}   (total $((SECONDS - start_seconds)) s)"
+if [[ $tests_status -ne 0 || $ch03_status -ne 0 || $ch05_status -ne 0 ]]; then
+  echo "gpu_check.sh: FAILED (tests status ${tests_status}, ch03 status ${ch03_status}, ch05 status ${ch05_status})"
   exit 1
 fi
 echo "gpu_check.sh: OK"

@@ -126,3 +126,63 @@ TEST_CASE("cuda == cpu greedy tokens on a synthetic model (naive f32; cached f32
     }
   }
 }
+
+// ---- ch05: the CachedGenerator on the GPU ------------------------------------------------------------
+namespace {
+
+GenerationOptions greedy_options(int max_new) {
+  GenerationOptions options;
+  options.max_new_tokens = max_new;
+  options.sampler.temperature = 0.0f;
+  return options;
+}
+
+// Greedy tokens of one generator kind on one backend, f32 weights, no stop tokens.
+template <typename GeneratorType>
+std::vector<int> generator_tokens(const ModelFile& file, Backend& backend, const std::vector<int>& prompt,
+                                  int max_new) {
+  Weights weights(file, WeightFormat::F32, backend);
+  Transformer transformer(weights, backend, int(prompt.size()) + max_new);
+  GeneratorType generator(transformer);
+  return generator.generate(prompt, greedy_options(max_new)).tokens;
+}
+
+// CachedGenerator on the GPU: prefill through cuBLAS and attention v1, every decode step through
+// the GEMV and attention v2 (split context). Its tokens must be the CPU's CachedGenerator's, and the
+// GPU's NaiveGenerator's (the cache changes the cost, never the result).
+void check_cached_on_gpu(const ModelFile& file, const std::vector<int>& prompt, int max_new) {
+  auto cuda = make_cuda_backend();
+  auto cpu = make_cpu_backend(2);
+  const std::vector<int> cpu_cached = generator_tokens<CachedGenerator>(file, *cpu, prompt, max_new);
+  REQUIRE(cpu_cached.size() == size_t(max_new));
+  const std::vector<int> gpu_cached = generator_tokens<CachedGenerator>(file, *cuda, prompt, max_new);
+  CHECK(gpu_cached == cpu_cached);
+  const std::vector<int> gpu_naive = generator_tokens<NaiveGenerator>(file, *cuda, prompt, max_new);
+  CHECK(gpu_naive == gpu_cached);
+}
+
+}  // namespace
+
+TEST_CASE("cuda CachedGenerator == cpu CachedGenerator == cuda NaiveGenerator (synthetic, f32)") {
+  // "tiny" (GQA 4/2, vocab 300) and a wider group (8 query heads per kv head, as Llama-3) with head_dim
+  // 80: the decode steps go through attention v2 with groups of 2 and 8.
+  ModelConfig wide_group = synthetic_preset("tiny");
+  wide_group.dim = 640;
+  wide_group.n_heads = 8;
+  wide_group.n_kv_heads = 1;
+  wide_group.head_dim = 80;
+  wide_group.validate("wide_group");
+  for (const ModelConfig& config : {synthetic_preset("tiny"), wide_group}) {
+    CAPTURE(config.n_heads);
+    ModelFile file = model_file_from_synthetic(make_synthetic_model(config, 11));
+    check_cached_on_gpu(file, {3, 100, 42, 299, 0, 7}, 90);
+  }
+}
+
+TEST_CASE("cuda CachedGenerator == cpu CachedGenerator == cuda NaiveGenerator (stories260K, f32)") {
+  const auto dir = shared_models_dir() / "stories260K";
+  if (!std::filesystem::exists(dir / "stories260K.bin"))
+    INFER_SKIP("../shared/models/stories260K is absent (it sits beside the repository in CI)");
+  ModelFile file = load_model_file((dir / "stories260K.bin").string());
+  check_cached_on_gpu(file, {1, 403, 407, 261, 410}, 200);
+}

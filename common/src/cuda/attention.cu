@@ -11,11 +11,32 @@
 //                            dimensions and sums over positions (coalesced reads of V rows).
 //                            The scores live in shared memory: (p_t + 1) floats, so contexts longer
 //                            than the device's shared memory per block are refused with a clear
-//                            error. Later chapters replace this with tiled (flash) attention.
+//                            error. With GQA each query head reads its kv head's rows itself: every
+//                            cached row is read `group` times per step. And a decode step (n == 1) is
+//                            only n_heads blocks, each walking the whole context alone: at 5000
+//                            positions 32 blocks keep a fraction of a 132-SM GPU busy.
+//   v2_split_context:        split-K / "flash decoding". The context [0, p_t] is cut into splits of
+//                            whole 64-position tiles; one block per (split, kv head, token) scores its
+//                            tiles for all the query heads of the GQA group at once (up to 8 per
+//                            block), so each K and V row is read once per kv head, and keeps an online
+//                            softmax across its tiles: running max m and sum l per head, the weighted
+//                            sum of V rescaled by exp(m_old - m_new) when the max grows. It writes
+//                            (m, l, unnormalised out) per (token, head, split) to a workspace; a
+//                            second kernel, v2_combine, merges the splits with the log-sum-exp rule
+//                            out = sum_s exp(m_s - M) out_s / sum_s exp(m_s - M) l_s, M = max_s m_s.
+//                            Many blocks per step (splits x kv heads) whatever the batch, and no
+//                            score buffer the size of the context: any length runs. Needs
+//                            head_dim <= 256 (two output dimensions per thread of 128).
+//
+// Which one the backend runs (cuda_backend.cpp): v2 for decode (n == 1), where v1 leaves the GPU
+// idle and reads K/V `group` times; v2 also when the context is too long for v1's shared memory.
+// v1 otherwise, i.e. prefill: there n x n_heads blocks already fill the GPU, and v2 would need a
+// workspace of n x n_heads x splits x head_dim partials (it runs the queries 16 at a time).
 #include "cuda_check.h"
 #include "cuda_device.cuh"
 #include "cuda_kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -25,6 +46,20 @@ namespace {
 constexpr int kThreads = 128;
 constexpr size_t kDefaultSharedBytes = 48 * 1024;  // above this a kernel must opt in
 
+// v2's fixed sizes. kV2Tile positions are scored at once (shared memory: heads x tile floats);
+// kV2MaxSplits bounds the workspace (and the combine's loop); 16 queries per launch when n > 1.
+constexpr int kV2Threads = 128;
+constexpr int kV2Warps = kV2Threads / 32;
+constexpr int kV2Tile = 64;
+constexpr int kV2HeadsPerBlock = 8;
+constexpr int kV2MaxSplits = 128;
+constexpr int kV2MaxHeadDim = 256;
+constexpr int kV2DimsPerThread = kV2MaxHeadDim / kV2Threads;  // output dimensions each thread owns
+constexpr int kV2QueryBatch = 16;
+
+// ================================================================================================
+// v1: one block per (token, query head)
+// ================================================================================================
 __global__ void attention_v1_block_per_query_head(const float* q, const float* k_cache, const float* v_cache,
                                                   float* out, int start_pos, int n_heads, int n_kv_heads,
                                                   int head_dim, float scale) {
@@ -73,30 +108,208 @@ __global__ void attention_v1_block_per_query_head(const float* q, const float* k
   }
 }
 
-}  // namespace
+// ================================================================================================
+// v2: split the context over blocks, the query heads of a GQA group together, then combine
+// ================================================================================================
+// The workspace, for a launch of `batch` queries: (batch, n_heads, n_splits) entries of
+//   partial_out (head_dim floats): sum_p exp(score_p - m) v_p over the split's positions
+//   partial_max: m, the split's max score (-inf when the split lies beyond the query's last position)
+//   partial_sum: l = sum_p exp(score_p - m)
+struct Partials {
+  float* out;  // (batch, n_heads, n_splits, head_dim)
+  float* max;  // (batch, n_heads, n_splits)
+  float* sum;  // (batch, n_heads, n_splits)
+};
 
-void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
-               int n_heads, int n_kv_heads, int head_dim, cudaStream_t stream) {
-  if (n <= 0) return;
+// grid: (n_splits, n_kv_heads * head_batches, batch); block: kV2Threads.
+// Block (split, g | head batch, b) handles query token t = token_offset + b, the query heads
+// [first_head, first_head + heads) of kv head g, and the positions [split * split_len, ...) up to
+// the query's last position, kV2Tile at a time.
+__global__ void attention_v2_split_context(const float* q, const float* k_cache, const float* v_cache,
+                                           Partials partials, int token_offset, int start_pos, int n_heads,
+                                           int n_kv_heads, int head_dim, int split_len, int n_splits, float scale) {
+  __shared__ float q_shared[kV2HeadsPerBlock][kV2MaxHeadDim];  // the group's queries
+  __shared__ float weights[kV2HeadsPerBlock][kV2Tile];        // scores, then exp(score - running max)
+  __shared__ float running_max[kV2HeadsPerBlock];
+  __shared__ float running_sum[kV2HeadsPerBlock];
+  __shared__ float tile_rescale[kV2HeadsPerBlock];             // exp(old max - new max) of this tile
+
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int split = blockIdx.x;
+  const int group = n_heads / n_kv_heads;
+  const int head_batches = (group + kV2HeadsPerBlock - 1) / kV2HeadsPerBlock;
+  const int g = blockIdx.y / head_batches;
+  const int first_head = g * group + (blockIdx.y % head_batches) * kV2HeadsPerBlock;  // absolute query head
+  const int heads = min(kV2HeadsPerBlock, g * group + group - first_head);
+  const int b = blockIdx.z;                       // query within this launch
+  const int t = token_offset + b;                 // query within the pass
+  const int last = start_pos + t;                 // causal: positions [0, last]
+  const int begin = split * split_len;
+  const int end = min(begin + split_len, last + 1);  // may be <= begin: an empty split
+  const size_t kv_dim = size_t(n_kv_heads) * size_t(head_dim);
+  const float* k_head = k_cache + size_t(g) * head_dim;  // row p at + p * kv_dim
+  const float* v_head = v_cache + size_t(g) * head_dim;
+
+  for (int i = threadIdx.x; i < kV2HeadsPerBlock * head_dim; i += blockDim.x) {
+    const int j = i / head_dim, d = i % head_dim;
+    q_shared[j][d] = j < heads ? q[(size_t(t) * n_heads + first_head + j) * head_dim + d] : 0.0f;
+  }
+  if (threadIdx.x < kV2HeadsPerBlock) {
+    running_max[threadIdx.x] = -INFINITY;
+    running_sum[threadIdx.x] = 0.0f;
+  }
+  // acc[k][j]: head j's unnormalised output in dimension threadIdx.x + k * kV2Threads.
+  float acc[kV2DimsPerThread][kV2HeadsPerBlock] = {};
+  __syncthreads();
+
+  for (int tile = begin; tile < end; tile += kV2Tile) {
+    const int count = min(kV2Tile, end - tile);
+
+    // ---- scores: warp w scores positions w, w + 4, ...; the K row is read once for every head --
+    for (int p = warp; p < count; p += kV2Warps) {
+      const float* k_row = k_head + size_t(tile + p) * kv_dim;  // (head_dim), coalesced over lanes
+      float dots[kV2HeadsPerBlock] = {};
+      for (int d = lane; d < head_dim; d += 32) {
+        const float k_value = k_row[d];
+#pragma unroll
+        for (int j = 0; j < kV2HeadsPerBlock; ++j) dots[j] += q_shared[j][d] * k_value;
+      }
+#pragma unroll
+      for (int j = 0; j < kV2HeadsPerBlock; ++j) {
+        if (j >= heads) break;  // uniform across the warp: the shuffles stay full-warp
+        const float dot = warp_sum(dots[j]);
+        if (lane == 0) weights[j][p] = dot * scale;
+      }
+    }
+    __syncthreads();
+
+    // ---- online softmax: warp w updates heads w, w + 4, ... ----------------------------------
+    for (int j = warp; j < heads; j += kV2Warps) {
+      float tile_max = -INFINITY;
+      for (int p = lane; p < count; p += 32) tile_max = fmaxf(tile_max, weights[j][p]);
+      tile_max = warp_max(tile_max);
+      const float new_max = fmaxf(running_max[j], tile_max);  // finite: the tile has >= 1 position
+      float tile_sum = 0.0f;
+      for (int p = lane; p < count; p += 32) {
+        const float weight = expf(weights[j][p] - new_max);
+        weights[j][p] = weight;
+        tile_sum += weight;
+      }
+      tile_sum = warp_sum(tile_sum);
+      if (lane == 0) {
+        // The sum and the outputs so far refer to the old max: rescale them to the new one
+        // (exp(-inf) = 0 on the first tile, where both are still zero).
+        const float rescale = expf(running_max[j] - new_max);
+        running_sum[j] = running_sum[j] * rescale + tile_sum;
+        running_max[j] = new_max;
+        tile_rescale[j] = rescale;
+      }
+    }
+    __syncthreads();
+
+    // ---- weighted V: thread i owns dimensions i, i + 128; the V row is read once for every head -
+#pragma unroll
+    for (int k = 0; k < kV2DimsPerThread; ++k) {
+      const int d = threadIdx.x + k * kV2Threads;
+      if (d >= head_dim) break;
+#pragma unroll
+      for (int j = 0; j < kV2HeadsPerBlock; ++j) acc[k][j] *= j < heads ? tile_rescale[j] : 0.0f;
+      for (int p = 0; p < count; ++p) {
+        const float v_value = v_head[size_t(tile + p) * kv_dim + d];  // coalesced over threads
+#pragma unroll
+        for (int j = 0; j < kV2HeadsPerBlock; ++j) acc[k][j] += weights[j][p] * v_value;
+      }
+    }
+    __syncthreads();  // the next tile overwrites weights and tile_rescale
+  }
+
+  // ---- this split's partial results (an empty split leaves max -inf, sum 0, out 0) ------------
+  for (int j = 0; j < heads; ++j) {
+    const size_t entry = (size_t(b) * n_heads + first_head + j) * n_splits + split;
+#pragma unroll
+    for (int k = 0; k < kV2DimsPerThread; ++k) {
+      const int d = threadIdx.x + k * kV2Threads;
+      if (d < head_dim) partials.out[entry * head_dim + d] = acc[k][j];
+    }
+    if (threadIdx.x == 0) {
+      partials.max[entry] = running_max[j];
+      partials.sum[entry] = running_sum[j];
+    }
+  }
+}
+
+// grid: (n_heads, batch); block: kV2Threads. out_t,h = sum_s f_s out_s / sum_s f_s l_s with
+// f_s = exp(m_s - M), M = max_s m_s: every split's numbers rescaled to the common max.
+__global__ void attention_v2_combine(Partials partials, float* out, int token_offset, int n_heads, int head_dim,
+                                     int n_splits) {
+  __shared__ float factor[kV2MaxSplits];
+  const int h = blockIdx.x;
+  const int b = blockIdx.y;
+  const size_t first_entry = (size_t(b) * n_heads + h) * n_splits;
+  float global_max = -INFINITY;  // split 0 always holds position 0, so this ends finite
+  for (int s = 0; s < n_splits; ++s) global_max = fmaxf(global_max, partials.max[first_entry + s]);
+  for (int s = threadIdx.x; s < n_splits; s += blockDim.x)
+    factor[s] = expf(partials.max[first_entry + s] - global_max);  // 0 for an empty split
+  __syncthreads();
+  float total = 0.0f;  // every thread sums the same terms in the same order: the same value
+  for (int s = 0; s < n_splits; ++s) total += factor[s] * partials.sum[first_entry + s];
+  float* out_head = out + (size_t(token_offset + b) * n_heads + h) * size_t(head_dim);
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float value = 0.0f;
+    for (int s = 0; s < n_splits; ++s) value += factor[s] * partials.out[(first_entry + s) * head_dim + d];
+    out_head[d] = value / total;
+  }
+}
+
+// The split plan for a context of `positions`: whole tiles per split, at most kV2MaxSplits splits,
+// none of them empty for the longest query.
+struct SplitPlan {
+  int n_splits;
+  int split_len;  // positions per split, a multiple of kV2Tile
+};
+SplitPlan plan_splits(int positions) {
+  const int tiles = (positions + kV2Tile - 1) / kV2Tile;
+  const int tiles_per_split = (tiles + kV2MaxSplits - 1) / kV2MaxSplits;
+  return {(tiles + tiles_per_split - 1) / tiles_per_split, tiles_per_split * kV2Tile};
+}
+
+void check_shape(const char* what, int n, int start_pos, int n_heads, int n_kv_heads, int head_dim) {
   if (n_heads <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || head_dim <= 0 || start_pos < 0)
-    throw_error("cuda attention: bad shape (n_heads " + std::to_string(n_heads) + ", n_kv_heads " +
+    throw_error(std::string(what) + ": bad shape (n_heads " + std::to_string(n_heads) + ", n_kv_heads " +
                 std::to_string(n_kv_heads) + ", head_dim " + std::to_string(head_dim) + ", start_pos " +
                 std::to_string(start_pos) + ")");
-  if (n > 65535) throw_error("cuda attention: at most 65535 tokens per pass (grid y), got " + std::to_string(n));
+  if (n > 65535) throw_error(std::string(what) + ": at most 65535 tokens per pass (grid), got " + std::to_string(n));
+}
+
+// Dynamic shared memory v1 needs: q + the last query's scores.
+size_t v1_shared_bytes(int positions, int head_dim) { return (size_t(head_dim) + size_t(positions)) * sizeof(float); }
+
+}  // namespace
+
+// ---- v1 --------------------------------------------------------------------------------------------
+bool attention_v1_fits(int positions, int head_dim) {
+  int device = 0, optin = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  cudaFuncAttributes attributes{};
+  CUDA_CHECK(cudaFuncGetAttributes(&attributes, attention_v1_block_per_query_head));
+  return v1_shared_bytes(positions, head_dim) + attributes.sharedSizeBytes <= size_t(optin);
+}
+
+void attention_v1(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
+                  int n_heads, int n_kv_heads, int head_dim, cudaStream_t stream) {
+  if (n <= 0) return;
+  check_shape("cuda attention v1", n, start_pos, n_heads, n_kv_heads, head_dim);
   const int positions = start_pos + n;  // the last query sees them all
-  const size_t shared_bytes = (size_t(head_dim) + size_t(positions)) * sizeof(float);  // dynamic: q + scores
+  const size_t shared_bytes = v1_shared_bytes(positions, head_dim);
   // The block reductions' static shared arrays (a few hundred bytes) count towards the same limit.
   constexpr size_t kStaticReserve = 1024;
   if (shared_bytes + kStaticReserve > kDefaultSharedBytes) {
-    int device = 0, optin = 0;
-    CUDA_CHECK(cudaGetDevice(&device));
-    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    cudaFuncAttributes attributes{};
-    CUDA_CHECK(cudaFuncGetAttributes(&attributes, attention_v1_block_per_query_head));
-    if (shared_bytes + attributes.sharedSizeBytes > size_t(optin))
+    if (!attention_v1_fits(positions, head_dim))
       throw_error("cuda attention v1: " + std::to_string(positions) + " positions need " +
-                  std::to_string(shared_bytes / 1024) + " KiB of shared memory for the scores, the device allows " +
-                  std::to_string((size_t(optin) - attributes.sharedSizeBytes) / 1024) + " KiB per block");
+                  std::to_string(shared_bytes / 1024) +
+                  " KiB of shared memory for the scores, more than the device allows per block (v2 has no such limit)");
     CUDA_CHECK(cudaFuncSetAttribute(attention_v1_block_per_query_head, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     int(shared_bytes)));
   }
@@ -105,6 +318,47 @@ void attention(const float* q, const float* k_cache, const float* v_cache, float
   attention_v1_block_per_query_head<<<grid, kThreads, shared_bytes, stream>>>(q, k_cache, v_cache, out, start_pos,
                                                                               n_heads, n_kv_heads, head_dim, scale);
   CUDA_CHECK_LAUNCH();
+}
+
+// ---- v2 --------------------------------------------------------------------------------------------
+bool attention_v2_supported(int head_dim) { return head_dim > 0 && head_dim <= kV2MaxHeadDim; }
+
+size_t attention_v2_workspace_bytes(int n, int n_heads, int head_dim) {
+  const size_t batch = size_t(std::clamp(n, 1, kV2QueryBatch));
+  return batch * size_t(n_heads) * kV2MaxSplits * (size_t(head_dim) + 2) * sizeof(float);
+}
+
+void attention_v2(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
+                  int n_heads, int n_kv_heads, int head_dim, void* workspace, size_t workspace_bytes,
+                  cudaStream_t stream) {
+  if (n <= 0) return;
+  check_shape("cuda attention v2", n, start_pos, n_heads, n_kv_heads, head_dim);
+  if (!attention_v2_supported(head_dim))
+    throw_error("cuda attention v2: head_dim " + std::to_string(head_dim) + " is above its limit of " +
+                std::to_string(kV2MaxHeadDim));
+  if (workspace_bytes < attention_v2_workspace_bytes(n, n_heads, head_dim))
+    throw_error("cuda attention v2: the workspace is smaller than attention_v2_workspace_bytes()");
+  // Every query of the pass uses one plan (the last one's): a shorter query's splits past its last
+  // position are empty and combine with weight 0.
+  const SplitPlan plan = plan_splits(start_pos + n);
+  const float scale = 1.0f / std::sqrt(float(head_dim));
+  const int group = n_heads / n_kv_heads;
+  const int head_batches = (group + kV2HeadsPerBlock - 1) / kV2HeadsPerBlock;
+  for (int token_offset = 0; token_offset < n; token_offset += kV2QueryBatch) {
+    const int batch = std::min(kV2QueryBatch, n - token_offset);
+    // Laid out for this launch's batch and split count (the workspace holds the largest of both).
+    const size_t entries = size_t(batch) * n_heads * plan.n_splits;
+    float* base = static_cast<float*>(workspace);
+    const Partials partials{base, base + entries * head_dim, base + entries * head_dim + entries};
+    const dim3 grid{unsigned(plan.n_splits), unsigned(n_kv_heads * head_batches), unsigned(batch)};
+    attention_v2_split_context<<<grid, kV2Threads, 0, stream>>>(q, k_cache, v_cache, partials, token_offset,
+                                                                start_pos, n_heads, n_kv_heads, head_dim,
+                                                                plan.split_len, plan.n_splits, scale);
+    CUDA_CHECK_LAUNCH();
+    attention_v2_combine<<<dim3{unsigned(n_heads), unsigned(batch)}, kV2Threads, 0, stream>>>(
+        partials, out, token_offset, n_heads, head_dim, plan.n_splits);
+    CUDA_CHECK_LAUNCH();
+  }
 }
 
 }  // namespace infer::cuda

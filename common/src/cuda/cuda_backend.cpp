@@ -12,6 +12,12 @@
 //   n > 1 (prefill):  cublasGemmEx with fp32 compute. For f16/bf16 weights x is first rounded to the
 //                     weights' type (cuBLAS needs A and B of one type; the tensor cores need half
 //                     inputs); the cuda_tests bound the error this adds.
+// attention picks v2_split_context (split-K, GQA groups together) for decode and very long contexts,
+// v1_block_per_query_head for prefill (attention.cu explains).
+//
+// A decode step allocates nothing and synchronises once: every scratch buffer only grows and reaches
+// its decode size on the first step, the token id goes up with an async copy into an idle stream, and
+// the one cudaStreamSynchronize is download() of the logits the host samples from.
 #include "cuda_check.h"
 #include "cuda_kernels.h"
 
@@ -150,7 +156,16 @@ class CudaBackend final : public Backend {
 
   void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
                  int n_heads, int n_kv_heads, int head_dim) override {
-    cuda::attention(q, k_cache, v_cache, out, n, start_pos, n_heads, n_kv_heads, head_dim, stream_);
+    // v2 for decode and for contexts too long for v1's shared memory, v1 for prefill (attention.cu
+    // says why).
+    const bool decode = n == 1;
+    if (cuda::attention_v2_supported(head_dim) && (decode || !cuda::attention_v1_fits(start_pos + n, head_dim))) {
+      const size_t bytes = cuda::attention_v2_workspace_bytes(n, n_heads, head_dim);
+      cuda::attention_v2(q, k_cache, v_cache, out, n, start_pos, n_heads, n_kv_heads, head_dim,
+                         attention_scratch_.ensure(bytes), bytes, stream_);
+      return;
+    }
+    cuda::attention_v1(q, k_cache, v_cache, out, n, start_pos, n_heads, n_kv_heads, head_dim, stream_);
   }
 
   void silu_mul(float* gate, const float* up, size_t count) override { cuda::silu_mul(gate, up, count, stream_); }
@@ -168,6 +183,7 @@ class CudaBackend final : public Backend {
   cublasHandle_t cublas_ = nullptr;
   Scratch token_scratch_;  // (n) token ids for embed
   Scratch half_scratch_;   // (n, cols) activations rounded to f16/bf16 for the prefill GEMM
+  Scratch attention_scratch_;  // attention v2's partial results; its size does not grow with the context
 };
 
 }  // namespace

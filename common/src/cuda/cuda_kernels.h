@@ -33,10 +33,22 @@ void rope(float* x, int n, int n_heads, int head_dim, int start_pos, float theta
 
 // ---- attention.cu ----------------------------------------------------------------------------------
 // Causal GQA attention (see Backend::attention): q (n, n_heads, head_dim), caches (max_seq, n_kv_heads,
-// head_dim), out (n, n_heads, head_dim). Throws if the context needs more shared memory than the
-// device allows (227 KiB per block on an H100: about 58K positions).
-void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
-               int n_heads, int n_kv_heads, int head_dim, cudaStream_t stream);
+// head_dim), out (n, n_heads, head_dim).
+// v1_block_per_query_head: one block per (token, head), the scores in shared memory. Throws if the
+// context needs more shared memory than the device allows (227 KiB per block on an H100: about 58K
+// positions); attention_v1_fits says beforehand.
+bool attention_v1_fits(int positions, int head_dim);
+void attention_v1(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
+                  int n_heads, int n_kv_heads, int head_dim, cudaStream_t stream);
+// v2_split_context: split-K over the context, the query heads of a GQA group together, then a combine
+// kernel (log-sum-exp). Any context length; head_dim <= 256 (attention_v2_supported). `workspace`
+// is device memory of at least attention_v2_workspace_bytes(n, n_heads, head_dim) bytes; that size
+// does not depend on the context, so a decode loop allocates it once.
+bool attention_v2_supported(int head_dim);
+size_t attention_v2_workspace_bytes(int n, int n_heads, int head_dim);
+void attention_v2(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
+                  int n_heads, int n_kv_heads, int head_dim, void* workspace, size_t workspace_bytes,
+                  cudaStream_t stream);
 
 // ---- elementwise.cu --------------------------------------------------------------------------------
 void silu_mul(float* gate, const float* up, size_t count, cudaStream_t stream);  // gate = silu(gate) * up

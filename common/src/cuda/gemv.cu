@@ -12,6 +12,31 @@
 //   v3_vectorized:     v2 with 16-byte loads (4 fp32 or 8 fp16/bf16 weights per lane per load): fewer
 //                      load instructions in flight for the same bytes, which is what it takes to get
 //                      close to peak bandwidth. Needs whole 16-byte chunks per row and aligned W and x.
+//                      The chunk loop is unrolled 4 times so each lane has 4 independent 16-byte
+//                      weight loads in flight (the sum still adds the chunks in order: same result),
+//                      and the weights are read with __ldcs (evict-first: each weight is used once)
+//                      so they do not push x, which every warp of the SM re-reads, out of L1.
+//
+// ---- what v3 should reach at batch 1 (reasoning; the H100/H200 runs of scripts/gpu_check.sh measure it)
+// Little's law: to stream at B bytes/s with a memory latency L, B * L bytes must be in flight. For an
+// H100 (3.35 TB/s peak, ~0.6-0.8 us loaded latency) that is ~2-2.7 MB, ~15-20 KB per SM over 132 SMs.
+// A v3 warp with 4 unrolled 16-byte loads per lane has 2 KB in flight; a block (8 warps, 8 rows) 16 KB.
+//  - Large matrices (Llama-3-8B's 4096 x 14336 FFN, any classifier: >= 4096 rows = 512 blocks) give
+//    every SM several resident blocks (up to 8 at 256 threads): 30+ KB in flight per SM, enough to
+//    run near the copy bandwidth, i.e. ~85-90% of the datasheet peak.
+//  - Few rows starve it: TinyLlama's K/V projections (256 rows = 32 blocks) occupy 32 of 132 SMs.
+//    They are 1 MB each (f16) and take a few microseconds whatever the kernel: launch latency, not
+//    bandwidth. Splitting a row over several warps (split-K) would help only such small matrices.
+//  - x (fp32, cols floats) is read by every warp; it stays in L1 (8-56 KB), so DRAM sees the
+//    weights once. L1 traffic is 2x the weight bytes for fp16 weights (fp32 x), well under L1's
+//    ~30 TB/s aggregate.
+//  - Per token the forward pass issues ~19 launches and copies per layer (TinyLlama: ~420); at 2-4 us
+//    of host time each that is ~0.8-1.7 ms of CPU time per token against ~0.7 ms of GPU time to read
+//    TinyLlama's 2.2 GB of f16 weights: small models are launch-bound (expect 50-70% of the copy
+//    bandwidth), Llama-3-8B (16 GB f16: ~5 ms of reads for ~2 ms of launches, overlapped) is
+//    bandwidth-bound (expect 80-90%). CUDA graphs (one launch per token) remove the launch cost.
+// A decode step allocates nothing (the backend's scratch buffers only grow) and synchronises once,
+// when download() fetches the logits.
 #include "cuda_check.h"
 #include "cuda_device.cuh"
 #include "cuda_kernels.h"
@@ -52,13 +77,14 @@ __global__ void gemv_v2_warp_per_row(const T* w, const float* x, float* y, int r
 
 // ---- v3: one warp per row, 16-byte loads ----------------------------------------------------------
 // Dot product of one 16-byte chunk of weights with the matching x values.
+// The weights are read with __ldcs (streaming, evict-first); x with ordinary loads (it is reused).
 __device__ __forceinline__ float chunk_dot(const float* w, const float* x) {
-  const float4 a = *reinterpret_cast<const float4*>(w);
+  const float4 a = __ldcs(reinterpret_cast<const float4*>(w));
   const float4 b = *reinterpret_cast<const float4*>(x);
   return a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
 }
 __device__ __forceinline__ float chunk_dot(const __half* w, const float* x) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(w);  // 8 halves
+  const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(w));  // 8 halves
   const __half2* pairs = reinterpret_cast<const __half2*>(&raw);
   const float4 x0 = *reinterpret_cast<const float4*>(x);
   const float4 x1 = *reinterpret_cast<const float4*>(x + 4);
@@ -67,7 +93,7 @@ __device__ __forceinline__ float chunk_dot(const __half* w, const float* x) {
   return w0.x * x0.x + w0.y * x0.y + w1.x * x0.z + w1.y * x0.w + w2.x * x1.x + w2.y * x1.y + w3.x * x1.z + w3.y * x1.w;
 }
 __device__ __forceinline__ float chunk_dot(const __nv_bfloat16* w, const float* x) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(w);  // 8 bf16
+  const uint4 raw = __ldcs(reinterpret_cast<const uint4*>(w));  // 8 bf16
   const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
   const float4 x0 = *reinterpret_cast<const float4*>(x);
   const float4 x1 = *reinterpret_cast<const float4*>(x + 4);
@@ -77,7 +103,8 @@ __device__ __forceinline__ float chunk_dot(const __nv_bfloat16* w, const float* 
 }
 
 template <typename T>
-__global__ void gemv_v3_vectorized(const T* w, const float* x, float* y, int rows, int cols) {
+__global__ void gemv_v3_vectorized(const T* __restrict__ w, const float* __restrict__ x, float* __restrict__ y,
+                                   int rows, int cols) {
   constexpr int kPerChunk = 16 / int(sizeof(T));  // weights per 16-byte load
   const int lane = threadIdx.x & 31;
   const int r = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
@@ -85,6 +112,8 @@ __global__ void gemv_v3_vectorized(const T* w, const float* x, float* y, int row
   const T* row = w + size_t(r) * size_t(cols);
   const int chunks = cols / kPerChunk;  // exact: checked by gemv_v3_supported
   float sum = 0.0f;
+  // Unrolled: the 4 loads are issued before the first FMA needs its data (memory-level parallelism).
+#pragma unroll 4
   for (int chunk = lane; chunk < chunks; chunk += 32) sum += chunk_dot(row + chunk * kPerChunk, x + chunk * kPerChunk);
   sum = warp_sum(sum);
   if (lane == 0) y[r] = sum;
