@@ -21,7 +21,6 @@
 #include "infer/error.h"
 #include "tokenizer_internal.h"
 
-#include <algorithm>
 #include <array>
 #include <queue>
 #include <unordered_map>
@@ -146,24 +145,12 @@ class SplitRegex {
 
 // ==== The tokenizer ==================================================================================
 
-class ByteLevelBpe final : public Tokenizer {
+class ByteLevelBpe final : public BpeTokenizerBase {
  public:
   ByteLevelBpe(const TokenizerData& data, const std::string& source);
 
   std::vector<int> encode(std::string_view text, bool add_bos, bool parse_special) const override;
   std::string decode_token(int prev_token, int token, bool render_special) const override;
-
-  int vocab_size() const override { return static_cast<int>(pieces_.size()); }
-  int bos_id() const override { return bos_id_; }
-  int eos_id() const override { return eos_id_; }
-  bool is_end_of_generation(int token) const override {
-    return std::find(end_of_generation_.begin(), end_of_generation_.end(), token) != end_of_generation_.end();
-  }
-  bool add_bos_by_default() const override { return add_bos_by_default_; }
-  const std::string& piece(int token) const override {
-    check_token(token);
-    return pieces_[token];
-  }
 
  private:
   struct Merge {
@@ -173,14 +160,11 @@ class ByteLevelBpe final : public Tokenizer {
   static uint64_t pair_key(int left_id, int right_id) {
     return (static_cast<uint64_t>(static_cast<uint32_t>(left_id)) << 32) | static_cast<uint32_t>(right_id);
   }
-  void check_token(int token) const {
-    if (token < 0 || token >= vocab_size()) fail("token id {} is outside the vocabulary of {}", token, vocab_size());
-  }
   void choose_pre_tokenizer(const std::string& pre, const std::string& source);
   // Steps 3-5 for one pre-tokenized chunk; appends ids to `out`.
   void encode_chunk(std::string_view chunk, std::vector<int>& out) const;
 
-  std::vector<std::string> pieces_;  // as stored (in the bytes_to_unicode alphabet, except specials)
+  // pieces_ (BpeTokenizerBase) are as stored: in the bytes_to_unicode alphabet, except specials.
   std::vector<int32_t> types_;       // kToken* per id; empty when the file has none
   std::vector<std::string> decoded_; // per id: the bytes the token stands for
   std::unordered_map<std::string, int, StringHash, std::equal_to<>> token_ids_;
@@ -188,24 +172,12 @@ class ByteLevelBpe final : public Tokenizer {
   std::unordered_map<uint64_t, Merge> merges_;  // pair_key(left id, right id) -> merge
   std::vector<SplitRegex> pre_tokenizer_;       // applied in order, each to every piece of the previous
   bool ignore_merges_ = false;  // Llama-3: a chunk that is already a token is taken whole
-  bool add_bos_by_default_;
-  int bos_id_, eos_id_, unk_id_;
-  std::vector<int> end_of_generation_;
-  SpecialTokenSplitter specials_;
 };
 
 // ==== Construction ===================================================================================
 
 ByteLevelBpe::ByteLevelBpe(const TokenizerData& data, const std::string& source)
-    : pieces_(data.tokens),
-      types_(data.token_types),
-      add_bos_by_default_(data.add_bos),
-      bos_id_(data.bos_id),
-      eos_id_(data.eos_id),
-      unk_id_(data.unk_id),
-      end_of_generation_(end_of_generation_ids(data)),
-      specials_(data) {
-  validate_tokenizer_data(data, source);
+    : BpeTokenizerBase(data, /*match_special_text=*/true, source), types_(data.token_types) {
   for (size_t id = 0; id < pieces_.size(); ++id) token_ids_.try_emplace(pieces_[id], static_cast<int>(id));
 
   // Every byte needs a token, or some text could not be encoded at all.
@@ -277,14 +249,7 @@ void ByteLevelBpe::choose_pre_tokenizer(const std::string& pre, const std::strin
 
 std::vector<int> ByteLevelBpe::encode(std::string_view text, bool add_bos, bool parse_special) const {
   std::vector<int> ids;
-  if (add_bos && bos_id_ >= 0) ids.push_back(bos_id_);
-  // Step 1.
-  std::vector<TextFragment> fragments;
-  if (parse_special && !specials_.empty()) {
-    fragments = specials_.split(text);
-  } else if (!text.empty()) {
-    fragments.push_back({text, -1});
-  }
+  const std::vector<TextFragment> fragments = begin_encode(text, add_bos, parse_special, ids);  // step 1
   // One match buffer per call (not per tokenizer) keeps encode() safe to call from several threads.
   MatchData match_data(pcre2_match_data_create(1, nullptr));
   if (!match_data) fail("out of memory allocating PCRE2 match data");

@@ -16,7 +16,6 @@
 #include "infer/error.h"
 #include "tokenizer_internal.h"
 
-#include <algorithm>
 #include <array>
 #include <queue>
 #include <unordered_map>
@@ -43,7 +42,7 @@ int parse_byte_piece(std::string_view piece) {
   return value;
 }
 
-class SentencePieceBpe final : public Tokenizer {
+class SentencePieceBpe final : public BpeTokenizerBase {
  public:
   SentencePieceBpe(const TokenizerData& data, std::string_view space_marker, bool match_special_text,
                    const std::string& source);
@@ -51,26 +50,11 @@ class SentencePieceBpe final : public Tokenizer {
   std::vector<int> encode(std::string_view text, bool add_bos, bool parse_special) const override;
   std::string decode_token(int prev_token, int token, bool render_special) const override;
 
-  int vocab_size() const override { return static_cast<int>(pieces_.size()); }
-  int bos_id() const override { return bos_id_; }
-  int eos_id() const override { return eos_id_; }
-  bool is_end_of_generation(int token) const override {
-    return std::find(end_of_generation_.begin(), end_of_generation_.end(), token) != end_of_generation_.end();
-  }
-  bool add_bos_by_default() const override { return add_bos_by_default_; }
-  const std::string& piece(int token) const override {
-    check_token(token);
-    return pieces_[token];
-  }
-
  private:
-  void check_token(int token) const {
-    if (token < 0 || token >= vocab_size()) fail("token id {} is outside the vocabulary of {}", token, vocab_size());
-  }
   // Steps 2-4 for one normalized stretch of text; appends ids to `out`.
   void encode_normalized(std::string_view text, std::vector<int>& out) const;
 
-  std::vector<std::string> pieces_;  // as stored (with the space marker)
+  // pieces_ (BpeTokenizerBase) are as stored, with the space marker.
   std::vector<float> scores_;
   std::vector<int32_t> types_;       // kToken* per id
   std::vector<int> byte_values_;     // per id: the byte of a <0xNN> token, else -1
@@ -80,26 +64,16 @@ class SentencePieceBpe final : public Tokenizer {
   std::unordered_map<std::string, int, StringHash, std::equal_to<>> mergeable_;
   std::string space_marker_;
   bool add_dummy_prefix_;
-  bool add_bos_by_default_;
-  int bos_id_, eos_id_, unk_id_;
-  std::vector<int> end_of_generation_;
-  SpecialTokenSplitter specials_;  // empty when literal special tokens are not recognised
 };
 
 // ==== Construction ===================================================================================
 
 SentencePieceBpe::SentencePieceBpe(const TokenizerData& data, std::string_view space_marker,
                                    bool match_special_text, const std::string& source)
-    : pieces_(data.tokens),
+    : BpeTokenizerBase(data, match_special_text, source),
       scores_(data.scores),
       space_marker_(space_marker),
-      add_dummy_prefix_(data.add_space_prefix),
-      add_bos_by_default_(data.add_bos),
-      bos_id_(data.bos_id),
-      eos_id_(data.eos_id),
-      unk_id_(data.unk_id),
-      end_of_generation_(end_of_generation_ids(data)) {
-  validate_tokenizer_data(data, source);
+      add_dummy_prefix_(data.add_space_prefix) {
   if (scores_.size() != pieces_.size()) {
     fail("{}: SentencePiece BPE needs one score per token ({} scores for {} tokens)", source, scores_.size(),
          pieces_.size());
@@ -131,20 +105,13 @@ SentencePieceBpe::SentencePieceBpe(const TokenizerData& data, std::string_view s
       mergeable_.try_emplace(pieces_[id], static_cast<int>(id));
     }
   }
-  if (match_special_text) specials_ = SpecialTokenSplitter(data);
 }
 
 // ==== Encoding =======================================================================================
 
 std::vector<int> SentencePieceBpe::encode(std::string_view text, bool add_bos, bool parse_special) const {
   std::vector<int> ids;
-  if (add_bos && bos_id_ >= 0) ids.push_back(bos_id_);
-  std::vector<TextFragment> fragments;
-  if (parse_special && !specials_.empty()) {
-    fragments = specials_.split(text);
-  } else if (!text.empty()) {
-    fragments.push_back({text, -1});
-  }
+  const std::vector<TextFragment> fragments = begin_encode(text, add_bos, parse_special, ids);
   std::string normalized;
   for (size_t i = 0; i < fragments.size(); ++i) {
     if (fragments[i].special_id >= 0) {

@@ -1,5 +1,5 @@
 // tokenizer.cpp: what both tokenizer algorithms share: decode(), the choice of algorithm for a GGUF
-// vocabulary, special-token splitting, validation, and the ChatML chat template.
+// vocabulary, special-token splitting, validation, their common base class, and the ChatML chat template.
 #include "infer/tokenizer.h"
 
 #include "infer/error.h"
@@ -181,6 +181,45 @@ std::vector<int> end_of_generation_ids(const TokenizerData& data) {
   std::sort(ids.begin(), ids.end());
   ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   return ids;
+}
+
+// ==== BpeTokenizerBase ===============================================================================
+
+namespace {
+// Lets the constructor validate the data before its members copy it.
+const TokenizerData& validated(const TokenizerData& data, const std::string& source) {
+  validate_tokenizer_data(data, source);
+  return data;
+}
+}  // namespace
+
+BpeTokenizerBase::BpeTokenizerBase(const TokenizerData& data, bool match_special_text, const std::string& source)
+    : pieces_(validated(data, source).tokens),
+      add_bos_by_default_(data.add_bos),
+      bos_id_(data.bos_id),
+      eos_id_(data.eos_id),
+      unk_id_(data.unk_id),
+      end_of_generation_(end_of_generation_ids(data)),
+      specials_(match_special_text ? SpecialTokenSplitter(data) : SpecialTokenSplitter()) {}
+
+bool BpeTokenizerBase::is_end_of_generation(int token) const {
+  return std::find(end_of_generation_.begin(), end_of_generation_.end(), token) != end_of_generation_.end();
+}
+
+void BpeTokenizerBase::check_token(int token) const {
+  if (token < 0 || token >= vocab_size()) fail("token id {} is outside the vocabulary of {}", token, vocab_size());
+}
+
+std::vector<TextFragment> BpeTokenizerBase::begin_encode(std::string_view text, bool add_bos, bool parse_special,
+                                                         std::vector<int>& ids) const {
+  if (add_bos && bos_id_ >= 0) ids.push_back(bos_id_);
+  std::vector<TextFragment> fragments;
+  if (parse_special && !specials_.empty()) {
+    fragments = specials_.split(text);
+  } else if (!text.empty()) {
+    fragments.push_back({text, -1});
+  }
+  return fragments;
 }
 
 void validate_tokenizer_data(const TokenizerData& data, const std::string& source) {

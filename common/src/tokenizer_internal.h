@@ -1,6 +1,7 @@
 // tokenizer_internal.h: what the tokenizer source files share (private to common/src).
 //
-//   tokenizer.cpp          Tokenizer::decode, make_tokenizer, apply_chat_template, and the helpers below
+//   tokenizer.cpp          Tokenizer::decode, make_tokenizer, apply_chat_template, BpeTokenizerBase and the
+//                          helpers below
 //   sentencepiece_bpe.cpp  SentencePiece-style BPE with byte fallback (llama2.c tokenizer.bin, GGUF "llama")
 //   byte_level_bpe.cpp     GPT-2 style byte-level BPE (GGUF "gpt2": SmolLM2, Llama-3)
 //   llama2c_tokenizer.cpp  reads llama2.c tokenizer.bin into a TokenizerData
@@ -76,6 +77,42 @@ std::vector<int> end_of_generation_ids(const TokenizerData& data);
 // Checks the fields both algorithms rely on (sizes agree, ids in range) and throws infer::Error naming
 // `source` (a file name, or a description of where the data came from) otherwise.
 void validate_tokenizer_data(const TokenizerData& data, const std::string& source);
+
+// ---- What both algorithms keep and answer alike ------------------------------------------------------
+
+// The vocabulary side both BPE tokenizers share: the pieces, the special ids, the end-of-generation set,
+// and step 1 of encoding (BOS, then literal special tokens cut out of the text). Each algorithm
+// derives from it and adds its own encode_*/decode_token.
+class BpeTokenizerBase : public Tokenizer {
+ public:
+  int vocab_size() const override { return static_cast<int>(pieces_.size()); }
+  int bos_id() const override { return bos_id_; }
+  int eos_id() const override { return eos_id_; }
+  bool is_end_of_generation(int token) const override;
+  bool add_bos_by_default() const override { return add_bos_by_default_; }
+  const std::string& piece(int token) const override {
+    check_token(token);
+    return pieces_[token];
+  }
+
+ protected:
+  // Validates `data` (validate_tokenizer_data, naming `source`) before anything else reads it.
+  // match_special_text: whether encode(parse_special = true) cuts literal special tokens out of the text.
+  BpeTokenizerBase(const TokenizerData& data, bool match_special_text, const std::string& source);
+
+  void check_token(int token) const;
+  // ids starts as [BOS] when add_bos (and the vocabulary has one); the text comes back as fragments:
+  // cut at literal special tokens when parse_special and there are any, else the whole text (none
+  // when it is empty).
+  std::vector<TextFragment> begin_encode(std::string_view text, bool add_bos, bool parse_special,
+                                         std::vector<int>& ids) const;
+
+  std::vector<std::string> pieces_;  // as stored in the vocabulary
+  bool add_bos_by_default_;
+  int bos_id_, eos_id_, unk_id_;
+  std::vector<int> end_of_generation_;
+  SpecialTokenSplitter specials_;  // empty when literal special tokens are not recognised
+};
 
 // ---- The two algorithms (each in its own file) ------------------------------------------------------
 
