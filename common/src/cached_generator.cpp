@@ -9,18 +9,13 @@
 // token costs O(1) in matmul work instead of O(t), and generating T tokens is O(T) instead of O(T^2).
 #include "infer/error.h"
 #include "infer/generator.h"
+#include "infer/timer.h"
 
 #include <algorithm>
 #include <chrono>
 #include <limits>
 
 namespace infer {
-
-namespace {
-double elapsed_ms(std::chrono::steady_clock::time_point since) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
-}
-}  // namespace
 
 GenerationResult CachedGenerator::generate(const std::vector<int>& prompt, const GenerationOptions& options,
                                            const TokenCallback& on_token) {

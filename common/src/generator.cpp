@@ -2,17 +2,12 @@
 #include "infer/generator.h"
 
 #include "infer/error.h"
+#include "infer/timer.h"
 
 #include <algorithm>
 #include <chrono>
 
 namespace infer {
-
-namespace {
-double elapsed_ms(std::chrono::steady_clock::time_point since) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
-}
-}  // namespace
 
 // Checks that prompt + new tokens fit the model's context and the transformer's buffers.
 void check_generation_length(const ModelConfig& config, size_t prompt_tokens, int max_new_tokens, int buffer_tokens) {
