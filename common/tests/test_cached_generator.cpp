@@ -5,6 +5,7 @@
 // stories260K and on SmolLM2 when it has been fetched; and the logits of each cached decode step
 // must match the logits a full forward pass over the whole sequence gives at that position.
 // (The stories260K golden text for both generators is in test_golden.cpp.)
+#include "golden_util.h"
 #include "infer/error.h"
 #include "infer/generator.h"
 #include "infer/synthetic.h"
@@ -15,16 +16,9 @@
 #include <cmath>
 
 using namespace infer;
+using test::greedy_options;  // greedy, no stop tokens: both decoders generate exactly max_new tokens
 
 namespace {
-
-// Greedy, no stop tokens: both decoders generate exactly max_new tokens.
-GenerationOptions greedy(int max_new) {
-  GenerationOptions options;
-  options.max_new_tokens = max_new;
-  options.sampler.temperature = 0.0f;
-  return options;
-}
 
 // A GQA shape that is not a preset: group of 3, head_dim 10 (not a multiple of 8 or 16), the neox
 // RoPE layout, a hidden size that is not a multiple of 16.
@@ -49,8 +43,8 @@ void check_same_tokens(const ModelConfig& config, uint64_t seed, const std::vect
   Transformer transformer(weights, *backend, int(prompt.size()) + max_new);
   NaiveGenerator naive(transformer);
   CachedGenerator cached(transformer);
-  const GenerationResult expected = naive.generate(prompt, greedy(max_new));
-  const GenerationResult got = cached.generate(prompt, greedy(max_new));
+  const GenerationResult expected = naive.generate(prompt, greedy_options(max_new));
+  const GenerationResult got = cached.generate(prompt, greedy_options(max_new));
   REQUIRE(expected.tokens.size() == size_t(max_new));
   CHECK(got.tokens == expected.tokens);
   CHECK(got.prompt_tokens == int(prompt.size()));
@@ -123,34 +117,34 @@ TEST_CASE("cached generator: errors and edge cases") {
   Weights weights(file, WeightFormat::F32, *backend);
   Transformer transformer(weights, *backend, 4);
   CachedGenerator cached(transformer);
-  CHECK_THROWS_AS(cached.generate({}, greedy(3)), Error);                    // empty prompt
-  CHECK_THROWS_AS(cached.generate({1, 2, 3, 4, 5}, greedy(3)), Error);       // prompt longer than one pass
-  CHECK_THROWS_AS(cached.generate({1}, greedy(file.config.max_seq_len)), Error);  // past the context
-  CHECK(cached.generate({1}, greedy(0)).tokens.empty());
+  CHECK_THROWS_AS(cached.generate({}, greedy_options(3)), Error);                          // empty prompt
+  CHECK_THROWS_AS(cached.generate({1, 2, 3, 4, 5}, greedy_options(3)), Error);             // prompt longer than one pass
+  CHECK_THROWS_AS(cached.generate({1}, greedy_options(file.config.max_seq_len)), Error);  // past the context
+  CHECK(cached.generate({1}, greedy_options(0)).tokens.empty());
   // The decode steps run n = 1, so a 4-token transformer still generates far beyond 4 tokens.
-  CHECK(cached.generate({1, 2}, greedy(50)).tokens.size() == 50);
+  CHECK(cached.generate({1, 2}, greedy_options(50)).tokens.size() == 50);
   // Stop tokens end generation, the stop token is not emitted; a callback returning false stops it.
-  GenerationOptions options = greedy(50);
+  GenerationOptions options = greedy_options(50);
   const std::vector<int> free_run = cached.generate({1, 2}, options).tokens;
   options.stop_tokens = {free_run[5]};
   const GenerationResult stopped = cached.generate({1, 2}, options);
   CHECK(stopped.stopped_by_token);
   CHECK(std::find(stopped.tokens.begin(), stopped.tokens.end(), free_run[5]) == stopped.tokens.end());
   int seen = 0;
-  const GenerationResult early = cached.generate({1, 2}, greedy(50), [&](int) { return ++seen < 3; });
+  const GenerationResult early = cached.generate({1, 2}, greedy_options(50), [&](int) { return ++seen < 3; });
   CHECK(early.tokens.size() == 3);
 }
 
 TEST_CASE("cached generator: same tokens as the naive generator on stories260K") {
-  const auto path = test::shared_models_dir() / "stories260K" / "stories260K.bin";
+  const auto path = test::stories260k_dir() / "stories260K.bin";
   if (!std::filesystem::exists(path)) INFER_SKIP("../shared/models/stories260K is absent");
   ModelFile file = load_model_file(path.string());
   auto backend = make_cpu_backend(2);
   Weights weights(file, WeightFormat::F32, *backend);
   const std::vector<int> prompt = {1, 403, 407, 261};  // BOS and three tok512 ids
   Transformer transformer(weights, *backend, int(prompt.size()) + 120);
-  const auto expected = NaiveGenerator(transformer).generate(prompt, greedy(120));
-  const auto got = CachedGenerator(transformer).generate(prompt, greedy(120));
+  const auto expected = NaiveGenerator(transformer).generate(prompt, greedy_options(120));
+  const auto got = CachedGenerator(transformer).generate(prompt, greedy_options(120));
   CHECK(got.tokens == expected.tokens);
 }
 
@@ -166,7 +160,7 @@ TEST_CASE("cached generator: same tokens as the naive generator on SmolLM2-135M"
   const std::vector<int> prompt = make_tokenizer(*file.tokenizer)->encode("The capital of France is", false);
   REQUIRE(prompt.size() >= 2);
   Transformer transformer(weights, *backend, int(prompt.size()) + 8);
-  const auto expected = NaiveGenerator(transformer).generate(prompt, greedy(8));
-  const auto got = CachedGenerator(transformer).generate(prompt, greedy(8));
+  const auto expected = NaiveGenerator(transformer).generate(prompt, greedy_options(8));
+  const auto got = CachedGenerator(transformer).generate(prompt, greedy_options(8));
   CHECK(got.tokens == expected.tokens);
 }

@@ -7,6 +7,7 @@
 //    (Multi-token passes with f16/bf16 weights round the activations for the tensor cores, which
 //    the CPU does not; test_cuda_matmul.cpp bounds that error per matmul.)
 #include "cuda_test_util.h"
+#include "golden_util.h"
 #include "infer/generator.h"
 #include "infer/kv_cache.h"
 #include "infer/sampler.h"
@@ -15,33 +16,10 @@
 #include "infer/transformer.h"
 #include "infer/weights.h"
 
-#include <fstream>
-#include <sstream>
-
 using namespace infer;
 using namespace infer::test;
 
 namespace {
-
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-// Greedy tokens with the NaiveGenerator (llama2.c's run semantics: start at BOS, stop on BOS).
-std::vector<int> naive_greedy(const ModelFile& file, WeightFormat format, Backend& backend, int start_token,
-                              int steps, int stop_token) {
-  Weights weights(file, format, backend);
-  Transformer transformer(weights, backend, steps + 1);
-  NaiveGenerator generator(transformer);
-  GenerationOptions options;
-  options.max_new_tokens = steps;
-  options.sampler.temperature = 0.0f;
-  if (stop_token >= 0) options.stop_tokens = {stop_token};
-  return generator.generate({start_token}, options).tokens;
-}
 
 // Greedy tokens one pass per token (prompt token by token too), reusing the KV cache: every matmul
 // is a GEMV.
@@ -63,36 +41,29 @@ std::vector<int> cached_greedy(const ModelFile& file, WeightFormat format, Backe
   return generated;
 }
 
-std::string decode(const Tokenizer& tokenizer, int first, const std::vector<int>& tokens) {
-  std::string text;
-  int previous = first;
-  for (int token : tokens) {
-    text += tokenizer.decode_token(previous, token);
-    previous = token;
-  }
-  return text;
-}
-
 }  // namespace
 
 TEST_CASE("cuda golden: stories260K greedy decoding reproduces llama2.c's output (naive generator, f32)") {
-  const auto dir = shared_models_dir() / "stories260K";
-  if (!std::filesystem::exists(dir / "expected_greedy_200.txt"))
+  const auto dir = stories260k_dir();
+  if (!std::filesystem::exists(golden_text_path()))
     INFER_SKIP("../shared/models/stories260K is absent (it sits beside the repository in CI)");
-  const std::string expected = read_text(dir / "expected_greedy_200.txt");
+  const std::string expected = read_text(golden_text_path());
   ModelFile file = load_model_file((dir / "stories260K.bin").string());
   auto tokenizer = load_llama2c_tokenizer((dir / "tok512.bin").string(), file.config.vocab_size);
   auto cuda = make_cuda_backend();
   auto cpu = make_cpu_backend(2);
+  // llama2.c's run semantics (golden_util.h): from BOS, stop on BOS.
   const int bos = tokenizer->bos_id();
-  const std::vector<int> cuda_tokens = naive_greedy(file, WeightFormat::F32, *cuda, bos, 200, bos);
-  const std::vector<int> cpu_tokens = naive_greedy(file, WeightFormat::F32, *cpu, bos, 200, bos);
+  const std::vector<int> cuda_tokens =
+      greedy_tokens<NaiveGenerator>(file, WeightFormat::F32, *cuda, {bos}, kGoldenSteps, {bos});
+  const std::vector<int> cpu_tokens =
+      greedy_tokens<NaiveGenerator>(file, WeightFormat::F32, *cpu, {bos}, kGoldenSteps, {bos});
   CHECK(cuda_tokens == cpu_tokens);
-  CHECK(decode(*tokenizer, bos, cuda_tokens) == expected);
+  CHECK(decode_as_printed(*tokenizer, bos, cuda_tokens) == expected);
 }
 
 TEST_CASE("cuda == cpu greedy tokens on stories260K, decoded with a KV cache (f32, f16, bf16 weights)") {
-  const auto dir = shared_models_dir() / "stories260K";
+  const auto dir = stories260k_dir();
   if (!std::filesystem::exists(dir / "stories260K.bin"))
     INFER_SKIP("../shared/models/stories260K is absent (it sits beside the repository in CI)");
   ModelFile file = load_model_file((dir / "stories260K.bin").string());
@@ -113,9 +84,9 @@ TEST_CASE("cuda == cpu greedy tokens on a synthetic model (naive f32; cached f32
   auto cuda = make_cuda_backend();
   auto cpu = make_cpu_backend(2);
   SUBCASE("naive generator (multi-token passes, cuBLAS), f32 weights") {
-    const std::vector<int> expected = naive_greedy(file, WeightFormat::F32, *cpu, 3, 40, -1);
+    const std::vector<int> expected = greedy_tokens<NaiveGenerator>(file, WeightFormat::F32, *cpu, {3}, 40);
     REQUIRE(expected.size() == 40);
-    CHECK(naive_greedy(file, WeightFormat::F32, *cuda, 3, 40, -1) == expected);
+    CHECK(greedy_tokens<NaiveGenerator>(file, WeightFormat::F32, *cuda, {3}, 40) == expected);
   }
   SUBCASE("token by token with a KV cache (GEMV), every weight format") {
     const std::vector<int> prompt = {3, 100, 42, 299, 0};
@@ -130,34 +101,17 @@ TEST_CASE("cuda == cpu greedy tokens on a synthetic model (naive f32; cached f32
 // ---- ch05: the CachedGenerator on the GPU ------------------------------------------------------------
 namespace {
 
-GenerationOptions greedy_options(int max_new) {
-  GenerationOptions options;
-  options.max_new_tokens = max_new;
-  options.sampler.temperature = 0.0f;
-  return options;
-}
-
-// Greedy tokens of one generator kind on one backend, f32 weights, no stop tokens.
-template <typename GeneratorType>
-std::vector<int> generator_tokens(const ModelFile& file, Backend& backend, const std::vector<int>& prompt,
-                                  int max_new) {
-  Weights weights(file, WeightFormat::F32, backend);
-  Transformer transformer(weights, backend, int(prompt.size()) + max_new);
-  GeneratorType generator(transformer);
-  return generator.generate(prompt, greedy_options(max_new)).tokens;
-}
-
 // CachedGenerator on the GPU: prefill through cuBLAS and attention v1, every decode step through
 // the GEMV and attention v2 (split context). Its tokens must be the CPU's CachedGenerator's, and the
 // GPU's NaiveGenerator's (the cache changes the cost, never the result).
 void check_cached_on_gpu(const ModelFile& file, const std::vector<int>& prompt, int max_new) {
   auto cuda = make_cuda_backend();
   auto cpu = make_cpu_backend(2);
-  const std::vector<int> cpu_cached = generator_tokens<CachedGenerator>(file, *cpu, prompt, max_new);
+  const std::vector<int> cpu_cached = greedy_tokens<CachedGenerator>(file, WeightFormat::F32, *cpu, prompt, max_new);
   REQUIRE(cpu_cached.size() == size_t(max_new));
-  const std::vector<int> gpu_cached = generator_tokens<CachedGenerator>(file, *cuda, prompt, max_new);
+  const std::vector<int> gpu_cached = greedy_tokens<CachedGenerator>(file, WeightFormat::F32, *cuda, prompt, max_new);
   CHECK(gpu_cached == cpu_cached);
-  const std::vector<int> gpu_naive = generator_tokens<NaiveGenerator>(file, *cuda, prompt, max_new);
+  const std::vector<int> gpu_naive = greedy_tokens<NaiveGenerator>(file, WeightFormat::F32, *cuda, prompt, max_new);
   CHECK(gpu_naive == gpu_cached);
 }
 
@@ -180,7 +134,7 @@ TEST_CASE("cuda CachedGenerator == cpu CachedGenerator == cuda NaiveGenerator (s
 }
 
 TEST_CASE("cuda CachedGenerator == cpu CachedGenerator == cuda NaiveGenerator (stories260K, f32)") {
-  const auto dir = shared_models_dir() / "stories260K";
+  const auto dir = stories260k_dir();
   if (!std::filesystem::exists(dir / "stories260K.bin"))
     INFER_SKIP("../shared/models/stories260K is absent (it sits beside the repository in CI)");
   ModelFile file = load_model_file((dir / "stories260K.bin").string());

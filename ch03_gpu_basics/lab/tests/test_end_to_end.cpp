@@ -5,55 +5,29 @@
 //         query and key, so a wrong angle anywhere shows up as a different story.
 //  top_p: the nucleus of the model's real next-token distributions, which are far more peaked than
 //         random logits, must match the definition.
+#include "golden_util.h"
 #include "infer/generator.h"
 #include "infer/sampling_filters.h"
 #include "infer/tokenizer.h"
 #include "lab_checks.h"
-#include "test_util.h"
-
-#include <fstream>
-#include <sstream>
 
 using namespace infer;
 
 namespace {
 
-std::filesystem::path stories_dir() { return test::shared_models_dir() / "stories260K"; }
-
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
+std::filesystem::path stories_dir() { return test::stories260k_dir(); }
 
 }  // namespace
 
 TEST_CASE("rope end to end: stories260K greedy text matches llama2.c's") {
-  if (!std::filesystem::exists(stories_dir() / "expected_greedy_200.txt"))
+  if (!std::filesystem::exists(test::golden_text_path()))
     INFER_SKIP("../shared/models/stories260K is absent (it sits beside the repository)");
   // As llama2.c's `run stories260K.bin -z tok512.bin -t 0.0 -n 200`: start from BOS, 200 greedy steps,
-  // stop on BOS, each token printed with the previous one as context.
-  ModelFile file = load_model_file((stories_dir() / "stories260K.bin").string());
-  auto tokenizer = load_llama2c_tokenizer((stories_dir() / "tok512.bin").string(), file.config.vocab_size);
+  // stop on BOS, each token printed with the previous one as context (golden_util.h).
   auto backend = make_cpu_backend(1);  // one thread: this checks results, and a loaded machine slows OpenMP teams
-  Weights weights(file, WeightFormat::F32, *backend);
-  constexpr int kSteps = 200;
-  Transformer transformer(weights, *backend, kSteps + 1);
-  NaiveGenerator generator(transformer);
-  GenerationOptions options;
-  options.max_new_tokens = kSteps;
-  options.sampler.temperature = 0.0f;
-  options.stop_tokens = {tokenizer->bos_id()};
-  std::string text;
-  int previous = tokenizer->bos_id();
-  generator.generate({tokenizer->bos_id()}, options, [&](int token) {
-    text += tokenizer->decode_token(previous, token);
-    previous = token;
-    return true;
-  });
+  const std::string text = test::stories260k_greedy_text<NaiveGenerator>(stories_dir() / "stories260K.bin", *backend);
 
-  const std::string expected = read_text(stories_dir() / "expected_greedy_200.txt");
+  const std::string expected = test::read_text(test::golden_text_path());
   if (text != expected) {
     size_t first = 0;
     while (first < text.size() && first < expected.size() && text[first] == expected[first]) ++first;
