@@ -72,8 +72,8 @@ TEST_CASE("end_to_end: random models: prefill + decode-step logits match a float
       if (!(error <= worst)) worst = error, worst_position = position;  // (a NaN counts as the worst)
     }
     CHECK_MESSAGE(worst <= 1e-5, "largest logit error " << worst << " (relative to the largest logit) at position "
-                                 << worst_position << (worst_position == prompt - 1 ? " (the prefill's last token)"
-                                                                                    : " (a decode step)")
+                                 << worst_position
+                                 << (worst_position == prompt - 1 ? " (the prefill's last token)" : " (a decode step)")
                                  << ". Fix the kv_append and attention unit tests first.");
   }
 }
