@@ -6,6 +6,8 @@
 #   scripts/lab.sh ch03 --reference     # the same tests on the reference engine (build/lab-ch03-reference)
 #   scripts/lab.sh ch03 --expect-fail   # CI: succeeds only if the untouched stubs fail every test they reach
 #   scripts/lab.sh ch03 -- -R rope      # arguments after -- go to ctest (here: only the rope tests)
+#   scripts/lab.sh ch05 --build-dir build/lab-ci   # CI: one folder for every lab; switching labs there recompiles
+#                                       # only the swapped files, not the whole `common` library
 #   INFER_JOBS=1 scripts/lab.sh ch03    # parallel jobs for the build and ctest (default: nproc)
 #   INFER_SKIP_DEPS=1 ...               # skip the package check, as in test.sh
 #
@@ -17,14 +19,17 @@ set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
 
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
-lab="" mode=grade ctest_args=()
+lab="" mode=grade ctest_args=() build_dir=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --expect-fail) mode=expect-fail ;;
     --reference) mode=reference ;;
+    --build-dir)
+      if [[ $# -lt 2 || -z "$2" ]]; then echo "lab.sh: --build-dir needs a folder" >&2; exit 2; fi
+      build_dir="$2"; shift ;;
     --) shift; ctest_args=("$@"); break ;;
     -*) echo "lab.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     *)
@@ -54,11 +59,14 @@ say "packages"
 check_packages
 jobs=$(build_jobs)
 
+# One folder per lab and mode unless --build-dir names one. Reconfiguring a folder with another LAB value
+# changes only which files `common` compiles (the flags stay the same), so ninja rebuilds just those.
 if [[ "$mode" == reference ]]; then
-  build_dir="build/lab-${lab}-reference" lab_value=""
+  default_dir="build/lab-${lab}-reference" lab_value=""
 else
-  build_dir="build/lab-${lab}" lab_value="$lab"
+  default_dir="build/lab-${lab}" lab_value="$lab"
 fi
+build_dir="${build_dir:-$default_dir}"
 target="lab_${lab}_tests"
 # A folder configured by hand with another generator makes `cmake --preset` refuse: start it again.
 if [[ -f "${build_dir}/CMakeCache.txt" ]] && ! grep -qx 'CMAKE_GENERATOR:INTERNAL=Ninja' "${build_dir}/CMakeCache.txt"; then

@@ -6,7 +6,7 @@
 namespace infer {
 
 KVCache::KVCache(Backend& backend, const ModelConfig& config, int max_seq)
-    : max_seq_(max_seq), kv_dim_(config.kv_dim()), n_layers_(config.n_layers),
+    : backend_(&backend), max_seq_(max_seq), kv_dim_(config.kv_dim()), n_layers_(config.n_layers),
       layer_stride_(size_t(max_seq) * config.kv_dim()) {
   if (max_seq <= 0) fail("KV cache: max_seq must be positive (got {})", max_seq);
   keys_ = DeviceArray<float>(backend, size_t(n_layers_) * layer_stride_);

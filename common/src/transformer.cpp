@@ -51,8 +51,7 @@ ForwardStats Transformer::forward(std::span<const int> tokens, int start_pos, KV
     be.rope(q_.data(), n, c.n_heads, c.head_dim, start_pos, c.rope_theta, c.rope_layout);
     be.rope(k_.data(), n, c.n_kv_heads, c.head_dim, start_pos, c.rope_theta, c.rope_layout);
     // The new keys/values join the cache at their positions; attention then reads [0, start_pos + n).
-    be.copy(cache.k(l) + size_t(start_pos) * kv_dim, k_.data(), size_t(n) * kv_dim);
-    be.copy(cache.v(l) + size_t(start_pos) * kv_dim, v_.data(), size_t(n) * kv_dim);
+    cache.append(l, start_pos, k_.data(), v_.data(), n);
     be.attention(q_.data(), cache.k(l), cache.v(l), att_out_.data(), n, start_pos, c.n_heads, c.n_kv_heads, c.head_dim);
     be.matmul(w.wo, att_out_.data(), xb2_.data(), n);
     be.add(x_.data(), xb2_.data(), size_t(n) * c.dim);

@@ -35,7 +35,8 @@ void gemv_v2_fused(const Matrix& weight, const float* x, float* y, int threads);
 // pos = start_pos + t. Interleaved pairs are (2i, 2i+1); HalfSplit pairs are (i, i + head_dim/2).
 void rope(float* x, int n, int n_heads, int head_dim, int start_pos, float theta, RopeLayout layout, int threads);
 
-// Causal GQA attention over a contiguous cache, see Backend::attention. Runs v2_grouped.
+// Causal GQA attention over a contiguous cache, see Backend::attention. attention() is the op the
+// CPU backend calls and runs v2_grouped (attention_dispatch_cpu.cpp).
 // v1_naive: one query head at a time (reads each cached row once per query head); the reference.
 // v2_grouped: the query heads of a GQA group together, one pass with an online softmax (reads each
 //             cached K/V row once per kv head). See attention_cpu.cpp.

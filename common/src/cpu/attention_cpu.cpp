@@ -15,7 +15,8 @@
 //               the positions with an online softmax (running max and sum per head, rescaling the
 //               output when the max grows): K and V rows are read together and no score buffer is
 //               needed, so there is no allocation per call.
-// cpu::attention (the backend's op) runs v2; v1 stays as the readable reference the tests use.
+// cpu::attention (the backend's op, in attention_dispatch_cpu.cpp) runs v2; v1 stays as the readable
+// reference the tests use.
 #include "infer/cpu_kernels.h"
 
 #include <algorithm>
@@ -118,11 +119,6 @@ void attention_v2_grouped(const float* q, const float* k_cache, const float* v_c
       }
     }
   }
-}
-
-void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
-               int n_heads, int n_kv_heads, int head_dim, int threads) {
-  attention_v2_grouped(q, k_cache, v_cache, out, n, start_pos, n_heads, n_kv_heads, head_dim, threads);
 }
 
 }  // namespace infer::cpu
