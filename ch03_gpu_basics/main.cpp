@@ -185,6 +185,7 @@ int main(int argc, char** argv) {
     const std::vector<int> prompt = encode_prompt(model, options);
     check_generation_length(model.file.config, prompt.size(), options.max_tokens, int(prompt.size()) + options.max_tokens);
     Transformer transformer(weights, *backend, int(prompt.size()) + options.max_tokens);
+    transformer.set_check_finite(options.check_numerics);
     NaiveGenerator generator(transformer);
     GenerationOptions generation;
     generation.max_new_tokens = options.max_tokens;

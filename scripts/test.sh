@@ -9,7 +9,7 @@
 #   INFER_SKIP_DEPS=1 scripts/test.sh   # skip the package check (non-Debian systems; CMake still checks)
 #   INFER_PRESET=cpu scripts/test.sh    # the preset when none is given (the Docker images set it)
 #
-# Presets: default, cpu, cuda, asan, release-portable (build folders build/<preset>/). A second run only rebuilds
+# Presets: default, cpu, cuda, asan, release-portable (build folders build/<preset>/; `fuzz` is scripts/fuzz.sh's). A second run only rebuilds
 # what changed. The last line printed is ctest's own summary; the exit status is ctest's.
 set -euo pipefail
 
@@ -20,6 +20,7 @@ preset="${1:-${INFER_PRESET:-default}}"
 if [[ $# -gt 0 ]]; then shift; fi
 case "$preset" in
   -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  fuzz) echo "test.sh: the fuzz preset builds libFuzzer targets, not tests; run scripts/fuzz.sh [seconds]" >&2; exit 2 ;;
 esac
 
 say() { printf '\n==> %s\n' "$*"; }

@@ -47,6 +47,8 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
   app.add_option("--json", o.json, "Write the results as JSON to this file");
   app.add_option("--weights", o.weights, "Weight storage format: f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
   app.add_flag("--chat", o.chat, "Wrap the prompt in the model's chat template");
+  app.add_flag("--check-numerics", o.check_numerics,
+               "Debug: after every op of the forward pass, stop at the first NaN/Inf naming the layer and op (slow)");
   app.add_option("--synthetic", o.synthetic_preset, "Shape of the synthetic fallback model (tiny, stories260k, smollm2-135m, tinyllama-1.1b)");
 }
 

@@ -5,6 +5,9 @@
 
 #include <omp.h>
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
 #include <vector>
 
 namespace infer {
@@ -36,7 +39,44 @@ DType storage_dtype(WeightFormat format) {
   return DType::F32;
 }
 
+// Non-finite values met while converting a tensor; `first` is the flat index of the earliest.
+struct NonFinite {
+  int64_t count = 0;
+  int64_t first = INT64_MAX;
+};
+
+// Counts the values of `row` that are NaN/Inf, or that the target format cannot hold (|x| above the
+// largest finite f16, 65504, would become Inf). One compare per value, next to the conversion.
+NonFinite scan_row(const float* row, int64_t n, int64_t base, DType target) {
+  const float limit = target == DType::F16 ? 65504.0f : std::numeric_limits<float>::max();
+  NonFinite found;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!(std::fabs(row[i]) <= limit)) {  // false for NaN too
+      if (found.count++ == 0) found.first = base + i;
+    }
+  }
+  return found;
+}
+
+[[noreturn]] void fail_non_finite(const TensorView& tensor, const NonFinite& found, int64_t cols, DType target) {
+  const char* what = target == DType::F16 ? "non-finite or beyond-f16 (|x| > 65504)" : "non-finite";
+  if (tensor.shape.size() == 2)
+    fail("{}: {} {} values (first at row {}, col {})", tensor.name, found.count, what, found.first / cols, found.first % cols);
+  fail("{}: {} {} values (first at index {})", tensor.name, found.count, what, found.first);
+}
+
 }  // namespace
+
+uint64_t Weights::resident_bytes_for(const ModelConfig& c, WeightFormat format) {
+  const DType target = storage_dtype(format);
+  auto matrix = [&](int64_t rows, int64_t cols) { return uint64_t(dtype_row_bytes(target, rows * cols)); };
+  auto vector = [](int64_t n) { return uint64_t(n) * sizeof(float); };
+  uint64_t per_layer = 2 * vector(c.dim) + matrix(c.q_dim(), c.dim) + 2 * matrix(c.kv_dim(), c.dim) +
+                       matrix(c.dim, c.q_dim()) + 3 * matrix(c.hidden_dim, c.dim);
+  uint64_t total = uint64_t(c.n_layers) * per_layer + matrix(c.vocab_size, c.dim) + vector(c.dim);
+  if (!c.tied_embeddings) total += matrix(c.vocab_size, c.dim);
+  return total;
+}
 
 Matrix Weights::upload_matrix(const TensorView& tensor, Backend& backend) {
   if (tensor.shape.size() != 2) fail("tensor '{}' should be a matrix", tensor.name);
@@ -47,15 +87,20 @@ Matrix Weights::upload_matrix(const TensorView& tensor, Backend& backend) {
 
   // Convert row by row on the host: dequantize to fp32, then store in the target format.
   std::vector<uint8_t> host(dst_row_bytes * rows);
-#pragma omp parallel
+  int64_t bad_count = 0, bad_first = INT64_MAX;
+#pragma omp parallel reduction(+ : bad_count) reduction(min : bad_first)
   {
     std::vector<float> row(cols);
 #pragma omp for schedule(static)
     for (int r = 0; r < rows; ++r) {
       dequantize_row(tensor.dtype, static_cast<const uint8_t*>(tensor.data) + size_t(r) * src_row_bytes, row.data(), cols);
+      const NonFinite found = scan_row(row.data(), cols, int64_t(r) * cols, target);
+      bad_count += found.count;
+      bad_first = std::min(bad_first, found.first);
       quantize_row(target, row.data(), host.data() + size_t(r) * dst_row_bytes, cols);
     }
   }
+  if (bad_count != 0) fail_non_finite(tensor, {bad_count, bad_first}, cols, target);
   DeviceArray<uint8_t> storage(backend, host.size());
   backend.upload(storage.data(), host.data(), host.size());
   Matrix matrix{target, rows, cols, storage.data()};
@@ -68,6 +113,8 @@ DeviceArray<float> Weights::upload_vector(const TensorView& tensor, Backend& bac
   const auto n = tensor.n_elements();
   std::vector<float> host(n);
   dequantize_row(tensor.dtype, tensor.data, host.data(), n);
+  if (const NonFinite found = scan_row(host.data(), n, 0, DType::F32); found.count != 0)
+    fail_non_finite(tensor, found, n, DType::F32);
   DeviceArray<float> vector(backend, n);
   backend.upload(vector.data(), host.data(), vector.bytes());
   resident_bytes_ += vector.bytes();
@@ -77,6 +124,8 @@ DeviceArray<float> Weights::upload_vector(const TensorView& tensor, Backend& bac
 Weights::Weights(const ModelFile& file, WeightFormat format, Backend& backend)
     : config_(file.config), format_(format) {
   file.validate_llama_tensors();
+  check_fits_in_memory(fmt::format("{}: the weights in {}", file.path, weight_format_name(format)),
+                       resident_bytes_for(config_, format), backend.available_memory(), backend.name());
   token_embedding_ = upload_matrix(file.tensor("token_embd.weight"), backend);
   classifier_ = config_.tied_embeddings ? token_embedding_ : upload_matrix(file.tensor("output.weight"), backend);
   final_norm_ = upload_vector(file.tensor("output_norm.weight"), backend);

@@ -19,6 +19,11 @@
 required_packages=(cmake ninja-build g++ pkg-config libfmt-dev libcli11-dev nlohmann-json3-dev doctest-dev
                    libbenchmark-dev libpcre2-dev)
 
+# Only for the libFuzzer build (the `fuzz` preset, scripts/fuzz.sh and CI's fuzz stage), not for building or testing:
+#   clang (clang++ with -fsanitize=fuzzer), libclang-rt-dev (the libFuzzer, ASan and UBSan runtimes: on Debian 12 it
+#   pulls libclang-rt-14-dev, which holds libclang_rt.fuzzer-x86_64.a), libomp-dev (clang's OpenMP: omp.h + libomp).
+fuzz_packages=(clang libclang-rt-dev libomp-dev)
+
 # check_packages [EXTRA_PACKAGE...]: makes sure required_packages (and the extras) are installed.
 check_packages() {
   local who want=("${required_packages[@]}" "$@")

@@ -35,13 +35,14 @@ struct CommonOptions {
   std::string weights = "f32";  // storage format of the weights: f32, f16, bf16
   bool chat = false;            // wrap the prompt in the model's chat template
   std::string synthetic_preset = "smollm2-135m";  // shape of the fallback model
+  bool check_numerics = false;  // Transformer::set_check_finite: NaN/Inf scan after every op (slow)
 
   SamplerConfig sampler() const;
 };
 
 // Registers --model, --tokenizer, --device, --threads, --prompt, --max-tokens, --temperature,
 // --top-p, --top-k, --min-p, --repeat-penalty, --presence-penalty, --frequency-penalty, --seed,
-// --json, --weights, --chat on `app`.
+// --json, --weights, --chat, --synthetic, --check-numerics on `app`.
 void add_common_options(CLI::App& app, CommonOptions& options);
 
 // The default model: models/SmolLM2-135M-Instruct.Q4_1.gguf under the working directory or the

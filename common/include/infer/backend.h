@@ -8,6 +8,7 @@
 #pragma once
 
 #include "infer/dtype.h"
+#include "infer/memory_budget.h"
 #include "infer/model_config.h"
 
 #include <cstddef>
@@ -32,7 +33,15 @@ class Backend {
   virtual std::string name() const = 0;  // "cpu", "cuda"
 
   // ---- memory ----------------------------------------------------------------------------------
-  virtual void* allocate(size_t bytes) = 0;  // zero-initialised; throws infer::Error on failure
+  // Zero-initialised. Never returns null and never aborts: when `bytes` cannot be had (more than
+  // available_memory(), or the device allocator fails) it throws infer::Error naming the backend and
+  // the size requested (and what was available), e.g. "cuda: out of memory allocating 3.20 GiB
+  // (3435973836 bytes); 1.10 GiB free". Callers that can size their needs up front (Weights, KVCache)
+  // check against available_memory() first and refuse with a message in their own terms.
+  virtual void* allocate(size_t bytes) = 0;
+  // Bytes this backend can still allocate: host memory (MemAvailable) by default; a device backend
+  // overrides it with its own free memory (CUDA: cudaMemGetInfo's free bytes).
+  virtual uint64_t available_memory() const { return available_host_memory(); }
   virtual void release(void* pointer) = 0;
   virtual void upload(void* device_dst, const void* host_src, size_t bytes) = 0;
   virtual void download(void* host_dst, const void* device_src, size_t bytes) = 0;

@@ -15,6 +15,8 @@ namespace infer {
 
 class KVCache {
  public:
+  // Throws infer::Error up front, naming the sizes, when max_seq positions do not fit in
+  // backend.available_memory().
   KVCache(Backend& backend, const ModelConfig& config, int max_seq);
 
   float* k(int layer) { return keys_.data() + size_t(layer) * layer_stride_; }

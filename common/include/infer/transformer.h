@@ -33,6 +33,12 @@ class Transformer {
   ForwardStats forward(std::span<const int> tokens, int start_pos, KVCache& cache, float* logits_out,
                        float* all_logits = nullptr);
 
+  // Debug check (off by default: it reads every activation after every op, downloading it from a
+  // device backend): when on, forward() scans the output of each op and throws infer::Error naming
+  // the layer and the op at the first NaN/Inf, e.g. "layer 4, after ffn_down: 12 non-finite values".
+  void set_check_finite(bool on) { check_finite_ = on; }
+  bool check_finite() const { return check_finite_; }
+
   const ModelConfig& config() const { return weights_.config(); }
   const Weights& weights() const { return weights_; }
   Backend& backend() { return backend_; }
@@ -42,6 +48,10 @@ class Transformer {
   const Weights& weights_;
   Backend& backend_;
   int max_tokens_;
+  bool check_finite_ = false;
+  std::vector<float> check_host_;  // host copy of the activation being checked
+  // Throws when `count` floats at `data` (backend memory) hold a NaN/Inf; `layer` < 0: outside the layers.
+  void check_activation(const float* data, size_t count, int layer, const char* op);
   // Activations, (max_tokens, width) each, in backend memory.
   DeviceArray<float> x_, xb_, xb2_, q_, k_, v_, att_out_, gate_, up_, logits_;
 };

@@ -2,7 +2,8 @@
 //
 // Built once from a ModelFile: every matrix is converted to the requested WeightFormat on the host
 // (F32 or F16; Q8_0/Q4_0/Q4_1 file tensors are dequantized first), then uploaded to the backend.
-// Norm weights are always fp32.
+// Norm weights are always fp32. Every value is checked as it is converted: a NaN or Inf in the file
+// (or a value too large for f16) is refused naming the tensor, the count and the first position.
 #pragma once
 
 #include "infer/backend.h"
@@ -46,6 +47,9 @@ class Weights {
   uint64_t bytes_per_forward(int n_tokens) const;
   // Bytes held on the backend.
   uint64_t resident_bytes() const { return resident_bytes_; }
+  // The same number computed from the file's config before anything is converted: the constructor
+  // refuses (infer::Error naming both sizes) a model whose weights exceed backend.available_memory().
+  static uint64_t resident_bytes_for(const ModelConfig& config, WeightFormat format);
 
  private:
   Matrix upload_matrix(const TensorView& tensor, Backend& backend);

@@ -27,9 +27,14 @@ class CpuBackend final : public Backend {
   // ---- memory ----------------------------------------------------------------------------------
   void* allocate(size_t bytes) override {
     // 64-byte alignment: one cache line, and the width of an AVX-512 load.
+    // Checked before asking: Linux overcommits, so a huge request would "succeed" and the memset
+    // below would get the process OOM-killed (and under ASan the allocator aborts instead).
+    const uint64_t available = available_memory();
+    if (bytes > available || bytes > SIZE_MAX - 64)
+      fail("cpu: out of memory allocating {} ({} bytes); {} available", format_bytes(bytes), bytes, format_bytes(available));
     const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
     void* pointer = std::aligned_alloc(64, rounded);
-    if (pointer == nullptr) fail("cpu: out of memory allocating {} bytes", bytes);
+    if (pointer == nullptr) fail("cpu: out of memory allocating {} ({} bytes)", format_bytes(bytes), bytes);
     std::memset(pointer, 0, rounded);
     return pointer;
   }

@@ -1,0 +1,121 @@
+// fuzz_util.h: what the libFuzzer targets share.
+//
+// The loaders take paths and mmap them (that is how real models arrive), so a loader target writes
+// each input to a file in a per-process scratch directory and loads that: the fuzzer then drives the
+// exact code a user runs, with no second, in-memory parsing path to keep in sync.
+// A target returns normally for success and for infer::Error (bad input, cleanly refused); any other
+// exception escapes and aborts, and a broken invariant calls FUZZ_REQUIRE, which aborts too, so
+// libFuzzer records the input as a crash.
+#pragma once
+
+#include "infer/error.h"
+#include "infer/kv_cache.h"
+#include "infer/tokenizer.h"
+#include "infer/transformer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <string_view>
+
+namespace infer::fuzz {
+
+// Aborts with a message when an invariant of the code under test does not hold.
+#define FUZZ_REQUIRE(condition, ...)                                              \
+  do {                                                                            \
+    if (!(condition)) {                                                           \
+      std::fprintf(stderr, "FUZZ_REQUIRE failed: %s (%s:%d)\n", #condition,       \
+                   __FILE__, __LINE__);                                           \
+      std::fprintf(stderr, __VA_ARGS__);                                          \
+      std::fprintf(stderr, "\n");                                                 \
+      std::abort();                                                               \
+    }                                                                             \
+  } while (0)
+
+// A scratch directory of this process ($TMPDIR or /tmp), removed at exit.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/infer_fuzz.XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) {
+      std::perror("fuzz: mkdtemp");
+      std::abort();
+    }
+    path_ = pattern;
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+inline const std::filesystem::path& scratch_dir() {
+  static ScratchDir dir;
+  return dir.path();
+}
+
+inline void write_file(const std::filesystem::path& path, const uint8_t* data, size_t size) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(data), std::streamsize(size));
+  if (!out.good()) {
+    std::fprintf(stderr, "fuzz: cannot write %s\n", path.c_str());
+    std::abort();
+  }
+}
+
+// Splits an input into a leading part of at most 65535 bytes (its length in the first two bytes,
+// little-endian) and the rest: how targets that need two files (config.json + a shard) or a
+// parameter plus a file take both from one input. Missing bytes read as an empty part.
+struct SplitInput {
+  std::string_view head;
+  std::string_view tail;
+};
+inline SplitInput split_input(const uint8_t* data, size_t size) {
+  if (size < 2) return {{}, {}};
+  size_t head_length = size_t(data[0]) | (size_t(data[1]) << 8);
+  const auto* rest = reinterpret_cast<const char*>(data + 2);
+  head_length = std::min(head_length, size - 2);
+  return {std::string_view(rest, head_length), std::string_view(rest + head_length, size - 2 - head_length)};
+}
+// The inverse, for writing seeds.
+inline std::string join_input(std::string_view head, std::string_view tail) {
+  std::string out;
+  out.push_back(char(head.size() & 0xff));
+  out.push_back(char((head.size() >> 8) & 0xff));
+  out.append(head);
+  out.append(tail);
+  return out;
+}
+
+// What a chapter does with a model that loaded: convert the weights (where non-finite values are
+// refused), run one token through the forward pass, and build the embedded tokenizer and round-trip
+// a short text through it. Everything a loader accepted must survive this or fail with infer::Error.
+inline void exercise_model(const ModelFile& file) {
+  static const auto backend = make_cpu_backend(1);
+  Weights weights(file, WeightFormat::F32, *backend);
+  Transformer transformer(weights, *backend, 1);
+  KVCache cache(*backend, file.config, 1);
+  std::vector<float> logits(size_t(file.config.vocab_size));
+  const int token = 0;
+  transformer.forward(std::span<const int>(&token, 1), 0, cache, logits.data());
+  if (file.tokenizer) {
+    const auto tokenizer = make_tokenizer(*file.tokenizer);
+    const std::string text = "Once upon a time, 42 dragons\n";
+    const std::vector<int> ids = tokenizer->encode(text, true);
+    for (int id : ids) FUZZ_REQUIRE(id >= 0 && id < tokenizer->vocab_size(), "id %d outside [0, %d)", id, tokenizer->vocab_size());
+    (void)tokenizer->decode(ids);
+  }
+}
+
+}  // namespace infer::fuzz
