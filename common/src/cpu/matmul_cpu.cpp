@@ -19,8 +19,11 @@
 //                          16 FMAs (half a load per FMA instead of two). Every (token, row) keeps
 //                          dot_f32's 16 lanes, horizontal-sum order and fma tail, so the result is the
 //                          GEMV's and v1's bit for bit (the KV-cache decoder's tokens stay the naive
-//                          decoder's). AVX-512 intrinsics where the compiler targets AVX-512, else
-//                          the same tiles in plain C++ (the same bits, tested). What matmul runs.
+//                          decoder's); a full tile's 16 horizontal sums are done at once after a
+//                          16 x 16 register transpose, in the same order. f32 rows are used in place
+//                          (v1 copies them). AVX-512 intrinsics where the compiler targets AVX-512,
+//                          else the same tiles in plain C++ (the same bits, tested). What matmul
+//                          runs: 2-4x v1's GFLOP/s on SmolLM2's shapes (bench_decode.cpp, BM_gemm).
 //
 // Every lane step of every dot here is lane_fma (fused where the target has FMA), so no kernel's
 // result depends on whether the compiler chose to contract a * b + c.
