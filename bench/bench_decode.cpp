@@ -1,4 +1,5 @@
-// bench_decode.cpp: the two kernels of a batch-1 decode step, the GEMV and the decode attention.
+// bench_decode.cpp: the two kernels of a batch-1 decode step, the GEMV and the decode attention,
+// and the multi-token GEMM of prefill (and of the naive decoder), v1_dot vs v2_register_blocked.
 //
 // GEMV: y = W x for the matrix shapes of SmolLM2-135M and TinyLlama-1.1B, weights in f32 and f16.
 // A decode step streams every weight once, so the GB/s column (weight bytes, counted here) should
@@ -8,6 +9,10 @@
 // Attention: one decode query (n = 1) over a context of range(0) cached positions with SmolLM2's
 // heads (9 query heads, 3 kv heads, head_dim 64); bytes = the K and V rows read once per kv head
 // (what v2_grouped reads; v1_naive re-reads them once per query head, from cache).
+// GEMM: y (n, rows) = x (n, cols) . W^T with f32 weights of SmolLM2's shapes for n = 16, 64, 256
+// tokens; the GFLOP counter (shown as a rate, GFLOP/s) counts 2 * n * rows * cols per iteration.
+// W is reused across iterations (from cache when it fits): with n >= 16 the kernel does >= 8 FLOPs
+// per weight byte, so it is compute-bound; v2_portable is the plain-C++ tiles non-AVX-512 builds run.
 // Threads: OMP_NUM_THREADS, as for bench_cpu.cpp.
 #include "infer/backend.h"
 #include "infer/cpu_kernels.h"
@@ -20,6 +25,7 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -80,6 +86,40 @@ BENCHMARK(BM_gemv)
     ->ArgsProduct({{32000}, {2048}, {0, 1}})
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
+
+// ---- GEMM (prefill) ------------------------------------------------------------------------------
+
+using GemmKernel = void (*)(const infer::Matrix&, const float*, float*, int, int);
+
+// range(0) x range(1) f32 weights (rows x cols), range(2) tokens.
+template <GemmKernel Kernel>
+void BM_gemm(benchmark::State& state) {
+  const int rows = int(state.range(0)), cols = int(state.range(1)), n = int(state.range(2));
+  const auto w = random_values(size_t(rows) * cols, 1);
+  const auto x = random_values(size_t(n) * cols, 2);
+  std::vector<float> y(size_t(n) * rows);
+  const infer::Matrix weight{infer::DType::F32, rows, cols, w.data()};
+  const int threads = omp_get_max_threads();
+  for (auto _ : state) {
+    Kernel(weight, x.data(), y.data(), n, threads);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP"] = benchmark::Counter(2.0 * n * rows * cols * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["threads"] = threads;
+}
+// SmolLM2-135M: wq/wo 576x576, gate/up 1536x576, down 576x1536, classifier 49152x576.
+void smollm2_gemm_shapes(benchmark::internal::Benchmark* bench) {
+  bench->ArgNames({"rows", "cols", "n"});
+  for (const auto& [rows, cols] : {std::pair{576, 576}, {1536, 576}, {576, 1536}, {49152, 576}})
+    for (int n : {16, 64, 256}) bench->Args({rows, cols, n});
+}
+BENCHMARK(BM_gemm<infer::cpu::gemm_v1_dot>)->Name("BM_gemm_v1_dot")->Apply(smollm2_gemm_shapes)
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_gemm<infer::cpu::gemm_v2_register_blocked>)->Name("BM_gemm_v2_register_blocked")
+    ->Apply(smollm2_gemm_shapes)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_gemm<infer::cpu::gemm_v2_register_blocked_portable>)->Name("BM_gemm_v2_portable")
+    ->Apply(smollm2_gemm_shapes)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // ---- decode attention ----------------------------------------------------------------------------
 

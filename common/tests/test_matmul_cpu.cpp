@@ -3,13 +3,17 @@
 // Seeded random weights and inputs over shapes whose widths are not multiples of 16 (the dot's lane
 // count), in f32 and f16; the f16 GEMV's v2_fused must equal v1_scratch exactly (same lanes, same
 // order), and the GEMV must equal the GEMM's row for the same token exactly (what keeps the KV-cache
-// decoder's tokens identical to the naive decoder's).
+// decoder's tokens identical to the naive decoder's). The GEMM versions (v1_dot, v2_register_blocked
+// and its plain-C++ tiles) must give those same bits for every token, in f32, f16 and bf16, over
+// token counts, row counts and widths that are not multiples of the 4 x 4 tile or the 16 lanes.
 #include "infer/cpu_kernels.h"
 #include "infer/dtype.h"
 #include "test_util.h"
 
 #include <cmath>
 #include <cstring>
+#include <random>
+#include <vector>
 
 using namespace infer;
 
@@ -59,5 +63,82 @@ TEST_CASE("cpu matmul: GEMV and GEMM match a float64 reference, f32 and f16") {
         }
       }
     }
+  }
+}
+
+namespace {
+
+// Seeded random weights of `dtype` (rows, cols): the raw bytes the kernels read.
+std::vector<uint8_t> random_weights(DType dtype, int rows, int cols, uint64_t seed) {
+  const size_t count = size_t(rows) * cols;
+  const auto values = test::random_floats(count, seed);
+  std::vector<uint8_t> bytes(dtype_row_bytes(dtype, int64_t(count)));
+  for (size_t i = 0; i < count; ++i) {
+    if (dtype == DType::F32) {
+      std::memcpy(bytes.data() + 4 * i, &values[i], 4);
+    } else {
+      const uint16_t half = dtype == DType::F16 ? fp32_to_fp16(values[i]) : fp32_to_bf16(values[i]);
+      std::memcpy(bytes.data() + 2 * i, &half, 2);
+    }
+  }
+  return bytes;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+}  // namespace
+
+TEST_CASE("cpu GEMM: v2_register_blocked (intrinsics and portable) equals v1 and the GEMV bit for bit") {
+  // Exact equality, no tolerance: each (token, row) must be dot_f32's arithmetic in dot_f32's order.
+  // Edges of the 4 x 4 tile (n, rows = 1..5 mod 4) and of the 16 lanes (cols = 15, 16, 17, ...).
+  const int token_counts[] = {2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 37};
+  const int row_counts[] = {1, 2, 3, 4, 5, 7, 16, 17, 31, 33, 70};
+  const int widths[] = {1, 7, 15, 16, 17, 31, 32, 33, 100, 255, 256, 300};
+  for (DType dtype : {DType::F32, DType::F16, DType::BF16}) {
+    for (int rows : row_counts) {
+      for (int cols : widths) {
+        const auto bytes = random_weights(dtype, rows, cols, uint64_t(rows * 1000 + cols));
+        const Matrix weight{dtype, rows, cols, bytes.data()};
+        for (int n : token_counts) {
+          CAPTURE(dtype_name(dtype));
+          CAPTURE(n);
+          CAPTURE(rows);
+          CAPTURE(cols);
+          const auto x = test::random_floats(size_t(n) * cols, uint64_t(n * 31 + cols));
+          std::vector<float> v1(size_t(n) * rows), v2(v1.size()), portable(v1.size()), gemv(v1.size());
+          cpu::gemm_v1_dot(weight, x.data(), v1.data(), n, 2);
+          cpu::gemm_v2_register_blocked(weight, x.data(), v2.data(), n, 2);
+          cpu::gemm_v2_register_blocked_portable(weight, x.data(), portable.data(), n, 2);
+          for (int t = 0; t < n; ++t) cpu::matmul(weight, x.data() + size_t(t) * cols, gemv.data() + size_t(t) * rows, 1, 2);
+          CHECK(same_bits(v1, gemv));
+          CHECK(same_bits(v2, v1));
+          CHECK(same_bits(portable, v1));
+        }
+      }
+    }
+  }
+  // Seeded random shapes over the whole ranges (n 2..37, rows 1..70, cols 1..300), one thread too.
+  std::mt19937_64 rng(2024);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int n = 2 + int(rng() % 36), rows = 1 + int(rng() % 70), cols = 1 + int(rng() % 300);
+    const DType dtype = trial % 3 == 0 ? DType::F32 : trial % 3 == 1 ? DType::F16 : DType::BF16;
+    const int threads = 1 + trial % 2;
+    CAPTURE(dtype_name(dtype));
+    CAPTURE(n);
+    CAPTURE(rows);
+    CAPTURE(cols);
+    const auto bytes = random_weights(dtype, rows, cols, rng());
+    const Matrix weight{dtype, rows, cols, bytes.data()};
+    const auto x = test::random_floats(size_t(n) * cols, rng(), -4.0f, 4.0f);
+    std::vector<float> v1(size_t(n) * rows), v2(v1.size()), portable(v1.size()), gemv(v1.size());
+    cpu::gemm_v1_dot(weight, x.data(), v1.data(), n, threads);
+    cpu::gemm_v2_register_blocked(weight, x.data(), v2.data(), n, threads);
+    cpu::gemm_v2_register_blocked_portable(weight, x.data(), portable.data(), n, threads);
+    for (int t = 0; t < n; ++t) cpu::matmul(weight, x.data() + size_t(t) * cols, gemv.data() + size_t(t) * rows, 1, threads);
+    CHECK(same_bits(v1, gemv));
+    CHECK(same_bits(v2, v1));
+    CHECK(same_bits(portable, v1));
   }
 }

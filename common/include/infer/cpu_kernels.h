@@ -24,12 +24,21 @@ void bf16_to_f32_row(const uint16_t* src, float* dst, int n);
 //  n == 1 (decode): a GEMV, one output row per iteration, threads split the rows. It streams W once,
 //                   so its speed is bandwidth / W.n_bytes().
 //  n > 1 (prefill): a block of 16 weight rows is converted to fp32 once and kept in cache while
-//                   every token's dot products with it are computed, so W is still read once.
+//                   every token's dot products with it are computed, so W is still read once
+//                   (gemm_v2_register_blocked).
 void matmul(const Matrix& weight, const float* x, float* y, int n, int threads);
 // The GEMV (n == 1) versions, see matmul_cpu.cpp: v1_scratch converts half-precision rows into a
 // per-call buffer; v2_fused (what matmul runs) converts inside the dot, with no buffer.
 void gemv_v1_scratch(const Matrix& weight, const float* x, float* y, int threads);
 void gemv_v2_fused(const Matrix& weight, const float* x, float* y, int threads);
+// The GEMM (n > 1) versions, see matmul_cpu.cpp; both give the GEMV's bits for every token.
+//  v1_dot: one dot_f32 per (token, row) of a block of 16 rows converted to fp32 once.
+//  v2_register_blocked (what matmul runs): 4 tokens x 4 rows per micro-kernel, accumulators in
+//    registers (AVX-512 intrinsics when compiled for AVX-512); _portable: the same tiles in plain C++,
+//    what builds without AVX-512 run, callable everywhere so tests can check it gives the same bits.
+void gemm_v1_dot(const Matrix& weight, const float* x, float* y, int n, int threads);
+void gemm_v2_register_blocked(const Matrix& weight, const float* x, float* y, int n, int threads);
+void gemm_v2_register_blocked_portable(const Matrix& weight, const float* x, float* y, int n, int threads);
 
 // Rotates pairs of each head of x (n, n_heads, head_dim) by angle pos * theta^(-2i/head_dim),
 // pos = start_pos + t. Interleaved pairs are (2i, 2i+1); HalfSplit pairs are (i, i + head_dim/2).

@@ -10,8 +10,23 @@
 //     f16 v2_fused:        converts 16 weights at a time inside the dot (registers / L1), no buffer and
 //                          no allocation; same lanes and order as dot_f32, so the same results as v1.
 //   GEMM  (n > 1):  prefill and the naive decoder. A block of kRowBlock weight rows is converted to
-//                   fp32 into a per-thread scratch that stays in L1/L2, then dotted with every token:
+//                   fp32 into a per-thread scratch that stays in L1/L2, then used by every token:
 //                   the weights are read from memory once per pass however many tokens there are.
+//     v1_dot:              one dot_f32 per (token, row): every FMA needs two loads (a weight and an x
+//                          value), so the loads, not the FMA units, set the speed.
+//     v2_register_blocked: a micro-kernel computes a tile of 4 tokens x 4 rows at once, 16 accumulator
+//                          vectors in registers: per 16 columns it loads 4 x and 4 weight vectors for
+//                          16 FMAs (half a load per FMA instead of two). Every (token, row) keeps
+//                          dot_f32's 16 lanes, horizontal-sum order and fma tail, so the result is the
+//                          GEMV's and v1's bit for bit (the KV-cache decoder's tokens stay the naive
+//                          decoder's); a full tile's 16 horizontal sums are done at once after a
+//                          16 x 16 register transpose, in the same order. f32 rows are used in place
+//                          (v1 copies them). AVX-512 intrinsics where the compiler targets AVX-512,
+//                          else the same tiles in plain C++ (the same bits, tested). What matmul
+//                          runs: 2-4x v1's GFLOP/s on SmolLM2's shapes (bench_decode.cpp, BM_gemm).
+//
+// Every lane step of every dot here is lane_fma (fused where the target has FMA), so no kernel's
+// result depends on whether the compiler chose to contract a * b + c.
 #include "infer/cpu_kernels.h"
 #include "infer/error.h"
 
@@ -26,9 +41,26 @@
 #include <immintrin.h>
 // GCC 12's _mm512_cvtph_ps starts from _mm512_undefined_ps() and trips -Wmaybe-uninitialized.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 namespace infer::cpu {
+
+namespace {
+
+// c + a * b for one lane of a dot product: a fused multiply-add (one rounding) where the target has
+// FMA, else a multiply and an add (a call to the libm fma would be ~20x slower). Written out, not
+// left to the compiler's contraction of `c += a * b`, so the GEMV, v1 and v2's intrinsics (which
+// are FMAs) round identically.
+inline float lane_fma(float a, float b, float c) {
+#if defined(__FMA__) || defined(__AVX512F__)
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+}  // namespace
 
 // ---- dot product ---------------------------------------------------------------------------------
 float dot_f32(const float* a, const float* b, int n) {
@@ -39,7 +71,7 @@ float dot_f32(const float* a, const float* b, int n) {
   int i = 0;
   for (; i + kLanes <= n; i += kLanes) {
 #pragma omp simd
-    for (int j = 0; j < kLanes; ++j) partial[j] += a[i + j] * b[i + j];
+    for (int j = 0; j < kLanes; ++j) partial[j] = lane_fma(a[i + j], b[i + j], partial[j]);
   }
   float sum = 0.0f;
   for (int j = 0; j < kLanes; ++j) sum += partial[j];
@@ -58,7 +90,7 @@ float dot_f16_f32(const uint16_t* w, const float* x, int n) {
   for (; i + kLanes <= n; i += kLanes) {
     f16_to_f32_row(w + i, converted, kLanes);  // one vcvtph2ps with AVX-512
 #pragma omp simd
-    for (int j = 0; j < kLanes; ++j) partial[j] += converted[j] * x[i + j];
+    for (int j = 0; j < kLanes; ++j) partial[j] = lane_fma(converted[j], x[i + j], partial[j]);
   }
   float sum = 0.0f;
   for (int j = 0; j < kLanes; ++j) sum += partial[j];
@@ -145,10 +177,9 @@ void gemv_v2_fused(const Matrix& weight, const float* x, float* y, int threads) 
   }
 }
 
-namespace {
-
-// ---- GEMM (n > 1) --------------------------------------------------------------------------------
-void gemm(const Matrix& weight, const float* x, float* y, int n, int threads) {
+// ---- GEMM (n > 1), v1_dot ----------------------------------------------------------------------
+// A block of kRowBlock rows converted to fp32 once, then one dot_f32 per (token, row).
+void gemm_v1_dot(const Matrix& weight, const float* x, float* y, int n, int threads) {
   constexpr int kRowBlock = 16;
   const int rows = weight.rows, cols = weight.cols;
 #pragma omp parallel num_threads(threads)
@@ -167,13 +198,191 @@ void gemm(const Matrix& weight, const float* x, float* y, int n, int threads) {
   }
 }
 
+// ---- GEMM (n > 1), v2_register_blocked -----------------------------------------------------------
+namespace {
+
+constexpr int kLanes = 16;      // dot_f32's partial sums: one zmm register, or two ymm
+constexpr int kTileTokens = 4;  // a tile is kTileTokens x kTileRows outputs: 16 accumulators + 4 + 4
+constexpr int kTileRows = 4;    //   loaded vectors fit the 32 zmm registers with room to spare
+
+// Finishes one output of a tile as dot_f32 does: the 16 lane sums added in order starting from 0,
+// then the columns past the last multiple of 16 with fma. w, x: the row and the token, from column 0.
+inline float finish_dot(const float* lanes, const float* w, const float* x, int tail_start, int cols) {
+  float sum = 0.0f;
+  for (int j = 0; j < kLanes; ++j) sum += lanes[j];
+  for (int i = tail_start; i < cols; ++i) sum = std::fma(w[i], x[i], sum);
+  return sum;
+}
+
+// y[t * y_stride + r] = dot(w row r, x row t) for t < T, r < R. w: (R, cols) rows, x: (T, cols) tokens,
+// both with row stride `cols`. Plain C++: the same lanes and order as the intrinsics below.
+template <int T, int R>
+void tile_portable(const float* w, const float* x, float* y, int y_stride, int cols) {
+  float acc[T][R][kLanes] = {};
+  int i = 0;
+  for (; i + kLanes <= cols; i += kLanes) {
+    for (int t = 0; t < T; ++t) {
+      for (int r = 0; r < R; ++r) {
+        const float* wr = w + size_t(r) * cols + i;
+        const float* xt = x + size_t(t) * cols + i;
+#pragma omp simd
+        for (int j = 0; j < kLanes; ++j) acc[t][r][j] = lane_fma(wr[j], xt[j], acc[t][r][j]);
+      }
+    }
+  }
+  for (int t = 0; t < T; ++t)
+    for (int r = 0; r < R; ++r)
+      y[size_t(t) * y_stride + r] = finish_dot(acc[t][r], w + size_t(r) * cols, x + size_t(t) * cols, i, cols);
+}
+
+#if defined(__AVX512F__)
+// sums[o] = ((0 + acc[o][0]) + acc[o][1]) + ... + acc[o][15] for 16 accumulators: dot_f32's
+// horizontal sum, in dot_f32's order, for 16 outputs at once. A 16 x 16 transpose (64 shuffles) turns
+// lane j of every accumulator into one vector, then 16 vector adds replace 256 scalar loads and adds.
+inline void lane_sums_16(const __m512* acc, float* sums) {
+  // Within 128-bit lanes: u[4g + m], lane k = (acc[4g..4g+3])[4k + m].
+  __m512 u[kLanes];
+  for (int g = 0; g < 4; ++g) {
+    const __m512 lo01 = _mm512_unpacklo_ps(acc[4 * g], acc[4 * g + 1]);  // a0 b0 a1 b1 per 128-bit lane
+    const __m512 hi01 = _mm512_unpackhi_ps(acc[4 * g], acc[4 * g + 1]);  // a2 b2 a3 b3
+    const __m512 lo23 = _mm512_unpacklo_ps(acc[4 * g + 2], acc[4 * g + 3]);
+    const __m512 hi23 = _mm512_unpackhi_ps(acc[4 * g + 2], acc[4 * g + 3]);
+    u[4 * g + 0] = _mm512_shuffle_ps(lo01, lo23, 0x44);  // a0 b0 c0 d0
+    u[4 * g + 1] = _mm512_shuffle_ps(lo01, lo23, 0xEE);  // a1 b1 c1 d1
+    u[4 * g + 2] = _mm512_shuffle_ps(hi01, hi23, 0x44);  // a2 b2 c2 d2
+    u[4 * g + 3] = _mm512_shuffle_ps(hi01, hi23, 0xEE);  // a3 b3 c3 d3
+  }
+  // Across 128-bit lanes: column[4k + m] = (u[m].lane k, u[4 + m].lane k, u[8 + m].lane k, u[12 + m].lane k).
+  __m512 column[kLanes];
+  for (int m = 0; m < 4; ++m) {
+    const __m512 even01 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88);  // lanes 0, 2 of each
+    const __m512 odd01 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xDD);   // lanes 1, 3 of each
+    const __m512 even23 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88);
+    const __m512 odd23 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xDD);
+    column[0 + m] = _mm512_shuffle_f32x4(even01, even23, 0x88);
+    column[8 + m] = _mm512_shuffle_f32x4(even01, even23, 0xDD);
+    column[4 + m] = _mm512_shuffle_f32x4(odd01, odd23, 0x88);
+    column[12 + m] = _mm512_shuffle_f32x4(odd01, odd23, 0xDD);
+  }
+  __m512 sum = _mm512_setzero_ps();
+  for (int j = 0; j < kLanes; ++j) sum = _mm512_add_ps(sum, column[j]);
+  _mm512_store_ps(sums, sum);
+}
+
+// The same tile with the 16 lanes of each (token, row) in one zmm register: T*R accumulators, R
+// weight vectors and one x vector live at a time; the loops over t and r are unrolled at compile time.
+template <int T, int R>
+void tile_avx512(const float* w, const float* x, float* y, int y_stride, int cols) {
+  __m512 acc[T][R];
+#pragma GCC unroll 4
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) acc[t][r] = _mm512_setzero_ps();
+  int i = 0;
+  for (; i + kLanes <= cols; i += kLanes) {
+    __m512 wv[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) wv[r] = _mm512_loadu_ps(w + size_t(r) * cols + i);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      const __m512 xv = _mm512_loadu_ps(x + size_t(t) * cols + i);
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[t][r] = _mm512_fmadd_ps(wv[r], xv, acc[t][r]);
+    }
+  }
+  if constexpr (T * R == kLanes) {
+    // A full tile: the 16 horizontal sums at once, in vector registers (see lane_sums_16).
+    alignas(64) float sums[kLanes];
+    lane_sums_16(&acc[0][0], sums);
+    for (int t = 0; t < T; ++t) {
+      for (int r = 0; r < R; ++r) {
+        float sum = sums[t * R + r];
+        const float* wr = w + size_t(r) * cols;
+        const float* xt = x + size_t(t) * cols;
+        for (int k = i; k < cols; ++k) sum = std::fma(wr[k], xt[k], sum);  // dot_f32's tail
+        y[size_t(t) * y_stride + r] = sum;
+      }
+    }
+  } else {
+    alignas(64) float lanes[kLanes];
+    for (int t = 0; t < T; ++t) {
+      for (int r = 0; r < R; ++r) {
+        _mm512_store_ps(lanes, acc[t][r]);
+        y[size_t(t) * y_stride + r] = finish_dot(lanes, w + size_t(r) * cols, x + size_t(t) * cols, i, cols);
+      }
+    }
+  }
+}
+#endif
+
+using TileKernel = void (*)(const float*, const float*, float*, int, int);
+
+template <bool kIntrinsics, int T, int R>
+void tile(const float* w, const float* x, float* y, int y_stride, int cols) {
+#if defined(__AVX512F__)
+  if constexpr (kIntrinsics) {
+    tile_avx512<T, R>(w, x, y, y_stride, cols);
+    return;
+  }
+#endif
+  tile_portable<T, R>(w, x, y, y_stride, cols);
+}
+
+// kTiles<...>[T - 1][R - 1]: full tiles use <4, 4>; the edges of n and of the row count smaller ones.
+template <bool kIntrinsics>
+constexpr TileKernel kTiles[kTileTokens][kTileRows] = {
+    {tile<kIntrinsics, 1, 1>, tile<kIntrinsics, 1, 2>, tile<kIntrinsics, 1, 3>, tile<kIntrinsics, 1, 4>},
+    {tile<kIntrinsics, 2, 1>, tile<kIntrinsics, 2, 2>, tile<kIntrinsics, 2, 3>, tile<kIntrinsics, 2, 4>},
+    {tile<kIntrinsics, 3, 1>, tile<kIntrinsics, 3, 2>, tile<kIntrinsics, 3, 3>, tile<kIntrinsics, 3, 4>},
+    {tile<kIntrinsics, 4, 1>, tile<kIntrinsics, 4, 2>, tile<kIntrinsics, 4, 3>, tile<kIntrinsics, 4, 4>},
+};
+
+template <bool kIntrinsics>
+void gemm_register_blocked(const Matrix& weight, const float* x, float* y, int n, int threads) {
+  constexpr int kRowBlock = 16;  // a multiple of kTileRows
+  const int rows = weight.rows, cols = weight.cols;
+  const bool in_place = weight.dtype == DType::F32;  // fp32 rows are used where they are
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<float> block(in_place ? 0 : size_t(kRowBlock) * cols);  // (kRowBlock, cols) fp32 weights
+#pragma omp for schedule(static)
+    for (int r0 = 0; r0 < rows; r0 += kRowBlock) {
+      const int count = std::min(kRowBlock, rows - r0);
+      const float* w = block.data();
+      if (in_place) {
+        w = static_cast<const float*>(weight.data) + size_t(r0) * cols;
+      } else {
+        rows_to_f32(weight, r0, count, block.data());
+      }
+      // Token tiles outside, row tiles inside: the 4 token rows stay in L1 while they meet the
+      // block's rows (which stay in L1/L2 across the token tiles).
+      for (int t0 = 0; t0 < n; t0 += kTileTokens) {
+        const int tile_tokens = std::min(kTileTokens, n - t0);
+        for (int i0 = 0; i0 < count; i0 += kTileRows) {
+          const int tile_rows = std::min(kTileRows, count - i0);
+          kTiles<kIntrinsics>[tile_tokens - 1][tile_rows - 1](w + size_t(i0) * cols, x + size_t(t0) * cols,
+                                                               y + size_t(t0) * rows + r0 + i0, rows, cols);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
+
+void gemm_v2_register_blocked(const Matrix& weight, const float* x, float* y, int n, int threads) {
+  gemm_register_blocked<true>(weight, x, y, n, threads);
+}
+
+void gemm_v2_register_blocked_portable(const Matrix& weight, const float* x, float* y, int n, int threads) {
+  gemm_register_blocked<false>(weight, x, y, n, threads);
+}
 
 void matmul(const Matrix& weight, const float* x, float* y, int n, int threads) {
   if (n == 1) {
     gemv_v2_fused(weight, x, y, threads);
   } else {
-    gemm(weight, x, y, n, threads);
+    gemm_v2_register_blocked(weight, x, y, n, threads);
   }
 }
 
