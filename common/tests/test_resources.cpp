@@ -10,38 +10,14 @@
 #include "infer/memory_budget.h"
 #include "infer/synthetic.h"
 #include "infer/weights.h"
+#include "enormous_model.h"
 #include "test_util.h"
 
 #include <string>
 
 using namespace infer;
 
-namespace {
-
-// A Llama whose fp32 weights are far larger than any machine's memory (~2.4 TB at dim 16384, 200
-// layers): its tensors are views of one small buffer, so only the up-front check can stop it.
-ModelFile enormous_model_file(std::vector<uint8_t>& backing) {
-  ModelConfig config = synthetic_preset("llama3-8b");
-  config.dim = 16384;
-  config.n_heads = 128;
-  config.n_kv_heads = 8;
-  config.head_dim = 128;
-  config.hidden_dim = 53248;
-  config.n_layers = 200;
-  ModelFile file;
-  file.path = "<enormous model>";
-  file.format = "memory";
-  file.config = config;
-  backing.assign(64, 0);
-  for (const auto& [name, shape] : llama_tensor_shapes(config)) {
-    TensorView view{name, DType::F32, shape, backing.data(), 0};
-    view.n_bytes = size_t(view.n_elements()) * sizeof(float);  // what validate_llama_tensors expects
-    file.tensors[name] = view;
-  }
-  return file;
-}
-
-}  // namespace
+using infer::test::enormous_model_file;
 
 TEST_CASE("format_bytes and check_fits_in_memory name both sizes") {
   CHECK(format_bytes(512) == "512 B");
@@ -126,6 +102,8 @@ TEST_CASE("cpu allocate throws infer::Error naming the size instead of overcommi
     CHECK(message.find("cpu: out of memory allocating 1.00 EiB (1152921504606846976 bytes)") == 0);
   }
   CHECK_THROWS_AS(backend->allocate(SIZE_MAX), Error);  // the 64-byte rounding must not wrap around
+  // A count whose byte size overflows size_t must not wrap around to a small allocation either.
+  CHECK_THROWS_AS(DeviceArray<float>(*backend, SIZE_MAX / 2), Error);
   void* small = backend->allocate(100);
   CHECK(small != nullptr);
   backend->release(small);

@@ -75,8 +75,12 @@ template <typename T>
 class DeviceArray {
  public:
   DeviceArray() = default;
+  // A count whose byte size does not fit in size_t asks for SIZE_MAX bytes, which every backend
+  // refuses, rather than wrapping around to a small allocation.
   DeviceArray(Backend& backend, size_t count)
-      : backend_(&backend), data_(static_cast<T*>(backend.allocate(count * sizeof(T)))), count_(count) {}
+      : backend_(&backend),
+        data_(static_cast<T*>(backend.allocate(count > SIZE_MAX / sizeof(T) ? SIZE_MAX : count * sizeof(T)))),
+        count_(count) {}
   ~DeviceArray() { reset(); }
   DeviceArray(DeviceArray&& other) noexcept { *this = std::move(other); }
   DeviceArray& operator=(DeviceArray&& other) noexcept {

@@ -5,6 +5,9 @@
 // them). Everything runs in order on one stream owned by the backend; download() synchronises, so
 // the logits the host samples from are complete. Weights arrive once through upload() already in
 // their storage format (Weights converts on the host to f32/f16/bf16); every op accumulates in fp32.
+// Memory: available_memory() is the device's free memory (cudaMemGetInfo), which Weights and KVCache
+// check their sizes against before uploading; a failed cudaMalloc throws infer::Error with the size
+// and the free/total device memory and leaves the backend usable (device_malloc says how).
 //
 // matmul picks a kernel by the number of tokens:
 //   n == 1 (decode):  the GEMV of gemv.cu (v3_vectorized when the row length and alignment allow,
@@ -23,6 +26,7 @@
 
 #include "infer/backend.h"
 #include "infer/error.h"
+#include "infer/memory_budget.h"
 
 #include <fmt/format.h>
 
@@ -31,6 +35,28 @@
 
 namespace infer {
 namespace {
+
+// cudaMalloc of at least one byte, or infer::Error. Out of memory is reported with the device's free
+// and total memory. It is not a sticky CUDA error: the context stays usable, and clearing the
+// last-error slot keeps the failure from being reported again by the next CUDA_CHECK_LAUNCH. Any
+// other status is not about this request (e.g. a fault of an earlier kernel surfacing here), so it
+// is reported as CUDA's own error rather than called out of memory.
+void* device_malloc(size_t bytes) {
+  void* pointer = nullptr;
+  const cudaError_t status = cudaMalloc(&pointer, std::max<size_t>(bytes, 1));
+  if (status == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) {
+      cudaGetLastError();
+      fail("cuda: out of memory allocating {} ({} bytes)", format_bytes(bytes), bytes);
+    }
+    fail("cuda: out of memory allocating {} ({} bytes); {} free of {} device memory", format_bytes(bytes), bytes,
+         format_bytes(free_bytes), format_bytes(total_bytes));
+  }
+  CUDA_CHECK(status);
+  return pointer;
+}
 
 // A device buffer that only grows: scratch space reused across calls (token ids, half activations).
 class Scratch {
@@ -46,7 +72,7 @@ class Scratch {
     if (data_ != nullptr) CUDA_CHECK(cudaFree(data_));  // cudaFree waits for kernels still using it
     data_ = nullptr;
     capacity_ = 0;
-    CUDA_CHECK(cudaMalloc(&data_, bytes));
+    data_ = device_malloc(bytes);
     capacity_ = bytes;
     return data_;
   }
@@ -81,18 +107,25 @@ class CudaBackend final : public Backend {
   std::string name() const override { return "cuda"; }
 
   // ---- memory ----------------------------------------------------------------------------------
+  // No up-front comparison with available_memory() here (the CPU backend needs one because Linux
+  // overcommits): cudaMalloc never overcommits, so it is the exact test (device_malloc above).
   void* allocate(size_t bytes) override {
-    void* pointer = nullptr;
-    const cudaError_t status = cudaMalloc(&pointer, std::max<size_t>(bytes, 1));
-    if (status != cudaSuccess) {
-      cudaGetLastError();  // clear it, so the next call does not report it again
-      size_t free_bytes = 0, total_bytes = 0;
-      cudaMemGetInfo(&free_bytes, &total_bytes);
-      fail("cuda: cannot allocate {} bytes ({:.1f} MiB): {} ({:.1f} MiB free of {:.1f} MiB)", bytes, bytes / 1048576.0,
-           cudaGetErrorString(status), free_bytes / 1048576.0, total_bytes / 1048576.0);
+    void* pointer = device_malloc(bytes);
+    const cudaError_t zeroed = cudaMemsetAsync(pointer, 0, std::max<size_t>(bytes, 1), stream_);  // promised zeros
+    if (zeroed != cudaSuccess) {
+      cudaFree(pointer);
+      cuda::throw_cuda_error("cudaMemsetAsync", __FILE__, __LINE__, cudaGetErrorName(zeroed), cudaGetErrorString(zeroed));
     }
-    CUDA_CHECK(cudaMemsetAsync(pointer, 0, std::max<size_t>(bytes, 1), stream_));  // the interface promises zeros
     return pointer;
+  }
+
+  // What Weights and KVCache check their sizes against before allocating (memory_budget.h): the
+  // device's free memory now, which already excludes the weights, caches and scratch allocated so
+  // far (and whatever other processes hold on this GPU).
+  uint64_t available_memory() const override {
+    size_t free_bytes = 0, total_bytes = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    return free_bytes;
   }
 
   void release(void* pointer) override {
