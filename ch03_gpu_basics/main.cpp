@@ -146,7 +146,7 @@ int main(int argc, char** argv) {
   app.add_option("--gpu-copy-mib", gpu_copy_mib, "Buffer size for the GPU copy bandwidth (--device cuda)")->check(CLI::Range(16, 65536));
   CLI11_PARSE(app, argc, argv);
 
-  try {
+  return run_reporting_errors([&] {
     const int threads = resolve_threads(options.threads);
     if (options.device == "cuda") {
       const std::string reason = cuda_unavailable_reason();
@@ -243,12 +243,8 @@ int main(int argc, char** argv) {
                                           {"gemm", gemm}});
       }
       report.set_field("output_tokens", result.tokens);
-      report.write_json(options.json);
-      fmt::print(stderr, "wrote {}\n", options.json);
+      write_report_json(report, options.json);
     }
-  } catch (const Error& error) {
-    fmt::print(stderr, "error: {}\n", error.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
   app.add_option("--bandwidth-gb-s", given_bandwidth, "Use this bandwidth instead of measuring it");
   CLI11_PARSE(app, argc, argv);
 
-  try {
+  return run_reporting_errors([&] {
     const int threads = resolve_threads(options.threads);
     auto backend = make_backend(options.device, threads);
     LoadedModel model = load_model(options);
@@ -297,12 +297,8 @@ int main(int argc, char** argv) {
                                              {"decode_tok_per_s", decode_rate},
                                              {"output_vs_input_cost", prefill_rate / decode_rate}});
       report.set_field("output_tokens", cached.tokens);
-      report.write_json(options.json);
-      fmt::print(stderr, "wrote {}\n", options.json);
+      write_report_json(report, options.json);
     }
-  } catch (const Error& error) {
-    fmt::print(stderr, "error: {}\n", error.what());
-    return 1;
-  }
-  return 0;
+    return 0;
+  });
 }

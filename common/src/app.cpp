@@ -140,6 +140,22 @@ MachineInfo describe_machine(int threads, double bandwidth_gb_s) {
   return machine;
 }
 
+int run_reporting_errors(const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const Error& error) {
+    fmt::print(stderr, "error: {}\n", error.what());
+  } catch (const std::exception& error) {
+    fmt::print(stderr, "error (unexpected): {}\n", error.what());
+  }
+  return 1;
+}
+
+void write_report_json(const Report& report, const std::string& path) {
+  report.write_json(path);
+  fmt::print(stderr, "wrote {}\n", path);
+}
+
 nlohmann::ordered_json model_json(const LoadedModel& model, const std::string& weight_format) {
   nlohmann::ordered_json json;
   json["path"] = model.description;

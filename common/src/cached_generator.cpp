@@ -9,10 +9,8 @@
 // token costs O(1) in matmul work instead of O(t), and generating T tokens is O(T) instead of O(T^2).
 #include "infer/error.h"
 #include "infer/generator.h"
-#include "infer/timer.h"
 
 #include <algorithm>
-#include <chrono>
 #include <limits>
 
 namespace infer {
@@ -27,40 +25,17 @@ GenerationResult CachedGenerator::generate(const std::vector<int>& prompt, const
          "whole prompt at once; build the Transformer with max_tokens >= the prompt length)",
          prompt.size(), model_.max_tokens());
 
-  GenerationResult result;
-  result.prompt_tokens = int(prompt.size());
-  if (options.max_new_tokens == 0) return result;
-
   const int total = int(prompt.size()) + options.max_new_tokens;
-  Sampler sampler(options.sampler);
-  KVCache cache(model_.backend(), model_.config(), total);  // (n_layers, total, n_kv_heads, head_dim)
-  std::vector<int> sequence = prompt;                       // prompt + generated: the sampler's history
-  sequence.reserve(size_t(total));
-  std::vector<float> logits(size_t(model_.config().vocab_size));
-
-  const auto start = std::chrono::steady_clock::now();
-  int position = int(prompt.size());  // where the next token fed to the model goes
-  for (int step = 0; step < options.max_new_tokens; ++step) {
-    // Step 0 is the prefill of the whole prompt; every later step feeds only the token sampled last.
-    const ForwardStats stats = step == 0 ? model_.forward(prompt, /*start_pos=*/0, cache, logits.data())
-                                         : model_.forward(std::span<const int>(&sequence.back(), 1), position++,
-                                                          cache, logits.data());
-    result.bytes_moved += stats.weight_bytes + stats.kv_bytes;
-    const int next = sampler.sample(logits, sequence);
-    if (step == 0) result.first_token_ms = result.prefill_ms = elapsed_ms(start);
-    if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), next) != options.stop_tokens.end()) {
-      result.stopped_by_token = true;
-      break;
-    }
-    sequence.push_back(next);
-    result.tokens.push_back(next);
-    result.token_ms.push_back(elapsed_ms(start));
-    result.token_bytes.push_back(result.bytes_moved);
-    if (on_token && !on_token(next)) break;
-  }
-  result.total_ms = elapsed_ms(start);
-  result.decode_ms = result.total_ms - result.prefill_ms;
-  return result;
+  KVCache cache(model_.backend(), model_.config(), std::max(total, 1));  // (n_layers, total, n_kv_heads, head_dim)
+  return run_decode_loop(
+      prompt, options, model_.config().vocab_size,
+      [&](int step, const std::vector<int>& sequence, float* logits) {
+        // Step 0 is the prefill of the whole prompt; every later step feeds only the token sampled
+        // last, at its position (the sequence's last index), attending over the cached ones.
+        if (step == 0) return model_.forward(sequence, /*start_pos=*/0, cache, logits);
+        return model_.forward(std::span<const int>(&sequence.back(), 1), int(sequence.size()) - 1, cache, logits);
+      },
+      on_token);
 }
 
 }  // namespace infer

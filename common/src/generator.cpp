@@ -23,24 +23,18 @@ void check_generation_length(const ModelConfig& config, size_t prompt_tokens, in
          prompt_tokens, max_new_tokens, total, buffer_tokens);
 }
 
-GenerationResult NaiveGenerator::generate(const std::vector<int>& prompt, const GenerationOptions& options,
-                                          const TokenCallback& on_token) {
-  check_generation_length(model_.config(), prompt.size(), options.max_new_tokens, model_.max_tokens());
-  const int vocab = model_.config().vocab_size;
-  const int total = int(prompt.size()) + options.max_new_tokens;
-
+GenerationResult run_decode_loop(const std::vector<int>& prompt, const GenerationOptions& options, int vocab_size,
+                                 const DecodeStep& step_forward, const TokenCallback& on_token) {
   GenerationResult result;
   result.prompt_tokens = int(prompt.size());
   Sampler sampler(options.sampler);
-  // The cache here is only the forward pass's scratch for one step: every step rewrites it from
-  // position 0, so nothing computed for the previous token is reused. That is the point.
-  KVCache scratch(model_.backend(), model_.config(), std::max(total, 1));
-  std::vector<int> sequence = prompt;
-  std::vector<float> logits(vocab);
+  std::vector<int> sequence = prompt;  // prompt + generated: the model's input and the sampler's history
+  sequence.reserve(prompt.size() + size_t(std::max(options.max_new_tokens, 0)));
+  std::vector<float> logits(static_cast<size_t>(vocab_size));
 
   const auto start = std::chrono::steady_clock::now();
   for (int step = 0; step < options.max_new_tokens; ++step) {
-    const ForwardStats stats = model_.forward(sequence, /*start_pos=*/0, scratch, logits.data());
+    const ForwardStats stats = step_forward(step, sequence, logits.data());
     result.bytes_moved += stats.weight_bytes + stats.kv_bytes;
     const int next = sampler.sample(logits, sequence);
     if (step == 0) result.first_token_ms = result.prefill_ms = elapsed_ms(start);
@@ -57,6 +51,21 @@ GenerationResult NaiveGenerator::generate(const std::vector<int>& prompt, const 
   result.total_ms = elapsed_ms(start);
   result.decode_ms = result.total_ms - result.prefill_ms;
   return result;
+}
+
+GenerationResult NaiveGenerator::generate(const std::vector<int>& prompt, const GenerationOptions& options,
+                                          const TokenCallback& on_token) {
+  check_generation_length(model_.config(), prompt.size(), options.max_new_tokens, model_.max_tokens());
+  const int total = int(prompt.size()) + options.max_new_tokens;
+  // The cache here is only the forward pass's scratch for one step: every step rewrites it from
+  // position 0, so nothing computed for the previous token is reused. That is the point.
+  KVCache scratch(model_.backend(), model_.config(), std::max(total, 1));
+  return run_decode_loop(
+      prompt, options, model_.config().vocab_size,
+      [&](int /*step*/, const std::vector<int>& sequence, float* logits) {
+        return model_.forward(sequence, /*start_pos=*/0, scratch, logits);  // the whole sequence, every step
+      },
+      on_token);
 }
 
 }  // namespace infer

@@ -10,6 +10,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -67,6 +68,13 @@ std::vector<int> encode_prompt(const LoadedModel& model, const CommonOptions& op
 // CPU model, thread count (resolved from `threads`, 0 = all cores) and the bandwidth to compare to.
 MachineInfo describe_machine(int threads, double bandwidth_gb_s);
 int resolve_threads(int threads);
+
+// Runs a chapter's body and returns its exit status; an infer::Error (bad input: a corrupt model, an
+// over-long prompt) or any other exception is printed as "error: ..." and gives status 1, never a crash.
+int run_reporting_errors(const std::function<int()>& body);
+
+// Writes the report's JSON to `path` and says so on stderr.
+void write_report_json(const Report& report, const std::string& path);
 
 // The "model" object of the JSON report.
 nlohmann::ordered_json model_json(const LoadedModel& model, const std::string& weight_format);

@@ -54,6 +54,15 @@ void check_generation_length(const ModelConfig& config, size_t prompt_tokens, in
 // Receives each generated token as soon as it is sampled; return false to stop early.
 using TokenCallback = std::function<bool(int token)>;
 
+// One step of a decoding loop: runs the model so that `logits` (vocab_size floats, host) holds the
+// next-token distribution after `sequence` (prompt + tokens generated so far); returns what it moved.
+using DecodeStep = std::function<ForwardStats(int step, const std::vector<int>& sequence, float* logits)>;
+
+// The loop every generator shares: step, sample, stop on a stop token, record the timings and bytes,
+// stream the token. Generators differ only in their DecodeStep (what they recompute, what they cache).
+GenerationResult run_decode_loop(const std::vector<int>& prompt, const GenerationOptions& options, int vocab_size,
+                                 const DecodeStep& step_forward, const TokenCallback& on_token);
+
 class Generator {
  public:
   virtual ~Generator() = default;
