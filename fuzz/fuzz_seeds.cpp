@@ -35,18 +35,11 @@ void write_with_truncations(const fs::path& dir, const std::string& name, const 
     write_seed(dir, fmt::format("{}.cut{}", name, cut), std::string_view(bytes).substr(0, cut));
 }
 
-// 1 layer, dim 32 (one block of the 32-wide quantized formats per row), GQA 2/1 heads of 16.
+// The "micro" preset (1 layer, dim 32: one block of the 32-wide quantized formats per row) with a
+// chosen vocabulary size.
 ModelConfig seed_config(int vocab_size) {
-  ModelConfig config = synthetic_preset("tiny");
-  config.dim = 32;
-  config.hidden_dim = 32;
-  config.n_layers = 1;
-  config.n_heads = 2;
-  config.n_kv_heads = 1;
-  config.head_dim = 16;
+  ModelConfig config = synthetic_preset("micro");
   config.vocab_size = vocab_size;
-  config.max_seq_len = 16;
-  config.tied_embeddings = true;
   return config;
 }
 

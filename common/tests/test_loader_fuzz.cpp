@@ -21,19 +21,8 @@ namespace fs = std::filesystem;
 namespace {
 
 // A small model so thousands of variants load quickly: 1 layer, dim 32, GQA 2/1, head_dim 16,
-// vocab 279 (the smallest the synthetic byte-level vocabulary allows), untied (output.weight present).
-ModelConfig fuzz_config() {
-  ModelConfig config = synthetic_preset("tiny");
-  config.dim = 32;
-  config.hidden_dim = 32;
-  config.n_layers = 1;
-  config.n_heads = 2;
-  config.n_kv_heads = 1;
-  config.head_dim = 16;
-  config.vocab_size = 279;
-  config.max_seq_len = 16;
-  return config;
-}
+// vocab 279, untied (output.weight present).
+ModelConfig fuzz_config() { return synthetic_preset("micro"); }
 
 struct Outcome {
   int loaded = 0;

@@ -27,7 +27,7 @@ struct SyntheticModel {
   TokenizerData tokenizer;  // a small byte-level vocabulary (gpt2 style) that covers all 256 bytes
 };
 
-// Named presets with real shapes: "tiny" (dim 64, 2 layers, GQA), "stories260k", "smollm2-135m",
+// Named presets with real shapes: "micro" (dim 32, 1 layer: fuzzing), "tiny" (dim 64, 2 layers, GQA), "stories260k", "smollm2-135m",
 // "tinyllama-1.1b", "llama3-8b". Throws infer::Error for an unknown name.
 ModelConfig synthetic_preset(const std::string& name);
 
