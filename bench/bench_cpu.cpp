@@ -7,8 +7,8 @@
 // Adding a kernel: write one function BM_<kernel>(benchmark::State&) that sets up seeded inputs,
 // runs the kernel in the `for (auto _ : state)` loop, then reports what one iteration moved
 // (state.SetBytesProcessed) and/or computed (add_flops_counter); register it with BENCHMARK below.
-#include "infer/hardware.h"
-#include "infer/sampler.h"
+#include "infer/app/hardware.h"
+#include "infer/engine/sampler.h"
 
 #include <benchmark/benchmark.h>
 #include <omp.h>

@@ -14,9 +14,9 @@
 // W is reused across iterations (from cache when it fits): with n >= 16 the kernel does >= 8 FLOPs
 // per weight byte, so it is compute-bound; v2_portable is the plain-C++ tiles non-AVX-512 builds run.
 // Threads: OMP_NUM_THREADS, as for bench_cpu.cpp.
-#include "infer/backend.h"
-#include "infer/cpu_kernels.h"
-#include "infer/dtype.h"
+#include "infer/model/backend.h"
+#include "infer/cpu/cpu_kernels.h"
+#include "infer/core/dtype.h"
 
 #include <benchmark/benchmark.h>
 #include <omp.h>

@@ -8,11 +8,11 @@
 // Part 2 runs the book's baseline: naive decoding, which recomputes the whole prefix for every new
 // token, and reports tok/s, GB/s moved and % of the measured bandwidth of the device it ran on.
 // Without a GPU (or a CUDA build), --device cuda says why and runs the CPU part.
-#include "infer/app.h"
-#include "infer/error.h"
-#include "infer/generator.h"
-#include "infer/gpu_hardware.h"
-#include "infer/hardware.h"
+#include "infer/app/app.h"
+#include "infer/core/error.h"
+#include "infer/engine/generator.h"
+#include "infer/app/gpu_hardware.h"
+#include "infer/app/hardware.h"
 
 #include <fmt/core.h>
 

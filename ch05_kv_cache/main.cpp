@@ -14,11 +14,11 @@
 //
 // --device cuda runs both decoders on the GPU; "% BW" is then against the GPU's measured
 // device-to-device copy bandwidth (gpu_hardware.h), and the JSON's machine.gpu names the GPU.
-#include "infer/app.h"
-#include "infer/error.h"
-#include "infer/generator.h"
-#include "infer/gpu_hardware.h"
-#include "infer/hardware.h"
+#include "infer/app/app.h"
+#include "infer/core/error.h"
+#include "infer/engine/generator.h"
+#include "infer/app/gpu_hardware.h"
+#include "infer/app/hardware.h"
 
 #include <fmt/core.h>
 

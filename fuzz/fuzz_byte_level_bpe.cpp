@@ -2,7 +2,7 @@
 // (infer::synthetic_tokenizer: 256 byte tokens, ChatML specials, a few merges), encode/decode of
 // arbitrary bytes under each pre-tokenizer (gpt2, smollm, llama-bpe). Byte-level BPE covers every
 // byte, so every text must round-trip.
-#include "infer/synthetic.h"
+#include "infer/formats/synthetic.h"
 #include "tokenizer_fuzz.h"
 
 namespace {

@@ -1,7 +1,7 @@
 // fuzz_gguf: load_gguf on arbitrary bytes (header, metadata, tensor infos, embedded tokenizer), then
 // whatever it accepts goes through Weights, one forward step and the tokenizer (exercise_model).
 #include "fuzz_util.h"
-#include "infer/model_file.h"
+#include "infer/formats/model_file.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto path = infer::fuzz::scratch_dir() / "model.gguf";

@@ -1,7 +1,7 @@
 // fuzz_llama2c: load_llama2c on arbitrary bytes (legacy and version-1 headers, stacked fp32
 // tensors); what it accepts goes through Weights and one forward step (exercise_model).
 #include "fuzz_util.h"
-#include "infer/model_file.h"
+#include "infer/formats/model_file.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto path = infer::fuzz::scratch_dir() / "model.bin";

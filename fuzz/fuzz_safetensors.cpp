@@ -2,7 +2,7 @@
 // model.safetensors both come from the input (split_input: u16 length + config.json, then the
 // shard), so the fuzzer mutates the JSON config, the JSON header and the data together.
 #include "fuzz_util.h"
-#include "infer/model_file.h"
+#include "infer/formats/model_file.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto dir = infer::fuzz::scratch_dir() / "checkpoint";

@@ -7,7 +7,7 @@
 // tokenizer seeds are short texts with the flag byte of tokenizer_fuzz.h. Everything is a pure
 // function of the code, so the corpus needs no storage in git and is a few hundred KB in all.
 #include "fuzz_util.h"
-#include "infer/synthetic.h"
+#include "infer/formats/synthetic.h"
 
 #include <fmt/format.h>
 

@@ -8,10 +8,10 @@
 // libFuzzer records the input as a crash.
 #pragma once
 
-#include "infer/error.h"
-#include "infer/kv_cache.h"
-#include "infer/tokenizer.h"
-#include "infer/transformer.h"
+#include "infer/core/error.h"
+#include "infer/model/kv_cache.h"
+#include "infer/tokenizer/tokenizer.h"
+#include "infer/model/transformer.h"
 
 #include <unistd.h>
 

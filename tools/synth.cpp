@@ -5,8 +5,8 @@
 // Tensors are generated, converted and written one at a time, so even llama3-8b needs only one
 // tensor's worth of memory. The text such a model produces is gibberish; it exists to measure
 // speed and memory on real shapes without downloading weights.
-#include "infer/error.h"
-#include "infer/synthetic.h"
+#include "infer/core/error.h"
+#include "infer/formats/synthetic.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>

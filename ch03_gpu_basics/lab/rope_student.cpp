@@ -33,7 +33,7 @@
 //  - `threads` is how many OpenMP threads you may use (`#pragma omp parallel for num_threads(threads)`);
 //    a correct single-threaded loop passes every test.
 //  - Precomputing cos/sin per (t, i) once, outside the head loop, saves n_heads - 1 of every n_heads calls.
-#include "infer/cpu_kernels.h"
+#include "infer/cpu/cpu_kernels.h"
 
 #include <cmath>
 

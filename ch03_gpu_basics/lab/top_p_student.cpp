@@ -1,7 +1,7 @@
 // top_p_student.cpp: ch03 lab, exercise 2: top-p (nucleus) sampling.
 //
-// Built only with -DLAB=ch03 (scripts/lab.sh ch03), where it replaces common/src/sampling_filters.cpp.
-// The sampler (common/src/sampler.cpp) calls your function whenever top_p < 1, after the softmax.
+// Built only with -DLAB=ch03 (scripts/lab.sh ch03), where it replaces common/src/engine/sampling_filters.cpp.
+// The sampler (common/src/engine/sampler.cpp) calls your function whenever top_p < 1, after the softmax.
 // Run `scripts/lab.sh ch03` to grade it; read ch03_gpu_basics/lab/README.md first.
 //
 // ---- What top-p does -------------------------------------------------------------------------------
@@ -21,10 +21,10 @@
 //
 // ---- Practicalities --------------------------------------------------------------------------------
 //  - std::sort(candidates.begin(), candidates.end(), ranks_before), then a running sum, is a correct
-//    solution. (The reference, common/src/sampling_filters.cpp, avoids sorting a 49k-token vocabulary
+//    solution. (The reference, common/src/engine/sampling_filters.cpp, avoids sorting a 49k-token vocabulary
 //    with a selection-based binary search; try that once the simple version passes.)
 //  - Stop at the FIRST prefix that reaches top_p: ">=", not ">".
-#include "infer/sampling_filters.h"
+#include "infer/engine/sampling_filters.h"
 
 #include <algorithm>
 

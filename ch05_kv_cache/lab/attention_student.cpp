@@ -28,7 +28,7 @@
 //  - Speed is not graded. Once it passes, compare with common/src/cpu/attention_cpu.cpp: v1_naive is this
 //    loop; v2_grouped reads each cached row once per kv head instead of once per query head, in one pass
 //    with an online softmax.
-#include "infer/cpu_kernels.h"
+#include "infer/cpu/cpu_kernels.h"
 
 #include <cmath>
 #include <vector>

@@ -1,6 +1,6 @@
 // kv_append_student.cpp: ch05 lab, exercise 1: append a pass's keys and values to the KV cache.
 //
-// Built only with -DLAB=ch05 (scripts/lab.sh ch05), where it replaces common/src/kv_cache_append.cpp. The
+// Built only with -DLAB=ch05 (scripts/lab.sh ch05), where it replaces common/src/model/kv_cache_append.cpp. The
 // whole engine then uses your function: Transformer::forward calls it in every layer of every pass, right
 // after computing (and rotating) the pass's keys and values, and attention then reads the cache.
 // Run `scripts/lab.sh ch05` to grade it; read ch05_kv_cache/lab/README.md first.
@@ -28,8 +28,8 @@
 // (a cudaMemcpy device-to-device on the GPU). The tests check that your append goes through it.
 //
 // Hint: the n rows are contiguous in both places, so one copy per tensor is enough.
-#include "infer/error.h"
-#include "infer/kv_cache.h"
+#include "infer/core/error.h"
+#include "infer/model/kv_cache.h"
 
 namespace infer {
 

@@ -2,8 +2,8 @@
 // check it is refused up front (test_resources.cpp on the CPU, tests_cuda/test_cuda_memory.cpp).
 #pragma once
 
-#include "infer/model_file.h"
-#include "infer/synthetic.h"
+#include "infer/formats/model_file.h"
+#include "infer/formats/synthetic.h"
 
 #include <cstdint>
 #include <vector>

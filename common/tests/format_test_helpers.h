@@ -1,7 +1,7 @@
 // format_test_helpers.h: helpers shared by the dtype, loader and fuzz tests.
 #pragma once
 
-#include "infer/dtype.h"
+#include "infer/core/dtype.h"
 
 #include <doctest/doctest.h>
 

@@ -8,12 +8,12 @@
 // ../shared/models/stories260K/expected_greedy_200.txt.
 #pragma once
 
-#include "infer/backend.h"
-#include "infer/generator.h"
-#include "infer/model_file.h"
-#include "infer/tokenizer.h"
-#include "infer/transformer.h"
-#include "infer/weights.h"
+#include "infer/model/backend.h"
+#include "infer/engine/generator.h"
+#include "infer/formats/model_file.h"
+#include "infer/tokenizer/tokenizer.h"
+#include "infer/model/transformer.h"
+#include "infer/model/weights.h"
 #include "test_util.h"
 
 #include <filesystem>

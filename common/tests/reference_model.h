@@ -6,8 +6,8 @@
 // tests, which compare the engine's logits with it.
 #pragma once
 
-#include "infer/model_config.h"
-#include "infer/model_file.h"
+#include "infer/core/model_config.h"
+#include "infer/formats/model_file.h"
 #include "test_util.h"
 
 #include <fmt/format.h>

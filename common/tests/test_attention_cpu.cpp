@@ -4,7 +4,7 @@
 // (one head at a time, three-pass softmax) and with a plain double-precision reference written here,
 // on seeded random inputs over shapes that include head_dim not a multiple of 8/16, groups of 1 (MHA),
 // 3 and 4, decode (n = 1 at a start position) and prefill (n > 1, causal).
-#include "infer/cpu_kernels.h"
+#include "infer/cpu/cpu_kernels.h"
 #include "test_util.h"
 
 #include <cmath>

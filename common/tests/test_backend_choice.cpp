@@ -1,7 +1,7 @@
 // test_backend_choice.cpp: make_backend by name, and the clear errors when a device is not there.
-#include "infer/backend.h"
-#include "infer/error.h"
-#include "infer/gpu_hardware.h"
+#include "infer/model/backend.h"
+#include "infer/core/error.h"
+#include "infer/app/gpu_hardware.h"
 #include "test_util.h"
 
 #include <string>

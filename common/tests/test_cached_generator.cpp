@@ -6,10 +6,10 @@
 // must match the logits a full forward pass over the whole sequence gives at that position.
 // (The stories260K golden text for both generators is in test_golden.cpp.)
 #include "golden_util.h"
-#include "infer/error.h"
-#include "infer/generator.h"
-#include "infer/synthetic.h"
-#include "infer/tokenizer.h"
+#include "infer/core/error.h"
+#include "infer/engine/generator.h"
+#include "infer/formats/synthetic.h"
+#include "infer/tokenizer/tokenizer.h"
 #include "test_util.h"
 
 #include <algorithm>

@@ -1,7 +1,7 @@
 // test_dtype.cpp: fp16/bf16 conversion against plain references, and the ggml block formats.
 #include "format_test_helpers.h"
-#include "infer/dtype.h"
-#include "infer/error.h"
+#include "infer/core/dtype.h"
+#include "infer/core/error.h"
 #include "test_util.h"
 
 #include <doctest/doctest.h>

@@ -4,10 +4,10 @@
 // llama2.c in the Interleaved order with its own tensor layout. Loading each file and running the
 // forward pass must give the same logits: this proves the loaders' name mapping, the Q/K
 // permutation and the matching RoPE layout together.
-#include "infer/error.h"
-#include "infer/kv_cache.h"
-#include "infer/synthetic.h"
-#include "infer/transformer.h"
+#include "infer/core/error.h"
+#include "infer/model/kv_cache.h"
+#include "infer/formats/synthetic.h"
+#include "infer/model/transformer.h"
 #include "test_util.h"
 
 #include <cmath>

@@ -3,10 +3,10 @@
 // Random models of several shapes (GQA, head_dim not a multiple of 8, hidden_dim odd-sized, both
 // RoPE layouts, tied and separate classifier) are built in memory; the engine's fp32 logits must
 // match the reference's within a stated bound, all tokens in one pass and token by token.
-#include "infer/backend.h"
-#include "infer/error.h"
-#include "infer/kv_cache.h"
-#include "infer/transformer.h"
+#include "infer/model/backend.h"
+#include "infer/core/error.h"
+#include "infer/model/kv_cache.h"
+#include "infer/model/transformer.h"
 #include "reference_model.h"
 #include "test_util.h"
 

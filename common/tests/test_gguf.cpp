@@ -1,9 +1,9 @@
 // test_gguf.cpp: synthetic models through write_gguf -> load_gguf, and GGUF metadata round-trips.
 #include "format_test_helpers.h"
-#include "infer/error.h"
-#include "infer/gguf.h"
-#include "infer/model_file.h"
-#include "infer/synthetic.h"
+#include "infer/core/error.h"
+#include "infer/formats/gguf.h"
+#include "infer/formats/model_file.h"
+#include "infer/formats/synthetic.h"
 #include "test_util.h"
 
 #include <doctest/doctest.h>

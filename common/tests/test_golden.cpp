@@ -5,7 +5,7 @@
 // -n 200` semantics (golden_util.h spells them out). Every generator must reproduce it:
 // NaiveGenerator (ch03) and CachedGenerator (ch05).
 #include "golden_util.h"
-#include "infer/generator.h"
+#include "infer/engine/generator.h"
 
 using namespace infer;
 

@@ -1,7 +1,7 @@
 // test_hardware.cpp: the GEMM kernels against each other and a float64 reference, and the
 // bandwidth kernel's arithmetic. No test asserts a speed: timings depend on the machine and its load.
-#include "infer/error.h"
-#include "infer/hardware.h"
+#include "infer/core/error.h"
+#include "infer/app/hardware.h"
 #include "test_util.h"
 
 #include <algorithm>

@@ -1,8 +1,8 @@
 // test_hf_tokenizer_json.cpp: a Hugging Face tokenizer.json gives the same tokenizer as the GGUF
 // vocabulary it was made from.
-#include "infer/error.h"
-#include "infer/synthetic.h"
-#include "infer/tokenizer.h"
+#include "infer/core/error.h"
+#include "infer/formats/synthetic.h"
+#include "infer/tokenizer/tokenizer.h"
 #include "test_util.h"
 
 #include <nlohmann/json.hpp>

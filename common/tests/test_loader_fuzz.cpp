@@ -2,10 +2,10 @@
 // another exception type. Truncations at every header byte and through the data, seeded random
 // corruptions, then specific damage with the exact message expected.
 #include "format_test_helpers.h"
-#include "infer/error.h"
-#include "infer/gguf.h"
-#include "infer/model_file.h"
-#include "infer/synthetic.h"
+#include "infer/core/error.h"
+#include "infer/formats/gguf.h"
+#include "infer/formats/model_file.h"
+#include "infer/formats/synthetic.h"
 #include "test_util.h"
 
 #include <doctest/doctest.h>

@@ -6,8 +6,8 @@
 // decoder's tokens identical to the naive decoder's). The GEMM versions (v1_dot, v2_register_blocked
 // and its plain-C++ tiles) must give those same bits for every token, in f32, f16 and bf16, over
 // token counts, row counts and widths that are not multiples of the 4 x 4 tile or the 16 lanes.
-#include "infer/cpu_kernels.h"
-#include "infer/dtype.h"
+#include "infer/cpu/cpu_kernels.h"
+#include "infer/core/dtype.h"
 #include "test_util.h"
 
 #include <cmath>

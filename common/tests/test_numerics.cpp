@@ -1,10 +1,10 @@
 // test_numerics.cpp: NaN/Inf in weights are refused at load naming the tensor; the debug check
 // (Transformer::set_check_finite, --check-numerics) names the layer and op where an activation
 // first overflows, and stays silent (and changes nothing) on a healthy model.
-#include "infer/error.h"
-#include "infer/kv_cache.h"
-#include "infer/synthetic.h"
-#include "infer/transformer.h"
+#include "infer/core/error.h"
+#include "infer/model/kv_cache.h"
+#include "infer/formats/synthetic.h"
+#include "infer/model/transformer.h"
 #include "test_util.h"
 
 #include <cmath>

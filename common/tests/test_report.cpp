@@ -1,6 +1,6 @@
 // test_report.cpp: the derived columns, the JSON shape of DESIGN.md section 3, and the table.
-#include "infer/error.h"
-#include "infer/report.h"
+#include "infer/core/error.h"
+#include "infer/app/report.h"
 #include "test_util.h"
 
 #include <cstdio>

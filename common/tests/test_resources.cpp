@@ -4,12 +4,12 @@
 // equal what loading then holds; a model or a KV cache larger than the memory available is refused
 // by the constructor (before any allocation), and the CPU backend's allocate throws instead of
 // overcommitting (or aborting under ASan) on an impossible request.
-#include "infer/backend.h"
-#include "infer/error.h"
-#include "infer/kv_cache.h"
-#include "infer/memory_budget.h"
-#include "infer/synthetic.h"
-#include "infer/weights.h"
+#include "infer/model/backend.h"
+#include "infer/core/error.h"
+#include "infer/model/kv_cache.h"
+#include "infer/core/memory_budget.h"
+#include "infer/formats/synthetic.h"
+#include "infer/model/weights.h"
 #include "enormous_model.h"
 #include "test_util.h"
 

@@ -1,10 +1,10 @@
 // test_safetensors.cpp: synthetic models through write_safetensors -> load_safetensors, the Q/K row
 // permutation between the two RoPE layouts, shards, and malformed headers.
 #include "format_test_helpers.h"
-#include "infer/error.h"
-#include "infer/model_file.h"
-#include "infer/safetensors.h"
-#include "infer/synthetic.h"
+#include "infer/core/error.h"
+#include "infer/formats/model_file.h"
+#include "infer/formats/safetensors.h"
+#include "infer/formats/synthetic.h"
 #include "test_util.h"
 
 #include <doctest/doctest.h>

@@ -1,6 +1,6 @@
 // test_sampler.cpp: the sampler chain, step by step, on seeded and hand-made inputs.
-#include "infer/error.h"
-#include "infer/sampler.h"
+#include "infer/core/error.h"
+#include "infer/engine/sampler.h"
 #include "test_util.h"
 
 #include <algorithm>

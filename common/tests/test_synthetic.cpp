@@ -1,8 +1,8 @@
 // test_synthetic.cpp: presets, deterministic weights, the byte-level vocabulary and the llama2.c
 // layouts of the synthetic-model writer.
 #include "format_test_helpers.h"
-#include "infer/error.h"
-#include "infer/synthetic.h"
+#include "infer/core/error.h"
+#include "infer/formats/synthetic.h"
 #include "test_util.h"
 
 #include <doctest/doctest.h>

@@ -1,7 +1,7 @@
 // Tests of the byte-level BPE tokenizer (GGUF "gpt2") on small synthetic vocabularies whose ids can be
 // worked out by hand, and of the ChatML chat template. test_tokenizer_smollm2.cpp checks a real vocabulary.
-#include "infer/error.h"
-#include "infer/tokenizer.h"
+#include "infer/core/error.h"
+#include "infer/tokenizer/tokenizer.h"
 #include "test_util.h"
 
 #include <algorithm>

@@ -1,7 +1,7 @@
 // Tests of the SentencePiece-style BPE tokenizer: llama2.c's tokenizer.bin (Llama-2, 32000 pieces, and
 // stories260K's tok512.bin) and the same vocabulary in GGUF form (U+2581 spaces, token types).
-#include "infer/error.h"
-#include "infer/tokenizer.h"
+#include "infer/core/error.h"
+#include "infer/tokenizer/tokenizer.h"
 #include "test_util.h"
 
 #include <algorithm>

@@ -1,7 +1,7 @@
 // Tests of the byte-level BPE tokenizer on SmolLM2's real vocabulary (read from the GGUF through
 // infer::load_gguf) against Hugging Face `tokenizers`, and of the chat template on its real template.
-#include "infer/error.h"
-#include "infer/tokenizer.h"
+#include "infer/core/error.h"
+#include "infer/tokenizer/tokenizer.h"
 #include "test_util.h"
 
 #include <algorithm>

@@ -7,9 +7,9 @@
 // expf/sinf/cosf are within 2 ulp, glibc's within 1.
 #pragma once
 
-#include "infer/backend.h"
-#include "infer/dtype.h"
-#include "infer/error.h"
+#include "infer/model/backend.h"
+#include "infer/core/dtype.h"
+#include "infer/core/error.h"
 #include "test_util.h"
 
 #include <doctest/doctest.h>

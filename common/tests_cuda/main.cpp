@@ -7,7 +7,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
-#include "infer/backend.h"
+#include "infer/model/backend.h"
 
 #include <cstdio>
 #include <string>

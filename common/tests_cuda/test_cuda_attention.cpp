@@ -15,7 +15,7 @@
 #include "cuda_check.h"
 #include "cuda_kernels.h"
 #include "cuda_test_util.h"
-#include "infer/cpu_kernels.h"
+#include "infer/cpu/cpu_kernels.h"
 
 #include <fmt/format.h>
 

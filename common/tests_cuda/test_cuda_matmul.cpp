@@ -9,8 +9,8 @@
 #include "cuda_check.h"
 #include "cuda_kernels.h"
 #include "cuda_test_util.h"
-#include "infer/cpu_kernels.h"
-#include "infer/hardware.h"
+#include "infer/cpu/cpu_kernels.h"
+#include "infer/app/hardware.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>

@@ -9,11 +9,11 @@
 //    which synchronises the backend's stream: silent on a healthy model, exact on an overflow.
 #include "cuda_test_util.h"
 #include "enormous_model.h"
-#include "infer/kv_cache.h"
-#include "infer/memory_budget.h"
-#include "infer/synthetic.h"
-#include "infer/transformer.h"
-#include "infer/weights.h"
+#include "infer/model/kv_cache.h"
+#include "infer/core/memory_budget.h"
+#include "infer/formats/synthetic.h"
+#include "infer/model/transformer.h"
+#include "infer/model/weights.h"
 
 #include <cuda_runtime.h>
 #include <fmt/format.h>

@@ -8,13 +8,13 @@
 //    the CPU does not; test_cuda_matmul.cpp bounds that error per matmul.)
 #include "cuda_test_util.h"
 #include "golden_util.h"
-#include "infer/generator.h"
-#include "infer/kv_cache.h"
-#include "infer/sampler.h"
-#include "infer/synthetic.h"
-#include "infer/tokenizer.h"
-#include "infer/transformer.h"
-#include "infer/weights.h"
+#include "infer/engine/generator.h"
+#include "infer/model/kv_cache.h"
+#include "infer/engine/sampler.h"
+#include "infer/formats/synthetic.h"
+#include "infer/tokenizer/tokenizer.h"
+#include "infer/model/transformer.h"
+#include "infer/model/weights.h"
 
 using namespace infer;
 using namespace infer::test;

@@ -2,7 +2,7 @@
 // over shapes that are not multiples of the kernels' block sizes (256 threads, 128 for attention,
 // 8 rows per GEMV block). Tolerances are bounds; each says where it comes from.
 #include "cuda_test_util.h"
-#include "infer/cpu_kernels.h"
+#include "infer/cpu/cpu_kernels.h"
 
 #include <algorithm>
 #include <random>

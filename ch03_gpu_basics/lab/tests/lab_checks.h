@@ -1,7 +1,7 @@
 // lab_checks.h: helpers shared by the ch03 lab tests: float64 references and the hints they print.
 #pragma once
 
-#include "infer/model_config.h"
+#include "infer/core/model_config.h"
 
 #include <algorithm>
 #include <cmath>

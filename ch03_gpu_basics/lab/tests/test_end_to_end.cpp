@@ -6,9 +6,9 @@
 //  top_p: the nucleus of the model's real next-token distributions, which are far more peaked than
 //         random logits, must match the definition.
 #include "golden_util.h"
-#include "infer/generator.h"
-#include "infer/sampling_filters.h"
-#include "infer/tokenizer.h"
+#include "infer/engine/generator.h"
+#include "infer/engine/sampling_filters.h"
+#include "infer/tokenizer/tokenizer.h"
 #include "lab_checks.h"
 
 using namespace infer;

@@ -3,7 +3,7 @@
 // Inputs are seeded random floats in [-1, 1]; shapes range from one pair to SmolLM2's heads (9 x 64),
 // with positions > 0 so that every angle convention is exercised. On a mismatch the test prints the first
 // wrong element and, when the output matches a known mistake, what that mistake is.
-#include "infer/cpu_kernels.h"
+#include "infer/cpu/cpu_kernels.h"
 #include "lab_checks.h"
 #include "test_util.h"
 

@@ -1,7 +1,7 @@
 // test_top_p.cpp: ch03 lab, exercise 2: infer::select_nucleus (top-p) against the definition
 // (lab::nucleus_reference: sort everything, take the shortest prefix whose float64 mass reaches top_p).
-#include "infer/sampler.h"
-#include "infer/sampling_filters.h"
+#include "infer/engine/sampler.h"
+#include "infer/engine/sampling_filters.h"
 #include "lab_checks.h"
 #include "test_util.h"
 

@@ -5,7 +5,7 @@
 // (MQA), head_dim not a multiple of 8, decode steps (n = 1) late in a sequence and prefill chunks (n > 1)
 // from position 0 and after cached positions. The caches have rows past start_pos + n that hold NaN, as
 // a real cache holds rows not written yet: reading them is a bug. Each shape runs with 1 and 2 threads.
-#include "infer/cpu_kernels.h"
+#include "infer/cpu/cpu_kernels.h"
 #include "lab_checks.h"
 #include "test_util.h"
 

@@ -9,8 +9,8 @@
 //    sequence every step: one prefill-shaped pass per token);
 //  - on the real stories260K (../shared/models/stories260K, skipped when absent), CachedGenerator's
 //    greedy story must reproduce llama2.c's byte for byte.
-#include "infer/generator.h"
-#include "infer/tokenizer.h"
+#include "infer/engine/generator.h"
+#include "infer/tokenizer/tokenizer.h"
 #include "reference_model.h"
 #include "test_util.h"
 

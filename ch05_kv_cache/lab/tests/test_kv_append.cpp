@@ -4,8 +4,8 @@
 // of the appended layer must hold the new K and V rows and every other float must still hold its sentinel.
 // Shapes include GQA (several kv heads), head_dim not a multiple of 8, positions > 0 and the cache's last row.
 // On a mismatch the test says where the rows went when it recognises the mistake, else the first wrong float.
-#include "infer/error.h"
-#include "infer/kv_cache.h"
+#include "infer/core/error.h"
+#include "infer/model/kv_cache.h"
 #include "test_util.h"
 
 #include <algorithm>

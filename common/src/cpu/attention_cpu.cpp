@@ -17,7 +17,7 @@
 //               needed, so there is no allocation per call.
 // cpu::attention (the backend's op, in attention_dispatch_cpu.cpp) runs v2; v1 stays as the readable
 // reference the tests use.
-#include "infer/cpu_kernels.h"
+#include "infer/cpu/cpu_kernels.h"
 
 #include <algorithm>
 #include <array>

@@ -4,7 +4,7 @@
 // together with an online softmax). The choice is its own file so that the ch05 lab can swap in a
 // student's cached attention for the whole engine (ch05_kv_cache/lab/) while the versions stay
 // compiled for the tests and benchmarks.
-#include "infer/cpu_kernels.h"
+#include "infer/cpu/cpu_kernels.h"
 
 namespace infer::cpu {
 

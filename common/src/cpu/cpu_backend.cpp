@@ -3,9 +3,9 @@
 // Each op is a short loop nest that follows its maths; the heavy one, matmul, lives in
 // matmul_cpu.cpp and attention in attention_cpu.cpp. Threads are set per backend (omp num_threads
 // clauses), never through a global.
-#include "infer/backend.h"
-#include "infer/error.h"
-#include "infer/cpu_kernels.h"
+#include "infer/model/backend.h"
+#include "infer/core/error.h"
+#include "infer/cpu/cpu_kernels.h"
 
 #include <omp.h>
 

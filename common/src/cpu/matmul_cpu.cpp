@@ -27,8 +27,8 @@
 //
 // Every lane step of every dot here is lane_fma (fused where the target has FMA), so no kernel's
 // result depends on whether the compiler chose to contract a * b + c.
-#include "infer/cpu_kernels.h"
-#include "infer/error.h"
+#include "infer/cpu/cpu_kernels.h"
+#include "infer/core/error.h"
 
 #include <omp.h>
 

@@ -1,5 +1,5 @@
 // rmsnorm_cpu.cpp: RMSNorm, out = x / sqrt(mean(x^2) + eps) * weight (no mean subtraction, no bias).
-#include "infer/cpu_kernels.h"
+#include "infer/cpu/cpu_kernels.h"
 
 #include <cmath>
 

@@ -6,7 +6,7 @@
 //   Interleaved (llama2.c, GGUF): dimensions (2i, 2i+1)
 //   HalfSplit   (HF, "neox"):     dimensions (i, i + head_dim/2)
 // Both give the same attention scores once the rows are permuted to match (tested).
-#include "infer/cpu_kernels.h"
+#include "infer/cpu/cpu_kernels.h"
 
 #include <cmath>
 #include <vector>

@@ -24,9 +24,9 @@
 #include "cuda_check.h"
 #include "cuda_kernels.h"
 
-#include "infer/backend.h"
-#include "infer/error.h"
-#include "infer/memory_budget.h"
+#include "infer/model/backend.h"
+#include "infer/core/error.h"
+#include "infer/core/memory_budget.h"
 
 #include <fmt/format.h>
 

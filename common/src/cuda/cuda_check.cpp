@@ -1,7 +1,7 @@
 // cuda_check.cpp: the error path of CUDA_CHECK / CUBLAS_CHECK.
 #include "cuda_check.h"
 
-#include "infer/error.h"
+#include "infer/core/error.h"
 
 namespace infer::cuda {
 

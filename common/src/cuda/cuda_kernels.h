@@ -7,8 +7,8 @@
 // `stream`.
 #pragma once
 
-#include "infer/backend.h"
-#include "infer/model_config.h"
+#include "infer/model/backend.h"
+#include "infer/core/model_config.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>

@@ -9,10 +9,10 @@
 #include "cuda_check.h"
 #include "cuda_kernels.h"
 
-#include "infer/backend.h"
-#include "infer/dtype.h"
-#include "infer/error.h"
-#include "infer/gpu_hardware.h"
+#include "infer/model/backend.h"
+#include "infer/core/dtype.h"
+#include "infer/core/error.h"
+#include "infer/app/gpu_hardware.h"
 
 #include <algorithm>
 #include <random>

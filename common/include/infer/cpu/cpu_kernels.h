@@ -1,0 +1,59 @@
+// cpu_kernels.h: the CPU kernels behind CpuBackend, exposed so tests and benchmarks can call them
+// directly. Shapes as in backend.h.
+#pragma once
+
+#include "infer/model/backend.h"
+#include "infer/core/model_config.h"
+
+#include <cstddef>
+
+namespace infer::cpu {
+
+// out = x / sqrt(mean(x^2) + eps) * weight                                   x, weight, out: (dim)
+void rmsnorm_row(const float* x, const float* weight, float* out, int dim, float eps);
+
+// sum_i a[i] * b[i], vectorised with 16 independent partial sums.
+float dot_f32(const float* a, const float* b, int n);
+// sum_i fp32(w[i]) * x[i] for fp16 w: dot_f32's arithmetic with the conversion fused in.
+float dot_f16_f32(const uint16_t* w, const float* x, int n);
+// Converts n fp16 / bf16 values to fp32 (F16C / AVX-512 when the compiler targets them).
+void f16_to_f32_row(const uint16_t* src, float* dst, int n);
+void bf16_to_f32_row(const uint16_t* src, float* dst, int n);
+
+// y (n, W.rows) = x (n, W.cols) . W^T for W in F32, F16 or BF16 (other dtypes: infer::Error).
+//  n == 1 (decode): a GEMV, one output row per iteration, threads split the rows. It streams W once,
+//                   so its speed is bandwidth / W.n_bytes().
+//  n > 1 (prefill): a block of 16 weight rows is converted to fp32 once and kept in cache while
+//                   every token's dot products with it are computed, so W is still read once
+//                   (gemm_v2_register_blocked).
+void matmul(const Matrix& weight, const float* x, float* y, int n, int threads);
+// The GEMV (n == 1) versions, see matmul_cpu.cpp: v1_scratch converts half-precision rows into a
+// per-call buffer; v2_fused (what matmul runs) converts inside the dot, with no buffer.
+void gemv_v1_scratch(const Matrix& weight, const float* x, float* y, int threads);
+void gemv_v2_fused(const Matrix& weight, const float* x, float* y, int threads);
+// The GEMM (n > 1) versions, see matmul_cpu.cpp; both give the GEMV's bits for every token.
+//  v1_dot: one dot_f32 per (token, row) of a block of 16 rows converted to fp32 once.
+//  v2_register_blocked (what matmul runs): 4 tokens x 4 rows per micro-kernel, accumulators in
+//    registers (AVX-512 intrinsics when compiled for AVX-512); _portable: the same tiles in plain C++,
+//    what builds without AVX-512 run, callable everywhere so tests can check it gives the same bits.
+void gemm_v1_dot(const Matrix& weight, const float* x, float* y, int n, int threads);
+void gemm_v2_register_blocked(const Matrix& weight, const float* x, float* y, int n, int threads);
+void gemm_v2_register_blocked_portable(const Matrix& weight, const float* x, float* y, int n, int threads);
+
+// Rotates pairs of each head of x (n, n_heads, head_dim) by angle pos * theta^(-2i/head_dim),
+// pos = start_pos + t. Interleaved pairs are (2i, 2i+1); HalfSplit pairs are (i, i + head_dim/2).
+void rope(float* x, int n, int n_heads, int head_dim, int start_pos, float theta, RopeLayout layout, int threads);
+
+// Causal GQA attention over a contiguous cache, see Backend::attention. attention() is the op the
+// CPU backend calls and runs v2_grouped (attention_dispatch_cpu.cpp).
+// v1_naive: one query head at a time (reads each cached row once per query head); the reference.
+// v2_grouped: the query heads of a GQA group together, one pass with an online softmax (reads each
+//             cached K/V row once per kv head). See attention_cpu.cpp.
+void attention_v1_naive(const float* q, const float* k_cache, const float* v_cache, float* out, int n,
+                        int start_pos, int n_heads, int n_kv_heads, int head_dim, int threads);
+void attention_v2_grouped(const float* q, const float* k_cache, const float* v_cache, float* out, int n,
+                          int start_pos, int n_heads, int n_kv_heads, int head_dim, int threads);
+void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
+               int n_heads, int n_kv_heads, int head_dim, int threads);
+
+}  // namespace infer::cpu

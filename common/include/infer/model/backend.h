@@ -1,0 +1,127 @@
+// backend.h: the operations the forward pass is written against, one implementation per device.
+//
+// The forward pass (transformer.cpp) is written once against this interface; CpuBackend
+// (src/cpu/) implements it with OpenMP, and CudaBackend (src/cuda/) the same ops with CUDA kernels.
+// All float pointers passed to an op live in the backend's memory (host memory for the CPU).
+// A backend is chosen explicitly (--device), never by sniffing the environment; it holds no global
+// state, so two backends can live side by side (the tests compare them).
+#pragma once
+
+#include "infer/core/dtype.h"
+#include "infer/core/memory_budget.h"
+#include "infer/core/model_config.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace infer {
+
+// A weight matrix resident on a backend: (rows, cols), row-major, y = W x.
+struct Matrix {
+  DType dtype = DType::F32;
+  int rows = 0;
+  int cols = 0;
+  const void* data = nullptr;
+  size_t n_bytes() const { return dtype_row_bytes(dtype, int64_t(rows) * cols); }
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;  // "cpu", "cuda"
+
+  // ---- memory ----------------------------------------------------------------------------------
+  // Zero-initialised. Never returns null and never aborts: when `bytes` cannot be had (more than
+  // available_memory(), or the device allocator fails) it throws infer::Error naming the backend and
+  // the size requested (and what was available), e.g. "cuda: out of memory allocating 3.20 GiB
+  // (3435973836 bytes); 1.10 GiB free". Callers that can size their needs up front (Weights, KVCache)
+  // check against available_memory() first and refuse with a message in their own terms.
+  virtual void* allocate(size_t bytes) = 0;
+  // Bytes this backend can still allocate: host memory (MemAvailable) by default; a device backend
+  // overrides it with its own free memory (CUDA: cudaMemGetInfo's free bytes).
+  virtual uint64_t available_memory() const { return available_host_memory(); }
+  virtual void release(void* pointer) = 0;
+  virtual void upload(void* device_dst, const void* host_src, size_t bytes) = 0;
+  virtual void download(void* host_dst, const void* device_src, size_t bytes) = 0;
+  virtual void synchronize() {}
+
+  // ---- ops (shapes in comments; n = number of tokens in the pass) -------------------------------
+  // out (n, dim) = table[tokens[t]] converted to fp32.                    table: (vocab, dim)
+  virtual void embed(const Matrix& table, const int* tokens_host, int n, float* out) = 0;
+  // out (n, dim) = x / rms(x) * weight, per row.                           weight: (dim)
+  virtual void rmsnorm(const float* x, const float* weight, float* out, int n, int dim, float eps) = 0;
+  // y (n, W.rows) = x (n, W.cols) . W^T. n == 1 is the decode GEMV, n > 1 the prefill GEMM.
+  virtual void matmul(const Matrix& weight, const float* x, float* y, int n) = 0;
+  // Rotates each head of x (n, n_heads, head_dim) by the angle of its position start_pos + t.
+  virtual void rope(float* x, int n, int n_heads, int head_dim, int start_pos, float theta, RopeLayout layout) = 0;
+  // Causal attention of n new queries against the cache, which already holds positions
+  // [0, start_pos + n) for this layer.
+  //   q (n, n_heads, head_dim); k_cache, v_cache (max_seq, n_kv_heads, head_dim); out (n, n_heads, head_dim)
+  // Query head h reads kv head h / (n_heads / n_kv_heads) (GQA). Query t sees positions <= start_pos + t.
+  virtual void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n,
+                         int start_pos, int n_heads, int n_kv_heads, int head_dim) = 0;
+  // gate (count) = silu(gate) * up
+  virtual void silu_mul(float* gate, const float* up, size_t count) = 0;
+  // x (count) += y
+  virtual void add(float* x, const float* y, size_t count) = 0;
+  // dst (count) = src, both in backend memory.
+  virtual void copy(float* dst, const float* src, size_t count) = 0;
+};
+
+// RAII array of T in a backend's memory.
+template <typename T>
+class DeviceArray {
+ public:
+  DeviceArray() = default;
+  // A count whose byte size does not fit in size_t asks for SIZE_MAX bytes, which every backend
+  // refuses, rather than wrapping around to a small allocation.
+  DeviceArray(Backend& backend, size_t count)
+      : backend_(&backend),
+        data_(static_cast<T*>(backend.allocate(count > SIZE_MAX / sizeof(T) ? SIZE_MAX : count * sizeof(T)))),
+        count_(count) {}
+  ~DeviceArray() { reset(); }
+  DeviceArray(DeviceArray&& other) noexcept { *this = std::move(other); }
+  DeviceArray& operator=(DeviceArray&& other) noexcept {
+    if (this != &other) {
+      reset();
+      backend_ = other.backend_;
+      data_ = other.data_;
+      count_ = other.count_;
+      other.data_ = nullptr;
+      other.count_ = 0;
+    }
+    return *this;
+  }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+
+  T* data() { return data_; }
+  const T* data() const { return data_; }
+  size_t size() const { return count_; }
+  size_t bytes() const { return count_ * sizeof(T); }
+  void reset() {
+    if (data_ != nullptr) backend_->release(data_);
+    data_ = nullptr;
+    count_ = 0;
+  }
+
+ private:
+  Backend* backend_ = nullptr;
+  T* data_ = nullptr;
+  size_t count_ = 0;
+};
+
+// The OpenMP CPU backend. threads <= 0 uses every core.
+std::unique_ptr<Backend> make_cpu_backend(int threads);
+// The CUDA backend on device 0 (src/cuda/). Throws infer::Error saying why when this build has no
+// CUDA or no device is usable.
+std::unique_ptr<Backend> make_cuda_backend();
+// Empty when a CUDA device is usable; otherwise why not: "this build has no CUDA ..." or the CUDA
+// runtime's error (no device, driver missing or too old). Asks the runtime each time; cheap.
+std::string cuda_unavailable_reason();
+// "cpu" or "cuda"; throws infer::Error naming the device when it is unknown or unavailable.
+std::unique_ptr<Backend> make_backend(const std::string& device, int threads);
+
+}  // namespace infer

@@ -1,0 +1,59 @@
+// transformer.h: the Llama forward pass, written once against Backend.
+//
+// For each layer:  h = x + Wo . attention(rope(Wq . norm(x)), rope(Wk . norm(x)), Wv . norm(x))
+//                  x = h + W2 . (silu(W1 . norm(h)) * (W3 . norm(h)))
+// then logits = Wcls . norm(x). A pass takes n new tokens at positions [start_pos, start_pos + n),
+// writes their K/V into the cache and attends causally over [0, start_pos + n).
+#pragma once
+
+#include "infer/model/backend.h"
+#include "infer/model/kv_cache.h"
+#include "infer/model/weights.h"
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace infer {
+
+// What one forward pass moved, counted in code (for GB/s columns).
+struct ForwardStats {
+  uint64_t weight_bytes = 0;  // weight bytes read
+  uint64_t kv_bytes = 0;      // K/V bytes read by attention plus bytes written
+};
+
+class Transformer {
+ public:
+  // `max_tokens` bounds n in one forward pass (sizes the activation buffers).
+  Transformer(const Weights& weights, Backend& backend, int max_tokens);
+
+  // Runs tokens [start_pos, start_pos + n) through the model. Writes the logits of the last token
+  // (vocab_size floats, host memory) to logits_out; if all_logits is non-null, also the logits of
+  // every token, (n, vocab_size). Throws infer::Error if n > max_tokens or the cache is too short.
+  ForwardStats forward(std::span<const int> tokens, int start_pos, KVCache& cache, float* logits_out,
+                       float* all_logits = nullptr);
+
+  // Debug check (off by default: it reads every activation after every op, downloading it from a
+  // device backend): when on, forward() scans the output of each op and throws infer::Error naming
+  // the layer and the op at the first NaN/Inf, e.g. "layer 4, after ffn_down: 12 non-finite values".
+  void set_check_finite(bool on) { check_finite_ = on; }
+  bool check_finite() const { return check_finite_; }
+
+  const ModelConfig& config() const { return weights_.config(); }
+  const Weights& weights() const { return weights_; }
+  Backend& backend() { return backend_; }
+  int max_tokens() const { return max_tokens_; }
+
+ private:
+  const Weights& weights_;
+  Backend& backend_;
+  int max_tokens_;
+  bool check_finite_ = false;
+  std::vector<float> check_host_;  // host copy of the activation being checked
+  // Throws when `count` floats at `data` (backend memory) hold a NaN/Inf; `layer` < 0: outside the layers.
+  void check_activation(const float* data, size_t count, int layer, const char* op);
+  // Activations, (max_tokens, width) each, in backend memory.
+  DeviceArray<float> x_, xb_, xb2_, q_, k_, v_, att_out_, gate_, up_, logits_;
+};
+
+}  // namespace infer

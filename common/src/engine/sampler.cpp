@@ -1,0 +1,153 @@
+// sampler.cpp: from a row of logits to the next token.
+//
+// The chain, in the order sampler.h states it:
+//   penalties -> (temperature 0: argmax) -> top-k -> softmax(logits / T) -> top-p -> min-p -> draw.
+// The top-p selection lives in sampling_filters.cpp (its own file: the ch03 lab swaps it out).
+// Every step is deterministic given the seed: candidates are ordered by a total order (logit, then
+// id), and the uniform draw is built from the raw 64-bit output of std::mt19937_64 (whose sequence
+// the C++ standard fixes), so the same seed gives the same tokens on every platform.
+#include "infer/engine/sampler.h"
+
+#include "infer/core/error.h"
+#include "infer/engine/sampling_filters.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+
+namespace infer {
+
+namespace {
+
+// ---- Helpers -------------------------------------------------------------------------------------
+
+// A uniform double in [0, 1) from the top 53 bits of one 64-bit draw: every value k * 2^-53 is
+// equally likely. std::uniform_real_distribution is not used because its algorithm (and so its
+// output for a given engine state) is left to the implementation.
+double uniform_01(std::mt19937_64& rng) { return static_cast<double>(rng() >> 11) * 0x1.0p-53; }
+
+void validate(const SamplerConfig& config) {
+  if (!std::isfinite(config.temperature) || config.temperature < 0.0f)
+    fail("sampler: temperature must be >= 0 (0 = greedy), got {}", config.temperature);
+  if (config.top_k < 0) fail("sampler: top_k must be >= 0 (0 = off), got {}", config.top_k);
+  // top_p = 0 would keep nothing; the smallest useful value keeps only the most likely token.
+  if (!(config.top_p > 0.0f && config.top_p <= 1.0f))
+    fail("sampler: top_p must be in (0, 1] (1 = off), got {}", config.top_p);
+  if (!(config.min_p >= 0.0f && config.min_p <= 1.0f))
+    fail("sampler: min_p must be in [0, 1] (0 = off), got {}", config.min_p);
+  if (!std::isfinite(config.repetition_penalty) || config.repetition_penalty <= 0.0f)
+    fail("sampler: repetition_penalty must be > 0 (1 = off), got {}", config.repetition_penalty);
+  if (!std::isfinite(config.presence_penalty))
+    fail("sampler: presence_penalty must be finite, got {}", config.presence_penalty);
+  if (!std::isfinite(config.frequency_penalty))
+    fail("sampler: frequency_penalty must be finite, got {}", config.frequency_penalty);
+  if (config.penalty_last_n < 0)
+    fail("sampler: penalty_last_n must be >= 0, got {}", config.penalty_last_n);
+}
+
+bool penalties_enabled(const SamplerConfig& config) {
+  return config.penalty_last_n > 0 && (config.repetition_penalty != 1.0f ||
+                                       config.presence_penalty != 0.0f || config.frequency_penalty != 0.0f);
+}
+
+// ---- Step 1: penalties ---------------------------------------------------------------------------
+
+// For each distinct token t among the last `penalty_last_n` of history, seen count(t) times:
+//   repetition: l_t = l_t / r if l_t > 0, else l_t * r    (r > 1 always makes t less likely)
+//   frequency + presence: l_t -= count(t) * f + p          (llama.cpp applies them in this order)
+void apply_penalties(std::span<float> logits, std::span<const int> history, const SamplerConfig& config) {
+  const size_t window = std::min(history.size(), static_cast<size_t>(config.penalty_last_n));
+  std::vector<int> recent(history.end() - static_cast<std::ptrdiff_t>(window), history.end());
+  // Sorting groups equal tokens into runs, whose lengths are the counts.
+  std::sort(recent.begin(), recent.end());
+  for (size_t run_start = 0; run_start < recent.size();) {
+    const int token = recent[run_start];
+    size_t run_end = run_start;
+    while (run_end < recent.size() && recent[run_end] == token) ++run_end;
+    const auto count = static_cast<float>(run_end - run_start);
+    if (token < 0 || static_cast<size_t>(token) >= logits.size())
+      fail("sampler: history token {} is outside the vocabulary (size {})", token, logits.size());
+
+    float& logit = logits[static_cast<size_t>(token)];
+    logit = logit > 0.0f ? logit / config.repetition_penalty : logit * config.repetition_penalty;
+    logit -= count * config.frequency_penalty + config.presence_penalty;
+    run_start = run_end;
+  }
+}
+
+}  // namespace
+
+// ---- Greedy --------------------------------------------------------------------------------------
+
+int argmax(std::span<const float> values) {
+  if (values.empty()) fail("argmax: empty input");
+  size_t best = 0;
+  // Strict '>' keeps the first (lowest) index among equal maxima.
+  for (size_t i = 1; i < values.size(); ++i)
+    if (values[i] > values[best]) best = i;
+  return static_cast<int>(best);
+}
+
+// ---- Sampler -------------------------------------------------------------------------------------
+
+Sampler::Sampler(SamplerConfig config) : config_(config), rng_(config.seed) { validate(config_); }
+
+int Sampler::sample(std::span<float> logits, std::span<const int> history) {
+  if (logits.empty()) fail("sampler: empty logits");
+  if (penalties_enabled(config_)) apply_penalties(logits, history, config_);
+
+  // Step 2: temperature 0 means "always the most likely token".
+  if (config_.temperature == 0.0f) return argmax(logits);
+
+  // Step 3a: top-k. partial_sort leaves the k best, already in order, at the front.
+  candidates_.clear();
+  candidates_.reserve(logits.size());
+  for (size_t id = 0; id < logits.size(); ++id) candidates_.emplace_back(logits[id], static_cast<int>(id));
+  if (config_.top_k > 0 && static_cast<size_t>(config_.top_k) < candidates_.size()) {
+    const auto kth = candidates_.begin() + config_.top_k;
+    std::partial_sort(candidates_.begin(), kth, candidates_.end(), ranks_before);
+    candidates_.erase(kth, candidates_.end());
+  }
+
+  // Step 3b: softmax(l / T). Subtracting the max logit first keeps exp() in (0, 1]: no overflow,
+  // and the result is unchanged because the common factor exp(-max / T) cancels in the ratio.
+  float max_logit = -INFINITY;
+  for (const auto& [logit, id] : candidates_) max_logit = std::max(max_logit, logit);
+  if (!std::isfinite(max_logit)) fail("sampler: logits have no finite maximum (got {})", max_logit);
+  const float inv_temperature = 1.0f / config_.temperature;
+  double total = 0.0;
+  for (auto& [value, id] : candidates_) {
+    value = std::exp((value - max_logit) * inv_temperature);  // unnormalised probability
+    total += value;
+  }
+  // The max term contributes exp(0) = 1, so total >= 1 unless a logit was NaN.
+  if (!std::isfinite(total)) fail("sampler: logits contain NaN");
+  for (auto& [value, id] : candidates_) value = static_cast<float>(value / total);
+
+  // Step 3c: top-p (nucleus): the smallest prefix of the sorted distribution whose mass reaches
+  // top_p. The first token is always kept, so a tiny top_p degrades to greedy, never to nothing.
+  if (config_.top_p < 1.0f) candidates_.resize(select_nucleus(candidates_, config_.top_p));
+
+  // Step 3d: min-p: keep p >= min_p * p_max. The token holding p_max always passes.
+  if (config_.min_p > 0.0f) {
+    float p_max = 0.0f;
+    for (const auto& [p, id] : candidates_) p_max = std::max(p_max, p);
+    const float threshold = config_.min_p * p_max;
+    std::erase_if(candidates_, [threshold](const auto& candidate) { return candidate.first < threshold; });
+  }
+
+  // Step 4: draw. Rather than renormalising every entry, scale the uniform by the kept mass: the
+  // token whose cumulative interval [c_(i-1), c_i) contains u * mass is chosen with p_i / mass.
+  double kept_mass = 0.0;
+  for (const auto& [p, id] : candidates_) kept_mass += p;
+  const double target = uniform_01(rng_) * kept_mass;
+  double cumulative = 0.0;
+  for (const auto& [p, id] : candidates_) {
+    cumulative += p;
+    if (target < cumulative) return id;
+  }
+  // Only reachable through rounding when target lands at the very top: the last kept token.
+  return candidates_.back().second;
+}
+
+}  // namespace infer

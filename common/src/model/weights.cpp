@@ -1,0 +1,160 @@
+// weights.cpp: converts a ModelFile's tensors into the chosen storage format and uploads them.
+#include "infer/model/weights.h"
+
+#include "infer/core/error.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace infer {
+
+std::string_view weight_format_name(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::F32: return "f32";
+    case WeightFormat::F16: return "f16";
+    case WeightFormat::BF16: return "bf16";
+  }
+  return "?";
+}
+
+WeightFormat parse_weight_format(const std::string& name) {
+  if (name == "f32") return WeightFormat::F32;
+  if (name == "f16") return WeightFormat::F16;
+  if (name == "bf16") return WeightFormat::BF16;
+  fail("unknown weight format '{}' (expected f32, f16 or bf16)", name);
+}
+
+namespace {
+
+DType storage_dtype(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::F32: return DType::F32;
+    case WeightFormat::F16: return DType::F16;
+    case WeightFormat::BF16: return DType::BF16;
+  }
+  return DType::F32;
+}
+
+// Non-finite values met while converting a tensor; `first` is the flat index of the earliest.
+struct NonFinite {
+  int64_t count = 0;
+  int64_t first = INT64_MAX;
+};
+
+// Counts the values of `row` that are NaN/Inf, or that the target format cannot hold (|x| above the
+// largest finite f16, 65504, would become Inf). One compare per value, next to the conversion.
+NonFinite scan_row(const float* row, int64_t n, int64_t base, DType target) {
+  const float limit = target == DType::F16 ? 65504.0f : std::numeric_limits<float>::max();
+  NonFinite found;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!(std::fabs(row[i]) <= limit)) {  // false for NaN too
+      if (found.count++ == 0) found.first = base + i;
+    }
+  }
+  return found;
+}
+
+[[noreturn]] void fail_non_finite(const TensorView& tensor, const NonFinite& found, int64_t cols, DType target) {
+  const char* what = target == DType::F16 ? "non-finite or beyond-f16 (|x| > 65504)" : "non-finite";
+  if (tensor.shape.size() == 2)
+    fail("{}: {} {} values (first at row {}, col {})", tensor.name, found.count, what, found.first / cols, found.first % cols);
+  fail("{}: {} {} values (first at index {})", tensor.name, found.count, what, found.first);
+}
+
+}  // namespace
+
+uint64_t Weights::resident_bytes_for(const ModelConfig& c, WeightFormat format) {
+  const DType target = storage_dtype(format);
+  auto matrix = [&](int64_t rows, int64_t cols) { return uint64_t(dtype_row_bytes(target, rows * cols)); };
+  auto vector = [](int64_t n) { return uint64_t(n) * sizeof(float); };
+  uint64_t per_layer = 2 * vector(c.dim) + matrix(c.q_dim(), c.dim) + 2 * matrix(c.kv_dim(), c.dim) +
+                       matrix(c.dim, c.q_dim()) + 3 * matrix(c.hidden_dim, c.dim);
+  uint64_t total = uint64_t(c.n_layers) * per_layer + matrix(c.vocab_size, c.dim) + vector(c.dim);
+  if (!c.tied_embeddings) total += matrix(c.vocab_size, c.dim);
+  return total;
+}
+
+Matrix Weights::upload_matrix(const TensorView& tensor, Backend& backend) {
+  if (tensor.shape.size() != 2) fail("tensor '{}' should be a matrix", tensor.name);
+  const int rows = int(tensor.shape[0]), cols = int(tensor.shape[1]);
+  const DType target = storage_dtype(format_);
+  const size_t src_row_bytes = dtype_row_bytes(tensor.dtype, cols);
+  const size_t dst_row_bytes = dtype_row_bytes(target, cols);
+
+  // Convert row by row on the host: dequantize to fp32, then store in the target format.
+  std::vector<uint8_t> host(dst_row_bytes * rows);
+  int64_t bad_count = 0, bad_first = INT64_MAX;
+#pragma omp parallel reduction(+ : bad_count) reduction(min : bad_first)
+  {
+    std::vector<float> row(cols);
+#pragma omp for schedule(static)
+    for (int r = 0; r < rows; ++r) {
+      dequantize_row(tensor.dtype, static_cast<const uint8_t*>(tensor.data) + size_t(r) * src_row_bytes, row.data(), cols);
+      const NonFinite found = scan_row(row.data(), cols, int64_t(r) * cols, target);
+      bad_count += found.count;
+      bad_first = std::min(bad_first, found.first);
+      quantize_row(target, row.data(), host.data() + size_t(r) * dst_row_bytes, cols);
+    }
+  }
+  if (bad_count != 0) fail_non_finite(tensor, {bad_count, bad_first}, cols, target);
+  DeviceArray<uint8_t> storage(backend, host.size());
+  backend.upload(storage.data(), host.data(), host.size());
+  Matrix matrix{target, rows, cols, storage.data()};
+  resident_bytes_ += storage.bytes();
+  storage_.push_back(std::move(storage));
+  return matrix;
+}
+
+DeviceArray<float> Weights::upload_vector(const TensorView& tensor, Backend& backend) {
+  const auto n = tensor.n_elements();
+  std::vector<float> host(n);
+  dequantize_row(tensor.dtype, tensor.data, host.data(), n);
+  if (const NonFinite found = scan_row(host.data(), n, 0, DType::F32); found.count != 0)
+    fail_non_finite(tensor, found, n, DType::F32);
+  DeviceArray<float> vector(backend, n);
+  backend.upload(vector.data(), host.data(), vector.bytes());
+  resident_bytes_ += vector.bytes();
+  return vector;
+}
+
+Weights::Weights(const ModelFile& file, WeightFormat format, Backend& backend)
+    : config_(file.config), format_(format) {
+  file.validate_llama_tensors();
+  check_fits_in_memory(fmt::format("{}: the weights in {}", file.path, weight_format_name(format)),
+                       resident_bytes_for(config_, format), backend.available_memory(), backend.name());
+  token_embedding_ = upload_matrix(file.tensor("token_embd.weight"), backend);
+  classifier_ = config_.tied_embeddings ? token_embedding_ : upload_matrix(file.tensor("output.weight"), backend);
+  final_norm_ = upload_vector(file.tensor("output_norm.weight"), backend);
+  layers_.resize(config_.n_layers);
+  for (int i = 0; i < config_.n_layers; ++i) {
+    auto name = [&](const char* what) { return fmt::format("blk.{}.{}.weight", i, what); };
+    LayerWeights& layer = layers_[i];
+    layer.attn_norm = upload_vector(file.tensor(name("attn_norm")), backend);
+    layer.wq = upload_matrix(file.tensor(name("attn_q")), backend);
+    layer.wk = upload_matrix(file.tensor(name("attn_k")), backend);
+    layer.wv = upload_matrix(file.tensor(name("attn_v")), backend);
+    layer.wo = upload_matrix(file.tensor(name("attn_output")), backend);
+    layer.ffn_norm = upload_vector(file.tensor(name("ffn_norm")), backend);
+    layer.w_gate = upload_matrix(file.tensor(name("ffn_gate")), backend);
+    layer.w_up = upload_matrix(file.tensor(name("ffn_up")), backend);
+    layer.w_down = upload_matrix(file.tensor(name("ffn_down")), backend);
+  }
+}
+
+uint64_t Weights::bytes_per_forward(int n_tokens) const {
+  uint64_t bytes = 0;
+  for (const LayerWeights& layer : layers_) {
+    for (const Matrix* m : {&layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.w_gate, &layer.w_up, &layer.w_down})
+      bytes += m->n_bytes();
+    bytes += 2 * layer.attn_norm.bytes();
+  }
+  bytes += classifier_.n_bytes() + final_norm_.bytes();
+  bytes += uint64_t(n_tokens) * dtype_row_bytes(token_embedding_.dtype, token_embedding_.cols);  // looked-up rows
+  return bytes;
+}
+
+}  // namespace infer
