@@ -7,7 +7,9 @@
 #pragma once
 
 #include "infer/model/backend.h"
+#include "infer/model/batch.h"
 #include "infer/model/kv_cache.h"
+#include "infer/model/paged_kv_cache.h"
 #include "infer/model/weights.h"
 
 #include <cstdint>
@@ -32,6 +34,13 @@ class Transformer {
   // every token, (n, vocab_size). Throws infer::Error if n > max_tokens or the cache is too short.
   ForwardStats forward(std::span<const int> tokens, int start_pos, KVCache& cache, float* logits_out,
                        float* all_logits = nullptr);
+
+  // ch06: one pass over a ragged batch (batch.h) against a paged cache. Writes every new token's K/V to
+  // its slot, attends causally per sequence over its block table, and writes the logits of
+  // batch.logits_rows, in that order, to logits_out ((logits_rows.size(), vocab_size) floats, host memory).
+  // Throws infer::Error if batch.validate(cache.num_blocks()) fails or n_tokens() > max_tokens().
+  // (Contract fixed before its implementation lands; see the ch06 issue.)
+  ForwardStats forward(const Batch& batch, PagedKVCache& cache, float* logits_out);
 
   // Debug check (off by default: it reads every activation after every op, downloading it from a
   // device backend): when on, forward() scans the output of each op and throws infer::Error naming
