@@ -1,0 +1,70 @@
+// sequence_runner.h: one sequence's passes through a model, with rollback (ch08 speculative decoding).
+//
+// Speculative decoding runs a model over several new tokens at once (the target scores gamma drafted
+// tokens plus one in a single pass) and then forgets the positions it rejected. A SequenceRunner owns
+// one sequence's KV cache and the tokens whose K/V it holds:
+//   extend(tokens)   runs them at positions [length, length + n), keeps their K/V, returns logits
+//   truncate(len)    forgets positions >= len: the next extend() overwrites their K/V (and the paged
+//                    runner returns the blocks it no longer needs to its pool)
+// Rollback never copies or recomputes anything: a causal model's K/V at position p depends only on
+// tokens [0, p], so the cached prefix stays valid whatever is dropped after it.
+//
+// Two kinds of cache behind the same interface:
+//   ContiguousSequenceRunner  ch05's KVCache (max_seq positions reserved up front)
+//   (the paged runner over ch06's PagedKVCache joins once the ch06 seam lands)
+// `layer_limit` (early-exit drafts) is the number of layers the runner's passes run (0 = all).
+#pragma once
+
+#include "infer/model/kv_cache.h"
+#include "infer/model/transformer.h"
+
+#include <memory>
+#include <span>
+#include <vector>
+
+namespace infer {
+
+class SequenceRunner {
+ public:
+  virtual ~SequenceRunner() = default;
+
+  // Runs `tokens` at positions [length(), length() + n) and keeps their K/V. Writes the logits of every
+  // new token, (n, vocab_size) floats, to `logits` when all_rows, else only the last token's (vocab_size).
+  // Throws infer::Error when the tokens do not fit the cache (capacity()) or the model's buffers.
+  virtual ForwardStats extend(std::span<const int> tokens, float* logits, bool all_rows) = 0;
+  // Forgets positions >= length (length <= this->length()).
+  virtual void truncate(int length) = 0;
+  // Positions the cache can hold.
+  virtual int capacity() const = 0;
+
+  int length() const { return int(tokens_.size()); }
+  // The tokens whose K/V the cache holds, in order.
+  const std::vector<int>& tokens() const { return tokens_; }
+  const ModelConfig& config() const { return model_.config(); }
+  Transformer& model() { return model_; }
+
+  // Makes the cache hold a prefix of `sequence` and runs the rest of it but its last `keep_out` tokens
+  // (logits of the last one run to `logits`, if any ran): truncates to the longest common prefix of
+  // tokens() and `sequence`, then extends. Returns the tokens run (0: nothing to do).
+  int sync(std::span<const int> sequence, int keep_out, float* logits);
+
+ protected:
+  explicit SequenceRunner(Transformer& model) : model_(model) {}
+  Transformer& model_;
+  std::vector<int> tokens_;
+};
+
+// ch05's contiguous KVCache of `capacity` positions.
+class ContiguousSequenceRunner : public SequenceRunner {
+ public:
+  ContiguousSequenceRunner(Transformer& model, int capacity);
+  ForwardStats extend(std::span<const int> tokens, float* logits, bool all_rows) override;
+  void truncate(int length) override;
+  int capacity() const override { return cache_.max_seq(); }
+
+ private:
+  KVCache cache_;
+  std::vector<float> last_;  // (vocab_size) scratch when only the last row is wanted
+};
+
+}  // namespace infer

@@ -1,0 +1,51 @@
+// sequence_runner.cpp: one sequence's passes with rollback (sequence_runner.h).
+#include "infer/engine/sequence_runner.h"
+
+#include "infer/core/error.h"
+
+#include <algorithm>
+
+namespace infer {
+
+int SequenceRunner::sync(std::span<const int> sequence, int keep_out, float* logits) {
+  // Longest common prefix of what the cache holds and what it should hold.
+  const size_t limit = std::min(tokens_.size(), sequence.size());
+  size_t common = 0;
+  while (common < limit && tokens_[common] == sequence[common]) ++common;
+  if (common < tokens_.size()) truncate(int(common));
+  const int end = int(sequence.size()) - keep_out;
+  if (end <= int(common)) return 0;
+  extend(sequence.subspan(common, size_t(end) - common), logits, /*all_rows=*/false);
+  return end - int(common);
+}
+
+ContiguousSequenceRunner::ContiguousSequenceRunner(Transformer& model, int capacity)
+    : SequenceRunner(model), cache_(model.backend(), model.config(), capacity) {
+  tokens_.reserve(size_t(capacity));
+}
+
+ForwardStats ContiguousSequenceRunner::extend(std::span<const int> tokens, float* logits, bool all_rows) {
+  const int n = int(tokens.size());
+  if (n == 0) fail("sequence runner: extend() with no tokens");
+  if (length() + n > capacity())
+    fail("sequence runner: positions [{}, {}) do not fit the cache of {} positions", length(), length() + n, capacity());
+  ForwardStats stats;
+  if (all_rows) {
+    last_.resize(size_t(config().vocab_size));
+    stats = model_.forward(tokens, length(), cache_, last_.data(), logits);
+  } else {
+    stats = model_.forward(tokens, length(), cache_, logits);
+  }
+  tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
+  return stats;
+}
+
+void ContiguousSequenceRunner::truncate(int length) {
+  if (length < 0 || length > this->length())
+    fail("sequence runner: truncate to {} positions, but the cache holds {}", length, this->length());
+  // The K/V rows past `length` stay in memory until the next extend() overwrites them; attention
+  // never reads past the positions a pass declares, so they are already gone as far as the model knows.
+  tokens_.resize(size_t(length));
+}
+
+}  // namespace infer
