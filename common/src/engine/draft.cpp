@@ -14,6 +14,11 @@ ModelDraft::ModelDraft(std::string name, Transformer& model, int capacity)
       runner_(std::make_unique<ContiguousSequenceRunner>(model, capacity)),
       logits_(size_t(model.config().vocab_size)) {}
 
+void ModelDraft::begin(std::span<const int> prompt) {
+  runner_->truncate(0);
+  runner_->sync(prompt, /*keep_out=*/1, logits_.data());
+}
+
 void ModelDraft::propose(std::span<const int> sequence, int gamma, Sampler& sampler, DraftProposal& out) {
   out.clear();
   if (gamma <= 0) return;

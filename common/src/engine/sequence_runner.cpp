@@ -15,7 +15,12 @@ int SequenceRunner::sync(std::span<const int> sequence, int keep_out, float* log
   if (common < tokens_.size()) truncate(int(common));
   const int end = int(sequence.size()) - keep_out;
   if (end <= int(common)) return 0;
-  extend(sequence.subspan(common, size_t(end) - common), logits, /*all_rows=*/false);
+  // In chunks the model's activation buffers take (a long prompt on the first call).
+  for (int begin = int(common); begin < end;) {
+    const int count = std::min(end - begin, model_.max_tokens());
+    extend(sequence.subspan(size_t(begin), size_t(count)), logits, /*all_rows=*/false);
+    begin += count;
+  }
   return end - int(common);
 }
 

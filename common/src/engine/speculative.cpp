@@ -66,7 +66,9 @@ double predicted_speedup(double acceptance, double gamma, double cost_ratio) {
 namespace {
 constexpr double kPriorWeight = 4.0;   // the prior counts as this many compared guesses
 constexpr double kDecay = 0.9;         // per compared guess: the running acceptance forgets over ~10 guesses
-constexpr double kTimeWeight = 0.25;   // running averages of the measured times
+// Measured times are a cost plus whatever else the machine was doing: the controller keeps the fastest seen,
+// slowly forgotten (x kForget per measurement), so a busy moment does not read as an expensive pass.
+constexpr double kForget = 1.02;
 constexpr int kWarmupRounds = 2;       // rounds with options.gamma before the controller chooses
 }  // namespace
 
@@ -86,8 +88,8 @@ GammaController::GammaController(SpeculativeOptions options)
 
 void GammaController::record(int width, int drafted, int accepted, bool rejected, double draft_ms, double target_ms) {
   if (width >= 1 && size_t(width) < pass_ms_.size()) {
-    double& average = pass_ms_[size_t(width)];
-    average = average < 0.0 ? target_ms : (1.0 - kTimeWeight) * average + kTimeWeight * target_ms;
+    double& estimate = pass_ms_[size_t(width)];
+    estimate = estimate < 0.0 ? target_ms : std::min(target_ms, estimate * kForget);
   }
   if (drafted == 0) return;
   const int compared = accepted + (rejected ? 1 : 0);
@@ -95,7 +97,7 @@ void GammaController::record(int width, int drafted, int accepted, bool rejected
   accepted_ = keep * accepted_ + accepted;
   compared_ = keep * compared_ + compared;
   const double per_token = draft_ms / drafted;
-  draft_token_ms_ = draft_token_ms_ < 0.0 ? per_token : (1.0 - kTimeWeight) * draft_token_ms_ + kTimeWeight * per_token;
+  draft_token_ms_ = draft_token_ms_ < 0.0 ? per_token : std::min(per_token, draft_token_ms_ * kForget);
 }
 
 double GammaController::pass_ms(int width) const {
@@ -176,7 +178,6 @@ GenerationResult SpeculativeGenerator::generate(const std::vector<int>& prompt, 
   SamplerConfig draft_config = options.sampler;
   draft_config.seed = options.sampler.seed ^ 0x9e3779b97f4a7c15ull;
   Sampler draft_sampler(draft_config);
-  draft_.reset();
   const int draft_passes_before = draft_.passes();
 
   // The target's cache holds the sequence but its last token, which opens the next pass.
@@ -215,6 +216,7 @@ GenerationResult SpeculativeGenerator::generate(const std::vector<int>& prompt, 
     result.bytes_moved += forward.weight_bytes + forward.kv_bytes;
     begin += count;
   }
+  draft_.begin(prompt);  // the draft's own prefill: part of the time to the first token, not of a guess's cost
 
   done = options.max_new_tokens == 0;
   while (!done) {

@@ -49,8 +49,9 @@ class Draft {
   // Proposes up to `gamma` tokens continuing `sequence` (prompt + tokens accepted so far), into `out`.
   // `sampler` holds the sampling settings (temperature 0: argmax) and the draft's own RNG.
   virtual void propose(std::span<const int> sequence, int gamma, Sampler& sampler, DraftProposal& out) = 0;
-  // Forgets everything (a new prompt follows). Blocks / positions it held go back.
-  virtual void reset() {}
+  // A new sequence starts with `prompt`: forgets the last one and, for a model draft, prefills the prompt
+  // but its last token (as the target does), so that the first proposal costs what every later one does.
+  virtual void begin(std::span<const int> prompt) {}
   // Model passes run by the draft so far (proposals and catch-ups); 0 for the n-gram draft.
   virtual int passes() const { return 0; }
 };
@@ -63,7 +64,7 @@ class ModelDraft : public Draft {
   ModelDraft(std::string name, Transformer& model, int capacity);
   std::string name() const override { return name_; }
   void propose(std::span<const int> sequence, int gamma, Sampler& sampler, DraftProposal& out) override;
-  void reset() override { runner_->truncate(0); }
+  void begin(std::span<const int> prompt) override;
   int passes() const override { return passes_; }
   const SequenceRunner& runner() const { return *runner_; }
 

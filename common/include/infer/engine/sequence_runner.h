@@ -45,7 +45,8 @@ class SequenceRunner {
 
   // Makes the cache hold a prefix of `sequence` and runs the rest of it but its last `keep_out` tokens
   // (logits of the last one run to `logits`, if any ran): truncates to the longest common prefix of
-  // tokens() and `sequence`, then extends. Returns the tokens run (0: nothing to do).
+  // tokens() and `sequence`, then extends (in chunks of at most model().max_tokens()). Returns the tokens
+  // run (0: nothing to do).
   int sync(std::span<const int> sequence, int keep_out, float* logits);
 
  protected:

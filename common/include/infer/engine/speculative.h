@@ -83,8 +83,8 @@ struct SpeculativeStats {
   int draft_passes = 0;      // the draft model's passes (0 for prompt lookup)
   double draft_ms = 0.0;     // time spent proposing
   double target_ms = 0.0;    // time spent in target passes (plain and verification)
-  double plain_pass_ms = 0.0;    // measured cost of a one-token target pass (running average)
-  double draft_token_ms = 0.0;   // measured cost of one guess (running average)
+  double plain_pass_ms = 0.0;    // measured cost of a one-token target pass (the fastest seen)
+  double draft_token_ms = 0.0;   // measured cost of one guess (the fastest seen)
   std::vector<int> gamma_rounds;  // gamma_rounds[g]: rounds run with g guesses (g = 0: plain steps)
   std::vector<SpeculationSwitch> switches;
 
@@ -120,8 +120,8 @@ class GammaController {
   bool on_ = true;
   int plain_since_probe_ = 0;
   double accepted_, compared_;                 // decayed counts: acceptance = accepted / compared
-  double draft_token_ms_ = -1.0;               // running average, < 0 until measured
-  std::vector<double> pass_ms_;                // running average per width, < 0 until measured
+  double draft_token_ms_ = -1.0;               // fastest seen, slowly forgotten; < 0 until measured
+  std::vector<double> pass_ms_;                // per width: fastest seen, slowly forgotten; < 0 until measured
   int best_gamma() const;
 };
 
