@@ -31,7 +31,7 @@ struct Setup {
   std::unique_ptr<Backend> backend = make_cpu_backend(1);  // one thread: tiny models, no fork/join overhead
   ModelFile target_file, other_file;
   std::unique_ptr<Weights> target_weights, self_weights, other_weights;
-  std::unique_ptr<Transformer> target, self_model, other_model;
+  std::unique_ptr<Transformer> target, self_model, other_model, early_exit;
 
   Setup(ModelFile target_file_, ModelFile other_file_, int max_tokens)
       : target_file(std::move(target_file_)), other_file(std::move(other_file_)) {
@@ -41,11 +41,16 @@ struct Setup {
     target = std::make_unique<Transformer>(*target_weights, *backend, max_tokens);
     self_model = std::make_unique<Transformer>(*self_weights, *backend, max_tokens);
     other_model = std::make_unique<Transformer>(*other_weights, *backend, max_tokens);
+    // Early exit: the target's own weights, its first half of the layers, its final norm and classifier.
+    early_exit = std::make_unique<Transformer>(*target_weights, *backend, max_tokens);
+    early_exit->set_layer_limit(std::max(1, target_file.config.n_layers / 2));
   }
-  // Every draft kind, each with a cache of `capacity` positions.
-  std::vector<std::unique_ptr<Draft>> drafts(int capacity) {
+  // Every draft kind, each with a contiguous cache of `capacity` positions (or paged `storage`, which the
+  // draft model of another shape cannot share: it keeps a contiguous cache).
+  std::vector<std::unique_ptr<Draft>> drafts(int capacity, KVStorage storage = {}) {
     std::vector<std::unique_ptr<Draft>> all;
-    all.push_back(std::make_unique<ModelDraft>("self-draft f16", *self_model, capacity));
+    all.push_back(std::make_unique<ModelDraft>("self-draft f16", *self_model, capacity, storage));
+    all.push_back(std::make_unique<ModelDraft>("early exit", *early_exit, capacity, storage));
     all.push_back(std::make_unique<ModelDraft>("draft model", *other_model, capacity));
     all.push_back(std::make_unique<NgramDraft>());
     return all;
@@ -288,6 +293,78 @@ TEST_CASE("speculative: stories260K greedy through every draft reproduces llama2
     SpeculativeGenerator adaptive(*setup.target, *draft);
     const GenerationResult result = adaptive.generate({bos}, greedy_options(test::kGoldenSteps, {bos}));
     CHECK(test::decode_as_printed(*tokenizer, bos, result.tokens) == expected);
+  }
+}
+
+// ---- the paged cache: rollback gives every block back ------------------------------------------------------
+
+TEST_CASE("speculative: paged runner equals the contiguous one and truncate() gives blocks back at once") {
+  const ModelConfig config = synthetic_preset("tiny");
+  Setup setup(synthetic_file(config, 41), synthetic_file(one_layer(config), 42), 16);
+  PagedKVCache cache(*setup.backend, config, 8, 4);
+  BlockPool pool(8);
+  const int vocab = config.vocab_size;
+  const std::vector<int> tokens{1, 5, 9, 13, 17, 21, 25, 29, 33, 37};
+  std::vector<float> paged_logits(size_t(vocab) * 10), contiguous_logits(size_t(vocab) * 10);
+  {
+    PagedSequenceRunner paged(*setup.target, cache, pool);
+    ContiguousSequenceRunner contiguous(*setup.target, 16);
+    paged.extend(std::span(tokens).first(7), paged_logits.data(), true);
+    contiguous.extend(std::span(tokens).first(7), contiguous_logits.data(), true);
+    CHECK(paged_logits == contiguous_logits);  // bit for bit: the same pass over another layout
+    CHECK(paged.blocks().size() == 2);
+    CHECK(pool.free_blocks() == 6);
+    // Roll back 4 positions (7 -> 3): block 1 is empty and goes back; then rerun other tokens there.
+    paged.truncate(3);
+    contiguous.truncate(3);
+    CHECK(paged.blocks().size() == 1);
+    CHECK(pool.free_blocks() == 7);
+    paged.extend(std::span(tokens).subspan(5, 5), paged_logits.data(), true);
+    contiguous.extend(std::span(tokens).subspan(5, 5), contiguous_logits.data(), true);
+    CHECK(std::equal(paged_logits.begin(), paged_logits.begin() + 5 * vocab, contiguous_logits.begin()));
+    CHECK(paged.length() == 8);
+    CHECK(paged.tokens() == std::vector<int>{1, 5, 9, 21, 25, 29, 33, 37});
+    CHECK_THROWS_AS(paged.truncate(9), Error);
+  }
+  CHECK(pool.free_blocks() == 8);  // the destructor gave back the rest
+  CHECK_THROWS_AS(pool.release(3), Error);
+  BlockPool small(1);
+  CHECK_THROWS_AS(PagedSequenceRunner(*setup.target, cache, small), Error);
+}
+
+TEST_CASE("speculative: with a paged cache, output equals plain decoding and the pool is full after every run") {
+  const ModelConfig config = synthetic_preset("tiny");
+  Setup setup(synthetic_file(config, 51), synthetic_file(one_layer(config), 52), 64);
+  const std::vector<int> prompt{1, 17, 42, 99, 42, 17};
+  constexpr int kNew = 40;
+  const std::vector<int> expected = CachedGenerator(*setup.target).generate(prompt, greedy_options(kNew)).tokens;
+  for (int block_size : {1, 4, 16}) {
+    // Enough blocks for the target and one draft at once: (prompt + new + gamma) positions each.
+    const int blocks = 2 * ((int(prompt.size()) + kNew + 9 + block_size - 1) / block_size + 1);
+    PagedKVCache cache(*setup.backend, config, blocks, block_size);
+    BlockPool pool(blocks);
+    const KVStorage storage{&cache, &pool};
+    auto drafts = setup.drafts(64 + 16, storage);
+    for (auto& draft : drafts) {
+      for (int gamma : {1, 3, 8}) {
+        SpeculativeGenerator generator(*setup.target, *draft, fixed_gamma(gamma), storage);
+        INFO(draft->name() << ", gamma " << gamma << ", block size " << block_size);
+        CHECK(generator.generate(prompt, greedy_options(kNew)).tokens == expected);
+        CHECK(pool.free_blocks() == blocks);
+      }
+      SpeculativeGenerator adaptive(*setup.target, *draft, SpeculativeOptions{}, storage);
+      CHECK(adaptive.generate(prompt, greedy_options(kNew)).tokens == expected);
+      CHECK(pool.free_blocks() == blocks);
+    }
+    // A pool too small for the run: a clear error, and still no block leaked.
+    BlockPool tiny_pool(blocks);
+    PagedKVCache tiny_cache(*setup.backend, config, blocks, block_size);
+    std::vector<int> hold;
+    while (tiny_pool.free_blocks() > 2) hold.push_back(tiny_pool.allocate());
+    ModelDraft draft("self-draft f16", *setup.self_model, 0, {&tiny_cache, &tiny_pool});
+    SpeculativeGenerator generator(*setup.target, draft, fixed_gamma(4), {&tiny_cache, &tiny_pool});
+    CHECK_THROWS_WITH_AS(generator.generate(prompt, greedy_options(kNew)), doctest::Contains("free"), Error);
+    CHECK(tiny_pool.free_blocks() == 2);
   }
 }
 

@@ -9,9 +9,9 @@ namespace infer {
 
 // ---- (a) (b) (c): a model decodes gamma tokens ------------------------------------------------------
 
-ModelDraft::ModelDraft(std::string name, Transformer& model, int capacity)
+ModelDraft::ModelDraft(std::string name, Transformer& model, int capacity, KVStorage storage)
     : name_(std::move(name)),
-      runner_(std::make_unique<ContiguousSequenceRunner>(model, capacity)),
+      runner_(make_sequence_runner(model, capacity, storage)),
       logits_(size_t(model.config().vocab_size)) {}
 
 void ModelDraft::begin(std::span<const int> prompt) {

@@ -158,8 +158,9 @@ int GammaController::next_gamma(int limit, int tokens_so_far, SpeculativeStats& 
 
 // ---- SpeculativeGenerator ---------------------------------------------------------------------------
 
-SpeculativeGenerator::SpeculativeGenerator(Transformer& target, Draft& draft, SpeculativeOptions options)
-    : target_(target), draft_(draft), options_(options) {
+SpeculativeGenerator::SpeculativeGenerator(Transformer& target, Draft& draft, SpeculativeOptions options,
+                                           KVStorage storage)
+    : target_(target), draft_(draft), options_(options), storage_(storage) {
   GammaController check(options_);  // validates the options now rather than at the first generate()
 }
 
@@ -180,8 +181,15 @@ GenerationResult SpeculativeGenerator::generate(const std::vector<int>& prompt, 
   Sampler draft_sampler(draft_config);
   const int draft_passes_before = draft_.passes();
 
-  // The target's cache holds the sequence but its last token, which opens the next pass.
-  ContiguousSequenceRunner target(target_, std::max(int(prompt.size()) + options.max_new_tokens, 1));
+  // The target's cache holds the sequence but its last token, which opens the next pass. When the call
+  // ends (or throws) the target's runner and the draft give back their blocks.
+  std::unique_ptr<SequenceRunner> target_runner =
+      make_sequence_runner(target_, std::max(int(prompt.size()) + options.max_new_tokens, 1), storage_);
+  SequenceRunner& target = *target_runner;
+  struct FinishDraft {
+    Draft& draft;
+    ~FinishDraft() { draft.finish(); }
+  } finish_draft{draft_};
   std::vector<int> sequence = prompt;
   std::vector<float> rows;                   // (gamma + 1, vocab) logits of a pass
   std::vector<float> p_dense(vocab), q_dense(vocab);

@@ -52,6 +52,8 @@ class Draft {
   // A new sequence starts with `prompt`: forgets the last one and, for a model draft, prefills the prompt
   // but its last token (as the target does), so that the first proposal costs what every later one does.
   virtual void begin(std::span<const int> prompt) {}
+  // The sequence is over: gives back what it holds (a paged draft's blocks).
+  virtual void finish() {}
   // Model passes run by the draft so far (proposals and catch-ups); 0 for the n-gram draft.
   virtual int passes() const { return 0; }
 };
@@ -60,11 +62,13 @@ class Draft {
 class ModelDraft : public Draft {
  public:
   // `model` must have the target's vocabulary (check_draft_compatible); `capacity` bounds the positions
-  // its cache holds (prompt + new tokens + gamma).
-  ModelDraft(std::string name, Transformer& model, int capacity);
+  // its contiguous cache holds (prompt + new tokens + gamma); with paged `storage` its blocks come from the pool.
+  // An early-exit draft is a ModelDraft over a Transformer with set_layer_limit(k) on the target's Weights.
+  ModelDraft(std::string name, Transformer& model, int capacity, KVStorage storage = {});
   std::string name() const override { return name_; }
   void propose(std::span<const int> sequence, int gamma, Sampler& sampler, DraftProposal& out) override;
   void begin(std::span<const int> prompt) override;
+  void finish() override { runner_->truncate(0); }
   int passes() const override { return passes_; }
   const SequenceRunner& runner() const { return *runner_; }
 

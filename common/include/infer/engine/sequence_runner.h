@@ -9,10 +9,11 @@
 // Rollback never copies or recomputes anything: a causal model's K/V at position p depends only on
 // tokens [0, p], so the cached prefix stays valid whatever is dropped after it.
 //
-// Two kinds of cache behind the same interface:
-//   ContiguousSequenceRunner  ch05's KVCache (max_seq positions reserved up front)
-//   (the paged runner over ch06's PagedKVCache joins once the ch06 seam lands)
-// `layer_limit` (early-exit drafts) is the number of layers the runner's passes run (0 = all).
+// Both kinds of cache run through the one forward pass, Transformer::forward(Batch) (a batch of one sequence):
+//   ContiguousSequenceRunner  ch05's KVCache (max_seq positions reserved up front, one block)
+//   PagedSequenceRunner       ch06's PagedKVCache: blocks taken from a BlockPool as the sequence grows and
+//                             given back as soon as a rollback leaves them empty (and all of them at the end)
+// Several runners (a target and its draft, when their shapes agree) may share one pool and one cache.
 #pragma once
 
 #include "infer/model/kv_cache.h"
@@ -67,5 +68,53 @@ class ContiguousSequenceRunner : public SequenceRunner {
   KVCache cache_;
   std::vector<float> last_;  // (vocab_size) scratch when only the last row is wanted
 };
+
+// Which blocks of a PagedKVCache are free, for sequences run one at a time (ch08). The batching engine's
+// BlockManager does the same for many sequences, with reference counts and prefix caching.
+class BlockPool {
+ public:
+  explicit BlockPool(int num_blocks);
+  // A free block; throws infer::Error naming the pool's size when none is left.
+  int allocate();
+  // Gives `block` back; throws infer::Error for a block that is not allocated (a double free).
+  void release(int block);
+  int free_blocks() const { return int(free_.size()); }
+  int num_blocks() const { return int(allocated_.size()); }
+
+ private:
+  std::vector<int> free_;        // a stack: the block freed last is reused first
+  std::vector<bool> allocated_;  // (num_blocks)
+};
+
+// ch06's paged cache: the sequence's block table grows block by block from `pool`; truncate() gives back
+// every block past the new length; the destructor gives back the rest.
+class PagedSequenceRunner : public SequenceRunner {
+ public:
+  PagedSequenceRunner(Transformer& model, PagedKVCache& cache, BlockPool& pool);
+  ~PagedSequenceRunner() override;
+  PagedSequenceRunner(const PagedSequenceRunner&) = delete;
+  PagedSequenceRunner& operator=(const PagedSequenceRunner&) = delete;
+  ForwardStats extend(std::span<const int> tokens, float* logits, bool all_rows) override;
+  void truncate(int length) override;
+  // Positions it could hold: what its blocks hold plus every free block of the pool.
+  int capacity() const override;
+  const std::vector<int>& blocks() const { return blocks_; }
+
+ private:
+  PagedKVCache& cache_;
+  BlockPool& pool_;
+  std::vector<int> blocks_;  // the block table: logical block j is pool block blocks_[j]
+};
+
+// Where a runner keeps its K/V: no pool = a contiguous cache of its own (ch05); else blocks of `cache` taken
+// from `pool` (ch06), which the runners of one generation (target and draft) may share.
+struct KVStorage {
+  PagedKVCache* cache = nullptr;
+  BlockPool* pool = nullptr;
+  bool paged() const { return pool != nullptr; }
+};
+
+// A runner for `model` over `storage`; `capacity` sizes the contiguous cache (unused when paged).
+std::unique_ptr<SequenceRunner> make_sequence_runner(Transformer& model, int capacity, KVStorage storage = {});
 
 }  // namespace infer

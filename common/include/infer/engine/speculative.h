@@ -128,11 +128,12 @@ class GammaController {
 // ---- the generator ----------------------------------------------------------------------------------
 
 // Speculative decoding of one sequence: `target` scores, `draft` guesses. The target runs through its own
-// SequenceRunner (sized per call). generate() follows the Generator contract (same tokens as
+// SequenceRunner per call: a contiguous cache sized for the call, or blocks of a paged `storage` (given back
+// when the call returns, the draft's too). generate() follows the Generator contract (same tokens as
 // CachedGenerator when greedy); stats() describes the last call.
 class SpeculativeGenerator : public Generator {
  public:
-  SpeculativeGenerator(Transformer& target, Draft& draft, SpeculativeOptions options = {});
+  SpeculativeGenerator(Transformer& target, Draft& draft, SpeculativeOptions options = {}, KVStorage storage = {});
   GenerationResult generate(const std::vector<int>& prompt, const GenerationOptions& options,
                             const TokenCallback& on_token = {}) override;
   const SpeculativeStats& stats() const { return stats_; }
@@ -141,6 +142,7 @@ class SpeculativeGenerator : public Generator {
   Transformer& target_;
   Draft& draft_;
   SpeculativeOptions options_;
+  KVStorage storage_;
   SpeculativeStats stats_;
 };
 
