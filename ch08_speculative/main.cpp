@@ -105,13 +105,16 @@ int main(int argc, char** argv) {
   CommonOptions options;
   options.max_tokens = 128;
   add_common_options(app, options);
-  std::string draft_model_path, draft_weights = "f32", self_drafts = "bf16,f16";
-  int gamma = 4, max_gamma = 8, ngram_max = 4, ngram_min = 2, repeat = 5;
+  std::string draft_model_path, draft_weights = "f32", self_drafts = "bf16,f16", early_exits = "8,15";
+  int gamma = 4, max_gamma = 8, ngram_max = 4, ngram_min = 2, repeat = 5, block_size = 16;
   bool fixed_gamma = false, no_fallback = false, ignore_eos = false;
   double given_bandwidth = 0.0;
   app.add_option("--draft-model", draft_model_path, "A draft model with the target's vocabulary (draft kind a)");
   app.add_option("--draft-weights", draft_weights, "Weight format of --draft-model: f32, f16, bf16");
   app.add_option("--self-draft", self_drafts, "Comma-separated weight formats of the target's self-drafts (kind b); '' for none");
+  app.add_option("--early-exit", early_exits, "Comma-separated layer counts k of early-exit drafts (kind c); '' for none");
+  app.add_option("--block-size", block_size, "Positions per KV block of the speculative runs' paged cache")
+      ->check(CLI::Range(1, 1 << 16));
   app.add_option("--gamma", gamma, "Guesses per round (the first rounds' value when adaptive)")->check(CLI::Range(1, 16));
   app.add_option("--max-gamma", max_gamma, "Largest gamma the controller may choose")->check(CLI::Range(1, 16));
   app.add_option("--ngram-max", ngram_max, "Longest n-gram prompt lookup matches")->check(CLI::Range(1, 16));
@@ -185,8 +188,27 @@ int main(int argc, char** argv) {
       entry.model = std::make_unique<Transformer>(*entry.weights, *backend, std::max(longest, 2));
       draft_models.push_back(std::move(entry));
     }
+    std::stringstream layer_counts(early_exits);
+    for (std::string k; std::getline(layer_counts, k, ',');) {
+      if (k.empty()) continue;
+      DraftModel entry{fmt::format("early exit {}/{}", k, config.n_layers), nullptr, nullptr, nullptr};
+      entry.model = std::make_unique<Transformer>(weights, *backend, std::max(longest, 2));  // the target's weights
+      entry.model->set_layer_limit(std::stoi(k));
+      draft_models.push_back(std::move(entry));
+    }
+    // The speculative runs keep K/V in ch06's paged cache: one pool for the target and the drafts of its
+    // shape (self-drafts, early exit), enough for two sequences of `capacity` positions; a draft model of
+    // another shape keeps a contiguous cache of its own.
+    const int pool_blocks = 2 * ((capacity + block_size - 1) / block_size);
+    PagedKVCache paged_cache(*backend, config, pool_blocks, block_size);
+    BlockPool pool(pool_blocks);
+    const KVStorage storage{&paged_cache, &pool};
+    auto same_shape = [&](const ModelConfig& c) {
+      return c.n_layers == config.n_layers && c.kv_dim() == config.kv_dim();
+    };
     for (DraftModel& entry : draft_models)
-      methods.push_back({entry.label, std::make_unique<ModelDraft>(entry.label, *entry.model, capacity)});
+      methods.push_back({entry.label, std::make_unique<ModelDraft>(entry.label, *entry.model, capacity,
+                                                                   same_shape(entry.model->config()) ? storage : KVStorage{})});
     methods.push_back({"prompt lookup", std::make_unique<NgramDraft>(ngram_max, ngram_min)});
 
     SpeculativeOptions speculative;
@@ -239,9 +261,11 @@ int main(int argc, char** argv) {
         if (!method.draft) {
           outcome.result = CachedGenerator(target).generate(prompt_ids[p], generation);
         } else {
-          SpeculativeGenerator generator(target, *method.draft, speculative);
+          SpeculativeGenerator generator(target, *method.draft, speculative, storage);
           outcome.result = generator.generate(prompt_ids[p], generation);
           outcome.stats = generator.stats();
+          if (pool.free_blocks() != pool.num_blocks())
+            fail("{}: {} KV blocks were not given back after the run", method.name, pool.num_blocks() - pool.free_blocks());
           outcome.identical = outcome.result.tokens == outcomes[p].front().result.tokens;
         }
         if (greedy) all_identical = all_identical && outcome.identical;
@@ -319,6 +343,7 @@ int main(int argc, char** argv) {
                "predicted: Leviathan et al., (1 - a^(gamma+1)) / ((1 - a)(gamma c + 1)), c = a draft token's cost / a\n"
                "target pass (Part 1); it assumes a pass over gamma + 1 tokens costs one pass over 1 (Part 1 shows it does not).\n");
     report.set_field("outputs_identical", greedy ? nlohmann::ordered_json(all_identical) : nlohmann::ordered_json(nullptr));
+    report.set_field("blocks_free_after", pool.free_blocks() == pool.num_blocks());
     if (!options.json.empty()) write_report_json(report, options.json);
     if (greedy && !all_identical) {
       fmt::print(stderr, "error: a speculative output differs from plain greedy decoding; this is a bug\n");
