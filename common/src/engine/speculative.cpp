@@ -31,7 +31,7 @@ constexpr double kDecay = 0.9;         // per compared guess: the running accept
 // Measured times are a cost plus whatever else the machine was doing: the controller keeps the fastest seen,
 // slowly forgotten (x kForget per measurement), so a busy moment does not read as an expensive pass.
 constexpr double kForget = 1.02;
-constexpr int kWarmupRounds = 2;       // rounds with options.gamma before the controller chooses
+constexpr int kWarmupRounds = 1;       // rounds with options.gamma before the controller chooses
 }  // namespace
 
 GammaController::GammaController(SpeculativeOptions options)
@@ -63,22 +63,30 @@ void GammaController::record(int width, int drafted, int accepted, bool rejected
 }
 
 double GammaController::pass_ms(int width) const {
-  if (width >= 1 && size_t(width) < pass_ms_.size() && pass_ms_[size_t(width)] >= 0.0) return pass_ms_[size_t(width)];
-  // A least-squares line through the measured widths (one measured: flat; none: one unit per pass).
-  double n = 0, sum_w = 0, sum_t = 0, sum_ww = 0, sum_wt = 0;
-  for (size_t w = 1; w < pass_ms_.size(); ++w) {
-    if (pass_ms_[w] < 0.0) continue;
-    n += 1;
-    sum_w += double(w);
-    sum_t += pass_ms_[w];
-    sum_ww += double(w) * double(w);
-    sum_wt += double(w) * pass_ms_[w];
+  double estimate;
+  if (width >= 1 && size_t(width) < pass_ms_.size() && pass_ms_[size_t(width)] >= 0.0) {
+    estimate = pass_ms_[size_t(width)];
+  } else {
+    // A least-squares line through the measured widths (one measured: flat; none: one unit per pass).
+    double n = 0, sum_w = 0, sum_t = 0, sum_ww = 0, sum_wt = 0;
+    for (size_t w = 1; w < pass_ms_.size(); ++w) {
+      if (pass_ms_[w] < 0.0) continue;
+      n += 1;
+      sum_w += double(w);
+      sum_t += pass_ms_[w];
+      sum_ww += double(w) * double(w);
+      sum_wt += double(w) * pass_ms_[w];
+    }
+    if (n == 0) return 1.0;
+    const double mean_t = sum_t / n;
+    const double slope = n == 1 ? 0.0 : std::max(0.0, (sum_wt - sum_w * sum_t / n) / (sum_ww - sum_w * sum_w / n));
+    estimate = mean_t + slope * (double(width) - sum_w / n);
   }
-  if (n == 0) return 1.0;
-  const double mean_t = sum_t / n;
-  if (n == 1) return mean_t;
-  const double slope = std::max(0.0, (sum_wt - sum_w * sum_t / n) / (sum_ww - sum_w * sum_w / n));
-  return mean_t + slope * (double(width) - sum_w / n);
+  // A pass over more tokens never costs less: a wider pass measured faster means this width's own
+  // measurements caught a busy moment (one plain step measured while another program ran, say).
+  for (size_t w = size_t(std::max(width, 1)) + 1; w < pass_ms_.size(); ++w)
+    if (pass_ms_[w] >= 0.0) estimate = std::min(estimate, pass_ms_[w]);
+  return estimate;
 }
 
 double GammaController::predicted_rate(int gamma) const {

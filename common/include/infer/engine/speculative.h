@@ -58,7 +58,7 @@ struct SpeculativeOptions {
   int max_gamma = 8;
   bool adaptive = true;      // gamma follows the running acceptance rate and the measured costs
   bool fallback = true;      // switch speculation off while it is predicted not to pay
-  int probe_every = 16;      // while off: one speculative round after this many plain steps
+  int probe_every = 24;      // while off: one speculative round after this many plain steps
   double min_gain = 1.03;    // speculate only when predicted >= min_gain x plain decoding
   double acceptance_prior = 0.7;  // the acceptance rate assumed before any round was verified
   // The sampling acceptance test (accept_draft_token). Replaceable only so that the tests can show a
