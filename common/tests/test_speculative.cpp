@@ -19,6 +19,7 @@
 #include <cmath>
 #include <map>
 #include <memory>
+#include <tuple>
 
 using namespace infer;
 using test::greedy_options;
@@ -486,9 +487,11 @@ TEST_CASE("speculative: sampling reproduces the target's distribution (chi-squar
   top_k.top_k = 12;
   SamplerConfig top_p = temperature_1;
   top_p.top_p = 0.8f;
-  for (const auto& [name, sampler] : {std::pair{"temperature 1", temperature_1}, std::pair{"top-k 12", top_k},
-                                      std::pair{"top-p 0.8", top_p}}) {
-    for (int gamma : {1, 2}) {
+  // gamma 1 and 2 at temperature 1; the filters with gamma 2 (a second guess, then the bonus).
+  for (const auto& [name, sampler, gamma] : {std::tuple{"temperature 1", temperature_1, 1},
+                                             std::tuple{"temperature 1", temperature_1, 2},
+                                             std::tuple{"top-k 12", top_k, 2}, std::tuple{"top-p 0.8", top_p, 2}}) {
+    {
       const ChiSquareOutcome outcome = speculative_sampling_chi_square(sampler, gamma, kSamples, accept_draft_token);
       INFO(std::string(name) << ", gamma " << gamma << ": chi-square " << outcome.statistic[0] << " / " << outcome.statistic[1]
                 << " against critical " << outcome.critical[0] << " / " << outcome.critical[1]);
