@@ -319,7 +319,6 @@ int main(int argc, char** argv) {
       double ms = 0.0;
       uint64_t bytes = 0;
       bool identical = true;
-      nlohmann::ordered_json per_prompt = nlohmann::ordered_json::object();
       for (size_t p = 0; p < prompts.size(); ++p) {
         const Outcome& o = outcomes[p][m];
         tokens += int(o.result.tokens.size());
@@ -332,8 +331,6 @@ int main(int argc, char** argv) {
         passes += methods[m].draft ? o.stats.target_passes() : int(o.result.tokens.size());
         switches += int(o.stats.switches.size());
         identical = identical && o.identical;
-        const double plain_tps = outcomes[p].front().result.tokens_per_second();
-        per_prompt[prompts[p].kind] = o.result.tokens_per_second() / plain_tps;
       }
       ReportRow row = Report::make_row(methods[m].name, tokens, ms, bytes);
       const double acceptance = accepted + rejected > 0 ? double(accepted) / (accepted + rejected) : 0.0;
@@ -344,9 +341,27 @@ int main(int argc, char** argv) {
       row.extra["predicted"] = rounds > 0 ? predicted_speedup(acceptance, mean_gamma, draft_cost[methods[m].name]) : 1.0;
       row.extra["switches"] = switches;
       row.extra["outputs_identical"] = identical;
-      row.extra["speedup_per_prompt"] = per_prompt;
       report.add_row(std::move(row));
     }
+    // Every (prompt, method) row of Part 2, for plotting.
+    nlohmann::ordered_json per_prompt = nlohmann::ordered_json::array();
+    for (size_t p = 0; p < prompts.size(); ++p) {
+      for (size_t m = 0; m < methods.size(); ++m) {
+        const Outcome& o = outcomes[p][m];
+        const double plain_tps = outcomes[p].front().result.tokens_per_second();
+        per_prompt.push_back({{"prompt", prompts[p].kind},
+                              {"variant", methods[m].name},
+                              {"tokens", o.result.tokens.size()},
+                              {"tok_per_s", o.result.tokens_per_second()},
+                              {"speedup", o.result.tokens_per_second() / plain_tps},
+                              {"acceptance", o.stats.acceptance_rate()},
+                              {"gamma", o.stats.mean_gamma()},
+                              {"target_passes", methods[m].draft ? o.stats.target_passes() : int(o.result.tokens.size())},
+                              {"switches", switches_text(o.stats)},
+                              {"outputs_identical", o.identical}});
+      }
+    }
+    report.set_field("per_prompt", per_prompt);
     report.print_table(stdout);
     fmt::print("outputs identical: {} (every speculative output {} plain decoding's, token for token)\n",
                greedy ? (all_identical ? "yes" : "NO") : "not compared (sampling)",
