@@ -213,6 +213,7 @@ struct Engine::Impl {
       fail("engine: no sequence could be scheduled ({} running, {} waiting, {} of {} blocks free)", running.size(),
            waiting.size() + static_batch.size(), blocks.num_free(), blocks.num_blocks());
     stats.peak_blocks_used = std::max(stats.peak_blocks_used, blocks.num_used());
+    stats.peak_running = std::max(stats.peak_running, int(running.size()));
 
     Batch batch(block_size());
     int rows = 0;

@@ -10,6 +10,13 @@ namespace infer {
 TransformerRunner::TransformerRunner(Transformer& model, int num_blocks, int block_size)
     : model_(model), cache_(model.backend(), model.config(), num_blocks, block_size) {}
 
+int TransformerRunner::vocab_size() const { return model_.config().vocab_size; }
+int TransformerRunner::context_length() const { return model_.config().max_seq_len; }
+int TransformerRunner::max_pass_tokens() const { return model_.max_tokens(); }
+int TransformerRunner::num_blocks() const { return cache_.num_blocks(); }
+int TransformerRunner::block_size() const { return cache_.block_size(); }
+uint64_t TransformerRunner::bytes_per_block() const { return cache_.bytes_per_block(); }
+
 ForwardStats TransformerRunner::forward(const Batch& batch, float* logits_out) {
   return model_.forward(batch, cache_, logits_out);
 }

@@ -29,12 +29,14 @@ class BatchRunner {
 class TransformerRunner : public BatchRunner {
  public:
   TransformerRunner(Transformer& model, int num_blocks, int block_size);
-  int vocab_size() const override { return model_.config().vocab_size; }
-  int context_length() const override { return model_.config().max_seq_len; }
-  int max_pass_tokens() const override { return model_.max_tokens(); }
-  int num_blocks() const override { return cache_.num_blocks(); }
-  int block_size() const override { return cache_.block_size(); }
-  uint64_t bytes_per_block() const override { return cache_.bytes_per_block(); }
+  // (Defined in engine_transformer.cpp, out of line, so that code using only the BatchRunner interface
+  // links without the model's paged forward pass.)
+  int vocab_size() const override;
+  int context_length() const override;
+  int max_pass_tokens() const override;
+  int num_blocks() const override;
+  int block_size() const override;
+  uint64_t bytes_per_block() const override;
   ForwardStats forward(const Batch& batch, float* logits_out) override;  // model.forward(batch, cache, ...)
   Transformer& model() { return model_; }
   PagedKVCache& cache() { return cache_; }

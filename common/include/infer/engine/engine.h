@@ -106,6 +106,7 @@ struct EngineStats {
   int blocks_total = 0;
   int blocks_free = 0;
   int peak_blocks_used = 0;
+  int peak_running = 0;
 };
 
 class Engine {
