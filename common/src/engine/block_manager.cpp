@@ -1,5 +1,6 @@
-// block_manager.cpp: free list, ref counts, block tables and the prefix cache of the paged KV cache
-// (block_manager.h says what each piece means).
+// block_manager.cpp: block tables and the prefix cache of the paged KV cache (block_manager.h says what each
+// piece means). The allocation core (take_free_block, release, reserve, free) is in block_manager_alloc.cpp,
+// the ch06 lab's exercise.
 #include "infer/engine/block_manager.h"
 
 #include "infer/core/error.h"
@@ -89,15 +90,6 @@ bool BlockManager::can_reserve(SeqId seq, int positions) const {
   return blocks_for(positions) - int(s.table.size()) <= num_free();
 }
 
-void BlockManager::reserve(SeqId seq, int positions) {
-  Sequence& s = sequence(seq);
-  const int needed = blocks_for(positions) - int(s.table.size());
-  if (needed > num_free())
-    fail("block manager: sequence {} needs {} more blocks for {} positions but only {} are free", seq, needed,
-         positions, num_free());
-  for (int i = 0; i < needed; ++i) s.table.push_back(take_free_block());
-}
-
 void BlockManager::mark_computed(SeqId seq, std::span<const int> tokens, int computed) {
   Sequence& s = sequence(seq);
   if (!prefix_caching_) return;
@@ -147,44 +139,25 @@ void BlockManager::truncate(SeqId seq, int positions) {
   s.admitted_tokens = std::min(s.admitted_tokens, positions);
 }
 
-void BlockManager::free(SeqId seq) {
-  const auto found = sequences_.find(seq);
-  if (found == sequences_.end()) return;
-  const std::vector<int>& table = found->second.table;
-  for (auto it = table.rbegin(); it != table.rend(); ++it) release(*it);
-  sequences_.erase(found);
-}
-
 const std::vector<int>& BlockManager::block_table(SeqId seq) const { return sequence(seq).table; }
 
-int BlockManager::take_free_block() {
-  if (free_list_.empty()) fail("block manager: no free block ({} in use)", num_blocks());
-  const int b = free_list_.front();
-  free_list_.pop_front();
+void BlockManager::recycle(int b) {
   Block& block = blocks_[size_t(b)];
-  if (block.registered) {  // evict: its old prefix is gone from the cache
-    const auto found = index_.find(block.hash);
-    if (found != index_.end() && found->second == b) index_.erase(found);
-    block.registered = false;
-    block.tokens.clear();
-    ++stats_.evictions;
-  }
-  block.ref = 1;
+  ++block.generation;  // whatever pointed at its old content (a cached child's parent link) is now stale
   block.parent = -1;
-  ++block.generation;
-  return b;
+  if (!block.registered) return;
+  // Evict: its old prefix is gone from the cache.
+  const auto found = index_.find(block.hash);
+  if (found != index_.end() && found->second == b) index_.erase(found);
+  block.registered = false;
+  block.tokens.clear();
+  ++stats_.evictions;
 }
 
 void BlockManager::take_cached_block(int b) {
   Block& block = blocks_[size_t(b)];
   if (block.ref == 0) free_list_.erase(block.free_pos);
   ++block.ref;
-}
-
-void BlockManager::release(int b) {
-  Block& block = blocks_[size_t(b)];
-  if (block.ref <= 0) fail("block manager: block {} released more often than taken", b);
-  if (--block.ref == 0) block.free_pos = free_list_.insert(free_list_.end(), b);
 }
 
 BlockManager::Sequence& BlockManager::sequence(SeqId seq) {

@@ -113,9 +113,12 @@ class BlockManager {
 
   // Walks the cache for `tokens`' leading full blocks; returns the matched block ids.
   std::vector<int> match_prefix(std::span<const int> tokens) const;
-  int take_free_block();       // the least recently freed block, unregistered, ref 1
+  // The allocation core (block_manager_alloc.cpp, the ch06 lab):
+  int take_free_block();       // the least recently freed block, recycled, ref 1
+  void release(int block);     // ref - 1; at 0 the block joins the back of the free list
+  // Prefix cache side (block_manager.cpp):
+  void recycle(int block);     // a free block is handed out fresh: drop its cache entry, bump its generation
   void take_cached_block(int block);  // a registered block hit at admission: ref + 1 (out of the free list if free)
-  void release(int block);
   Sequence& sequence(SeqId seq);
   const Sequence& sequence(SeqId seq) const;
 
