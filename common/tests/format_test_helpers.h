@@ -16,10 +16,15 @@
 
 namespace infer::test {
 
-inline std::vector<uint8_t> read_bytes(const std::filesystem::path& path) {
+// The whole file. A file that cannot be opened, or holds fewer than min_size bytes (an empty one by
+// default), fails the test with a message naming it, so no caller reads past a short buffer.
+inline std::vector<uint8_t> read_bytes(const std::filesystem::path& path, size_t min_size = 1) {
   std::ifstream in(path, std::ios::binary);
-  REQUIRE(in.good());
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  REQUIRE_MESSAGE(in.good(), "cannot open " << path.string());
+  std::vector<uint8_t> bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  REQUIRE_MESSAGE(bytes.size() >= min_size,
+                  path.string() << " holds " << bytes.size() << " bytes, fewer than the " << min_size << " expected");
+  return bytes;
 }
 
 inline void write_bytes(const std::filesystem::path& path, const uint8_t* data, size_t size) {

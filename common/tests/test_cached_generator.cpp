@@ -136,8 +136,7 @@ TEST_CASE("cached generator: errors and edge cases") {
 }
 
 TEST_CASE("cached generator: same tokens as the naive generator on stories260K") {
-  const auto path = test::stories260k_dir() / "stories260K.bin";
-  if (!std::filesystem::exists(path)) INFER_SKIP("../shared/models/stories260K is absent");
+  INFER_MODEL_FILE(path, test::kStories260K);
   ModelFile file = load_model_file(path.string());
   auto backend = make_cpu_backend(2);
   Weights weights(file, WeightFormat::F32, *backend);
@@ -149,9 +148,8 @@ TEST_CASE("cached generator: same tokens as the naive generator on stories260K")
 }
 
 TEST_CASE("cached generator: same tokens as the naive generator on SmolLM2-135M") {
-  if (!std::filesystem::exists(test::smollm2_path()))
-    INFER_SKIP("models/SmolLM2-135M-Instruct.Q4_1.gguf is absent (scripts/fetch_models.sh fetches it)");
-  ModelFile file = load_model_file(test::smollm2_path().string());
+  INFER_MODEL_FILE(path, test::kSmolLM2);
+  ModelFile file = load_model_file(path.string());
   auto backend = make_cpu_backend(2);
   Weights weights(file, WeightFormat::F32, *backend);
   REQUIRE(file.tokenizer.has_value());
