@@ -56,7 +56,7 @@ struct SkipListener : doctest::IReporter {
     if (stats.numAssertsFailedCurrentTest == 0 && stats.failure_flags == 0) {
       std::printf("SKIPPED: %s\n", reason.c_str());
     } else {
-      std::printf("NOT SKIPPED: this case failed before it asked to skip (%s)\n", reason.c_str());
+      std::printf("NOT A SKIP: this case had already failed when it asked to skip (%s)\n", reason.c_str());
     }
     std::fflush(stdout);
     reason.clear();
