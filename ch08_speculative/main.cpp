@@ -203,7 +203,7 @@ int main(int argc, char** argv) {
     // another shape keeps a contiguous cache of its own.
     const int pool_blocks = 2 * ((capacity + block_size - 1) / block_size);
     PagedKVCache paged_cache(*backend, config, pool_blocks, block_size);
-    BlockPool pool(pool_blocks);
+    BlockManager pool(pool_blocks, block_size, /*prefix_caching=*/false);
     const KVStorage storage{&paged_cache, &pool};
     auto same_shape = [&](const ModelConfig& c) {
       return c.n_layers == config.n_layers && c.kv_dim() == config.kv_dim();
@@ -271,8 +271,8 @@ int main(int argc, char** argv) {
             SpeculativeGenerator generator(target, *method.draft, speculative, storage);
             attempt.result = generator.generate(prompt_ids[p], generation);
             attempt.stats = generator.stats();
-            if (pool.free_blocks() != pool.num_blocks())
-              fail("{}: {} KV blocks were not given back after the run", method.name, pool.num_blocks() - pool.free_blocks());
+            if (pool.num_free() != pool.num_blocks())
+              fail("{}: {} KV blocks were not given back after the run", method.name, pool.num_used());
           }
           // Every run of every method must give plain decoding's first run's tokens (greedy).
           if (!method.draft && run == 0) plain_tokens = attempt.result.tokens;
@@ -370,7 +370,7 @@ int main(int argc, char** argv) {
                "predicted: Leviathan et al., (1 - a^(gamma+1)) / ((1 - a)(gamma c + 1)), c = a draft token's cost / a\n"
                "target pass (Part 1); it assumes a pass over gamma + 1 tokens costs one pass over 1 (Part 1 shows it does not).\n");
     report.set_field("outputs_identical", greedy ? nlohmann::ordered_json(all_identical) : nlohmann::ordered_json(nullptr));
-    report.set_field("blocks_free_after", pool.free_blocks() == pool.num_blocks());
+    report.set_field("blocks_free_after", pool.num_free() == pool.num_blocks());
     if (!options.json.empty()) write_report_json(report, options.json);
     if (greedy && !all_identical) {
       fmt::print(stderr, "error: a speculative output differs from plain greedy decoding; this is a bug\n");

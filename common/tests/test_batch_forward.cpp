@@ -191,8 +191,7 @@ TEST_CASE("forward(Batch) is exact on the CPU: alone, batched and chunked give t
 }
 
 TEST_CASE("forward(Batch) is exact on the CPU on stories260K") {
-  const auto path = shared_models_dir() / "stories260K" / "stories260K.bin";
-  if (!std::filesystem::exists(path)) INFER_SKIP(path.string() << " is missing");
+  INFER_MODEL_FILE(path, "stories260K/stories260K.bin");
   check_exact(load_model_file(path.string()), 77);
 }
 

@@ -274,12 +274,10 @@ TEST_CASE("speculative: greedy with stop tokens, penalties and max_tokens stops 
 }
 
 TEST_CASE("speculative: stories260K greedy through every draft reproduces llama2.c's golden text") {
-  const auto dir = test::stories260k_dir();
-  if (!std::filesystem::exists(test::golden_text_path()))
-    INFER_SKIP("../shared/models/stories260K is absent (it sits beside the repository in CI)");
-  const std::string expected = test::read_text(test::golden_text_path());
-  ModelFile file = load_model_file((dir / "stories260K.bin").string());
-  const auto tokenizer = load_llama2c_tokenizer((dir / "tok512.bin").string(), file.config.vocab_size);
+  INFER_GOLDEN_FILES(test::kStories260K);
+  const std::string expected = test::read_text(golden_path, test::kGoldenTextBytes);
+  ModelFile file = load_model_file(model_path.string());
+  const auto tokenizer = load_llama2c_tokenizer(tokenizer_path.string(), file.config.vocab_size);
   const int bos = tokenizer->bos_id();
   // The draft model: a random model with stories260K's vocabulary (rarely right: the rejection path).
   Setup setup(std::move(file), synthetic_file(one_layer(synthetic_preset("stories260k")), 5), 260);
@@ -303,7 +301,7 @@ TEST_CASE("speculative: paged runner equals the contiguous one and truncate() gi
   const ModelConfig config = synthetic_preset("tiny");
   Setup setup(synthetic_file(config, 41), synthetic_file(one_layer(config), 42), 16);
   PagedKVCache cache(*setup.backend, config, 8, 4);
-  BlockPool pool(8);
+  BlockManager pool(8, 4, /*prefix_caching=*/false);
   const int vocab = config.vocab_size;
   const std::vector<int> tokens{1, 5, 9, 13, 17, 21, 25, 29, 33, 37};
   std::vector<float> paged_logits(size_t(vocab) * 10), contiguous_logits(size_t(vocab) * 10);
@@ -314,12 +312,12 @@ TEST_CASE("speculative: paged runner equals the contiguous one and truncate() gi
     contiguous.extend(std::span(tokens).first(7), contiguous_logits.data(), true);
     CHECK(paged_logits == contiguous_logits);  // bit for bit: the same pass over another layout
     CHECK(paged.blocks().size() == 2);
-    CHECK(pool.free_blocks() == 6);
+    CHECK(pool.num_free() == 6);
     // Roll back 4 positions (7 -> 3): block 1 is empty and goes back; then rerun other tokens there.
     paged.truncate(3);
     contiguous.truncate(3);
     CHECK(paged.blocks().size() == 1);
-    CHECK(pool.free_blocks() == 7);
+    CHECK(pool.num_free() == 7);
     paged.extend(std::span(tokens).subspan(5, 5), paged_logits.data(), true);
     contiguous.extend(std::span(tokens).subspan(5, 5), contiguous_logits.data(), true);
     CHECK(std::equal(paged_logits.begin(), paged_logits.begin() + 5 * vocab, contiguous_logits.begin()));
@@ -327,10 +325,11 @@ TEST_CASE("speculative: paged runner equals the contiguous one and truncate() gi
     CHECK(paged.tokens() == std::vector<int>{1, 5, 9, 21, 25, 29, 33, 37});
     CHECK_THROWS_AS(paged.truncate(9), Error);
   }
-  CHECK(pool.free_blocks() == 8);  // the destructor gave back the rest
-  CHECK_THROWS_AS(pool.release(3), Error);
-  BlockPool small(1);
-  CHECK_THROWS_AS(PagedSequenceRunner(*setup.target, cache, small), Error);
+  CHECK(pool.num_free() == 8);  // the destructor gave back the rest
+  CHECK(pool.num_sequences() == 0);
+  pool.check_invariants();
+  BlockManager other_shape(8, 2, false);
+  CHECK_THROWS_AS(PagedSequenceRunner(*setup.target, cache, other_shape), Error);
 }
 
 TEST_CASE("speculative: with a paged cache, output equals plain decoding and the pool is full after every run") {
@@ -343,7 +342,7 @@ TEST_CASE("speculative: with a paged cache, output equals plain decoding and the
     // Enough blocks for the target and one draft at once: (prompt + new + gamma) positions each.
     const int blocks = 2 * ((int(prompt.size()) + kNew + 9 + block_size - 1) / block_size + 1);
     PagedKVCache cache(*setup.backend, config, blocks, block_size);
-    BlockPool pool(blocks);
+    BlockManager pool(blocks, block_size, /*prefix_caching=*/false);
     const KVStorage storage{&cache, &pool};
     auto drafts = setup.drafts(64 + 16, storage);
     for (auto& draft : drafts) {
@@ -351,21 +350,21 @@ TEST_CASE("speculative: with a paged cache, output equals plain decoding and the
         SpeculativeGenerator generator(*setup.target, *draft, fixed_gamma(gamma), storage);
         INFO(draft->name() << ", gamma " << gamma << ", block size " << block_size);
         CHECK(generator.generate(prompt, greedy_options(kNew)).tokens == expected);
-        CHECK(pool.free_blocks() == blocks);
+        CHECK(pool.num_free() == blocks);
+        pool.check_invariants();
       }
       SpeculativeGenerator adaptive(*setup.target, *draft, SpeculativeOptions{}, storage);
       CHECK(adaptive.generate(prompt, greedy_options(kNew)).tokens == expected);
-      CHECK(pool.free_blocks() == blocks);
+      CHECK(pool.num_free() == blocks);
     }
     // A pool too small for the run: a clear error, and still no block leaked.
-    BlockPool tiny_pool(blocks);
+    BlockManager tiny_pool(blocks, block_size, false);
     PagedKVCache tiny_cache(*setup.backend, config, blocks, block_size);
-    std::vector<int> hold;
-    while (tiny_pool.free_blocks() > 2) hold.push_back(tiny_pool.allocate());
+    tiny_pool.allocate(/*seq=*/1, {}, (blocks - 2) * block_size);  // another sequence holds all but 2 blocks
     ModelDraft draft("self-draft f16", *setup.self_model, 0, {&tiny_cache, &tiny_pool});
     SpeculativeGenerator generator(*setup.target, draft, fixed_gamma(4), {&tiny_cache, &tiny_pool});
     CHECK_THROWS_WITH_AS(generator.generate(prompt, greedy_options(kNew)), doctest::Contains("free"), Error);
-    CHECK(tiny_pool.free_blocks() == 2);
+    CHECK(tiny_pool.num_free() == 2);
   }
 }
 

@@ -4,6 +4,7 @@
 #include "infer/core/error.h"
 
 #include <algorithm>
+#include <cstdint>
 
 namespace infer {
 
@@ -53,55 +54,35 @@ void ContiguousSequenceRunner::truncate(int length) {
   tokens_.resize(size_t(length));
 }
 
-// ---- BlockPool --------------------------------------------------------------------------------------
-
-BlockPool::BlockPool(int num_blocks) : allocated_(size_t(std::max(num_blocks, 0)), false) {
-  if (num_blocks <= 0) fail("block pool: num_blocks must be positive (got {})", num_blocks);
-  for (int block = num_blocks - 1; block >= 0; --block) free_.push_back(block);  // block 0 on top
-}
-
-int BlockPool::allocate() {
-  if (free_.empty()) fail("block pool: all {} blocks are in use", num_blocks());
-  const int block = free_.back();
-  free_.pop_back();
-  allocated_[size_t(block)] = true;
-  return block;
-}
-
-void BlockPool::release(int block) {
-  if (block < 0 || block >= num_blocks() || !allocated_[size_t(block)])
-    fail("block pool: block {} is not allocated (pool of {})", block, num_blocks());
-  allocated_[size_t(block)] = false;
-  free_.push_back(block);
-}
-
 // ---- PagedSequenceRunner ----------------------------------------------------------------------------
 
-PagedSequenceRunner::PagedSequenceRunner(Transformer& model, PagedKVCache& cache, BlockPool& pool)
-    : SequenceRunner(model), cache_(cache), pool_(pool) {
-  if (pool.num_blocks() != cache.num_blocks())
-    fail("sequence runner: the block pool has {} blocks, the cache {}", pool.num_blocks(), cache.num_blocks());
+PagedSequenceRunner::PagedSequenceRunner(Transformer& model, PagedKVCache& cache, BlockManager& blocks)
+    : SequenceRunner(model),
+      cache_(cache),
+      blocks_(blocks),
+      id_(SeqId(reinterpret_cast<uintptr_t>(this))) {  // unique among the live runners sharing `blocks`
+  if (blocks.num_blocks() != cache.num_blocks() || blocks.block_size() != cache.block_size())
+    fail("sequence runner: the block manager has {} blocks of {}, the cache {} of {}", blocks.num_blocks(),
+         blocks.block_size(), cache.num_blocks(), cache.block_size());
+  blocks_.allocate(id_, {}, 0);
 }
 
-PagedSequenceRunner::~PagedSequenceRunner() {
-  for (int block : blocks_) pool_.release(block);
-}
+PagedSequenceRunner::~PagedSequenceRunner() { blocks_.free(id_); }
 
 int PagedSequenceRunner::capacity() const {
-  return (int(blocks_.size()) + pool_.free_blocks()) * cache_.block_size();
+  return (int(blocks().size()) + blocks_.num_free()) * cache_.block_size();
 }
 
 ForwardStats PagedSequenceRunner::extend(std::span<const int> tokens, float* logits, bool all_rows) {
   const int n = int(tokens.size());
   if (n == 0) fail("sequence runner: extend() with no tokens");
-  const int block_size = cache_.block_size();
-  const int needed = (length() + n + block_size - 1) / block_size;
-  if (needed - int(blocks_.size()) > pool_.free_blocks())
+  if (!blocks_.can_reserve(id_, length() + n))
     fail("sequence runner: positions [{}, {}) need {} more blocks of {} but the pool has {} free", length(),
-         length() + n, needed - int(blocks_.size()), block_size, pool_.free_blocks());
-  while (int(blocks_.size()) < needed) blocks_.push_back(pool_.allocate());
-  Batch batch(block_size);
-  batch.add_sequence(tokens, length(), blocks_, all_rows ? LogitsFor::all : LogitsFor::last);
+         length() + n, blocks_.blocks_for(length() + n) - int(blocks().size()), cache_.block_size(),
+         blocks_.num_free());
+  blocks_.reserve(id_, length() + n);
+  Batch batch(cache_.block_size());
+  batch.add_sequence(tokens, length(), blocks(), all_rows ? LogitsFor::all : LogitsFor::last);
   const ForwardStats stats = model_.forward(batch, cache_, logits);
   tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
   return stats;
@@ -111,18 +92,13 @@ void PagedSequenceRunner::truncate(int length) {
   if (length < 0 || length > this->length())
     fail("sequence runner: truncate to {} positions, but the cache holds {}", length, this->length());
   tokens_.resize(size_t(length));
-  // Blocks past the last one the remaining positions use go back to the pool at once.
-  const size_t keep = size_t((length + cache_.block_size() - 1) / cache_.block_size());
-  while (blocks_.size() > keep) {
-    pool_.release(blocks_.back());
-    blocks_.pop_back();
-  }
+  blocks_.truncate(id_, length);  // blocks past the last one the remaining positions use go back at once
 }
 
 std::unique_ptr<SequenceRunner> make_sequence_runner(Transformer& model, int capacity, KVStorage storage) {
   if (!storage.paged()) return std::make_unique<ContiguousSequenceRunner>(model, capacity);
-  if (storage.cache == nullptr) fail("sequence runner: a block pool without its paged cache");
-  return std::make_unique<PagedSequenceRunner>(model, *storage.cache, *storage.pool);
+  if (storage.cache == nullptr) fail("sequence runner: a block manager without its paged cache");
+  return std::make_unique<PagedSequenceRunner>(model, *storage.cache, *storage.blocks);
 }
 
 }  // namespace infer

@@ -11,11 +11,12 @@
 //
 // Both kinds of cache run through the one forward pass, Transformer::forward(Batch) (a batch of one sequence):
 //   ContiguousSequenceRunner  ch05's KVCache (max_seq positions reserved up front, one block)
-//   PagedSequenceRunner       ch06's PagedKVCache: blocks taken from a BlockPool as the sequence grows and
+//   PagedSequenceRunner       ch06's PagedKVCache: blocks from the engine's BlockManager as the sequence grows,
 //                             given back as soon as a rollback leaves them empty (and all of them at the end)
 // Several runners (a target and its draft, when their shapes agree) may share one pool and one cache.
 #pragma once
 
+#include "infer/engine/block_manager.h"
 #include "infer/model/kv_cache.h"
 #include "infer/model/transformer.h"
 
@@ -69,28 +70,13 @@ class ContiguousSequenceRunner : public SequenceRunner {
   std::vector<float> last_;  // (vocab_size) scratch when only the last row is wanted
 };
 
-// Which blocks of a PagedKVCache are free, for sequences run one at a time (ch08). The batching engine's
-// BlockManager does the same for many sequences, with reference counts and prefix caching.
-class BlockPool {
- public:
-  explicit BlockPool(int num_blocks);
-  // A free block; throws infer::Error naming the pool's size when none is left.
-  int allocate();
-  // Gives `block` back; throws infer::Error for a block that is not allocated (a double free).
-  void release(int block);
-  int free_blocks() const { return int(free_.size()); }
-  int num_blocks() const { return int(allocated_.size()); }
-
- private:
-  std::vector<int> free_;        // a stack: the block freed last is reused first
-  std::vector<bool> allocated_;  // (num_blocks)
-};
-
-// ch06's paged cache: the sequence's block table grows block by block from `pool`; truncate() gives back
-// every block past the new length; the destructor gives back the rest.
+// ch06's paged cache: the sequence is registered with the engine's BlockManager (block_manager.h) for as long
+// as the runner lives; its block table grows block by block (reserve), truncate() gives back every block past
+// the new length at once (BlockManager::truncate), the destructor frees the rest.
 class PagedSequenceRunner : public SequenceRunner {
  public:
-  PagedSequenceRunner(Transformer& model, PagedKVCache& cache, BlockPool& pool);
+  // `blocks` must describe `cache` (same block count and size). Throws infer::Error otherwise.
+  PagedSequenceRunner(Transformer& model, PagedKVCache& cache, BlockManager& blocks);
   ~PagedSequenceRunner() override;
   PagedSequenceRunner(const PagedSequenceRunner&) = delete;
   PagedSequenceRunner& operator=(const PagedSequenceRunner&) = delete;
@@ -98,20 +84,21 @@ class PagedSequenceRunner : public SequenceRunner {
   void truncate(int length) override;
   // Positions it could hold: what its blocks hold plus every free block of the pool.
   int capacity() const override;
-  const std::vector<int>& blocks() const { return blocks_; }
+  // The block table: logical block j is pool block blocks()[j].
+  const std::vector<int>& blocks() const { return blocks_.block_table(id_); }
 
  private:
   PagedKVCache& cache_;
-  BlockPool& pool_;
-  std::vector<int> blocks_;  // the block table: logical block j is pool block blocks_[j]
+  BlockManager& blocks_;
+  SeqId id_;  // this runner's sequence in the block manager
 };
 
-// Where a runner keeps its K/V: no pool = a contiguous cache of its own (ch05); else blocks of `cache` taken
-// from `pool` (ch06), which the runners of one generation (target and draft) may share.
+// Where a runner keeps its K/V: no block manager = a contiguous cache of its own (ch05); else blocks of `cache` managed
+// by `blocks` (ch06's BlockManager), which the runners of one generation (target and draft) may share.
 struct KVStorage {
   PagedKVCache* cache = nullptr;
-  BlockPool* pool = nullptr;
-  bool paged() const { return pool != nullptr; }
+  BlockManager* blocks = nullptr;
+  bool paged() const { return blocks != nullptr; }
 };
 
 // A runner for `model` over `storage`; `capacity` sizes the contiguous cache (unused when paged).
