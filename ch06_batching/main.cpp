@@ -82,6 +82,11 @@ EngineRun run_engine(const Setup& setup, const std::string& label, const std::ve
   EngineOptions options;
   options.block_size = setup.block_size;
   options.num_blocks = setup.num_blocks;
+  if (options.num_blocks == 0) {  // enough for every running request's full length: no preemption
+    int longest = 0;
+    for (const auto& r : workload) longest = std::max(longest, int(r.prompt.size()) + r.max_tokens);
+    options.num_blocks = std::min(max_batch, int(workload.size())) * ((longest + setup.block_size - 1) / setup.block_size);
+  }
   options.max_batch = max_batch;
   options.max_step_tokens = setup.step_tokens;
   options.prefix_caching = prefix_caching;
@@ -217,14 +222,12 @@ int main(int argc, char** argv) {
 
     // Prompt ids drawn past the first 256 ids (special and byte tokens) of the vocabulary.
     const int token_min = config.vocab_size > 512 ? 256 : 0;
-    const int max_len = std::max({prompt_len + output_len, sweep_prompt + sweep_output, mixed_prompt + mixed_max,
-                                  system_prompt + shared_own + shared_output});
-    const int pool_blocks =
-        num_blocks > 0 ? num_blocks : std::max(max_batch, *std::max_element(sweep.begin(), sweep.end())) * ((max_len + block_size - 1) / block_size);
+    const int pool_blocks = num_blocks;  // 0: each run's pool holds its running requests' full lengths
     Transformer transformer(weights, *backend, std::max({step_tokens, prompt_len, system_prompt + shared_own}));
     const Setup setup{&transformer, block_size, pool_blocks, step_tokens};
-    fmt::print("  engine  max batch {}, step budget {} tokens, KV pool {} blocks x {} positions\n", max_batch,
-               step_tokens, pool_blocks, block_size);
+    fmt::print("  engine  max batch {}, step budget {} tokens, KV blocks of {} positions, pool {}\n", max_batch, step_tokens,
+               block_size, pool_blocks > 0 ? fmt::format("{} blocks", pool_blocks)
+                                           : std::string("per run: max batch x the longest request's blocks (no preemption)"));
 
     MachineInfo machine = describe_machine(threads, bandwidth);
     Report report("ch06_batching", machine, model_json(model, options.weights));
