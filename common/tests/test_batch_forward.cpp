@@ -13,8 +13,8 @@
 #include "infer/model/kv_cache.h"
 #include "infer/model/paged_kv_cache.h"
 #include "infer/model/transformer.h"
-#include "golden_util.h"
 #include "reference_model.h"
+#include "golden_util.h"
 #include "test_util.h"
 
 #include <cstring>
