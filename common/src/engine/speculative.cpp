@@ -32,6 +32,8 @@ constexpr double kDecay = 0.9;         // per compared guess: the running accept
 // slowly forgotten (x kForget per measurement), so a busy moment does not read as an expensive pass.
 constexpr double kForget = 1.02;
 constexpr int kWarmupRounds = 1;       // rounds with options.gamma before the controller chooses
+constexpr int kRoundsBeforeOff = 4;    // speculative rounds seen before the fallback may switch off: one
+                                       // measurement of each cost is too easily a busy moment
 }  // namespace
 
 GammaController::GammaController(SpeculativeOptions options)
@@ -112,7 +114,8 @@ int GammaController::next_gamma(int limit, int tokens_so_far, SpeculativeStats& 
   const int gamma = options_.adaptive ? best_gamma() : options_.gamma;
   if (options_.fallback && gamma > 0) {
     const double gain = predicted_rate(gamma) / predicted_rate(0);
-    if (on_ != (gain >= options_.min_gain)) {
+    const bool pays = gain >= options_.min_gain;
+    if (on_ != pays && (pays || stats.rounds >= kRoundsBeforeOff)) {
       on_ = !on_;
       plain_since_probe_ = 0;
       stats.switches.push_back({tokens_so_far, on_, acceptance(), gain});
