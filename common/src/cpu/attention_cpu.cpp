@@ -373,6 +373,56 @@ inline float tile_sum(const float* lanes, int count) {
   return s[0];
 }
 
+#if defined(__AVX512F__)
+// exp_lane on 16 lanes: the same operations in the same order, so the same bits.
+inline __m512 exp_lanes_avx512(__m512 x) {
+  const __mmask16 underflow = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_NGT_UQ);  // !(x > -87.3)
+  x = _mm512_min_ps(x, _mm512_set1_ps(88.3f));
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_maskz_mul_ps(~underflow, p, _mm512_castsi512_ps(bits));
+}
+#endif
+
+// One tile of a query head's online softmax: lanes (16 scores, the first `count` real) become
+// exp(score - new max) (lanes past count: 0), and the head's running max and sum move to the new max.
+// Returns the factor exp(old max - new max) that rescales what was summed before (0 on the first tile).
+inline float softmax_tile(float* lanes, int count, float& running_max, float& running_sum) {
+#if defined(__AVX512F__)
+  const __mmask16 seen = __mmask16((1u << count) - 1u);
+  const __m512 scores = _mm512_loadu_ps(lanes);
+  const float new_max = std::max(running_max, _mm512_mask_reduce_max_ps(seen, scores));  // max: any order
+  const __m512 e = _mm512_maskz_mov_ps(seen, exp_lanes_avx512(_mm512_sub_ps(scores, _mm512_set1_ps(new_max))));
+  _mm512_storeu_ps(lanes, e);
+  // tile_sum's tree: i + (i + 8), then + 4, + 2, + 1.
+  const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(e), _mm512_extractf32x8_ps(e, 1));
+  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  const __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+  const float sum = _mm_cvtss_f32(s1);
+#else
+  const float new_max = std::max(running_max, tile_max(lanes, count));
+#pragma omp simd
+  for (int i = 0; i < kTile; ++i) lanes[i] = i < count ? exp_lane(lanes[i] - new_max) : 0.0f;
+  const float sum = tile_sum(lanes, count);
+#endif
+  const float rescale = exp_lane(running_max - new_max);
+  running_sum = std::fma(running_sum, rescale, sum);
+  running_max = new_max;
+  return rescale;
+}
+
 // o_h = o_h * rescale[h], then o_h += weights[h * kTile + i] * v_rows[i] (fused) for i = 0 .. count - 1 in
 // order, h < heads: each V row is read once for all the heads. AVX-512: 64 dimensions x the heads in
 // registers while the positions stream by (independent chains, no store per position).
@@ -533,13 +583,7 @@ void attend_chunk_v3(const float* q, const float* k_store, const float* v_store,
           float* lanes = lanes_of + h * kTile;
 #pragma omp simd
           for (int i = 0; i < kTile; ++i) lanes[i] *= scale;
-          // Rescale what was summed so far to the new max.
-          const float new_max = std::max(state.max(), tile_max(lanes, count));
-          rescale[h] = exp_lane(state.max() - new_max);  // 0 on the query's first tile
-#pragma omp simd
-          for (int i = 0; i < kTile; ++i) lanes[i] = exp_lane(lanes[i] - new_max);
-          state.sum() = std::fma(state.sum(), rescale[h], tile_sum(lanes, count));
-          state.max() = new_max;
+          rescale[h] = softmax_tile(lanes, count, state.max(), state.sum());
         }
         // Each V row read once for the heads of the group.
         tile_weighted_values(o_heads, lanes_of, rescale, heads, scratch.v_rows.data(), count, head_dim);
