@@ -17,7 +17,7 @@
 //               needed, so there is no allocation per call.
 //   v3_tiled:   what the backend runs since ch06 (cpu::attention and cpu::paged_attention). Positions go
 //               in tiles of 16: the tile's K rows are transposed once (AVX-512 16 x 16 register transposes)
-//               and shared by the group's query heads and by up to 8 consecutive queries of a sequence
+//               and shared by the group's query heads and by up to 16 consecutive queries of a sequence
 //               (a prefill block), so 8 (query, head) scores run as independent 16-lane FMA chains; exp is
 //               a vectorised polynomial (exp_lane); the weighted V sum keeps 64 dimensions x the group's
 //               heads in registers while the tile's rows stream by. The context is split in chunks of 512
@@ -249,7 +249,7 @@ namespace {
 
 constexpr int kTile = 16;        // positions per tile: a tile's scores are one 16-lane vector
 constexpr int kChunk = 512;      // positions per split of the context (a multiple of kTile)
-constexpr int kQueryBlock = 8;   // consecutive queries of a sequence that share a transposed K tile
+constexpr int kQueryBlock = 16;  // consecutive queries of a sequence that share a transposed K tile
 
 // exp(x) for one lane, in plain float arithmetic (range reduction x = n ln2 + r, |r| <= ln2 / 2, then a
 // degree-6 polynomial for exp(r) and 2^n put into the exponent; ~2 ulp), so the compiler vectorises the
@@ -312,9 +312,10 @@ struct RaggedRows {
   RowOffset row;           // row(s, p): float offset of sequence s's position p
 };
 
-// ---- v3's tile arithmetic. Each function has an AVX-512 path and a plain one that round identically
-// (the same fused multiply-adds in the same order per lane), so a build without AVX-512 gives the same bits.
-constexpr int kHeadsAtOnce = 4;  // query heads whose weighted V sums run together (accumulators in registers)
+// ---- v3's tile arithmetic. Each function has an AVX-512 path and a plain one written to round alike (the
+// same operations in the same order per lane); this machine builds and tests the AVX-512 one. Within either,
+// a query's bits never depend on the rest of the batch.
+constexpr int kValueHeads = 6;  // (query, head) pairs whose weighted V sums run together: 6 x 64 dims in 24 registers
 
 // scores[p * kTile + i] = sum over d, in order, of queries[p][d] * kt[d * kTile + i] (fused), p < pairs:
 // one (query, head) pair per 16-lane row. Up to kPairsAtOnce pairs share each load of kt and run as
@@ -417,15 +418,17 @@ inline float softmax_tile(float* lanes, int count, float& running_max, float& ru
   for (int i = 0; i < kTile; ++i) lanes[i] = i < count ? exp_lane(lanes[i] - new_max) : 0.0f;
   const float sum = tile_sum(lanes, count);
 #endif
-  const float rescale = exp_lane(running_max - new_max);
+  // exp_lane(0) is exactly 1, so an unchanged max skips the exp without changing a bit.
+  const float rescale = new_max == running_max ? 1.0f : exp_lane(running_max - new_max);
   running_sum = std::fma(running_sum, rescale, sum);
   running_max = new_max;
   return rescale;
 }
 
 // o_h = o_h * rescale[h], then o_h += weights[h * kTile + i] * v_rows[i] (fused) for i = 0 .. count - 1 in
-// order, h < heads: each V row is read once for all the heads. AVX-512: 64 dimensions x the heads in
-// registers while the positions stream by (independent chains, no store per position).
+// order, h < heads <= kValueHeads (heads of one query or of consecutive queries seeing as many positions):
+// each V row is read once for all of them. AVX-512: 64 dimensions x the heads in registers while the
+// positions stream by (independent chains, no store per position).
 #if defined(__AVX512F__)
 template <int H>
 inline void tile_values_avx512(float* const* o_heads, const float* weights, const float* rescale,
@@ -450,11 +453,13 @@ inline void tile_weighted_values(float* const* o_heads, const float* weights, co
   int d0 = 0;
 #if defined(__AVX512F__)
   for (; d0 + 64 <= head_dim; d0 += 64) {
-    switch (heads) {
+    switch (heads) {  // heads <= kValueHeads
       case 1: tile_values_avx512<1>(o_heads, weights, rescale, v_rows, count, d0); break;
       case 2: tile_values_avx512<2>(o_heads, weights, rescale, v_rows, count, d0); break;
       case 3: tile_values_avx512<3>(o_heads, weights, rescale, v_rows, count, d0); break;
-      default: tile_values_avx512<4>(o_heads, weights, rescale, v_rows, count, d0); break;  // heads <= kHeadsAtOnce
+      case 4: tile_values_avx512<4>(o_heads, weights, rescale, v_rows, count, d0); break;
+      case 5: tile_values_avx512<5>(o_heads, weights, rescale, v_rows, count, d0); break;
+      default: tile_values_avx512<6>(o_heads, weights, rescale, v_rows, count, d0); break;
     }
   }
 #endif
@@ -567,29 +572,40 @@ void attend_chunk_v3(const float* q, const float* k_store, const float* v_store,
     for (int p = 0; p < pairs; p += kPairsAtOnce)
       tile_scores(scratch.pair_queries.data() + p, std::min(kPairsAtOnce, pairs - p), kt, head_dim,
                   scores + size_t(p) * kTile);
-    // ---- per query: online softmax over tiles, then the weighted V rows for its heads together -----------
+    // ---- per query: online softmax over tiles; then the weighted V rows, for up to kValueHeads heads at a
+    // time (the group's heads, and the next query's when it sees as many of the tile's positions): each V
+    // row is loaded once for all of them.
+    float* o_heads[kValueHeads];
+    float rescale[kValueHeads];
+    const float* first_weights = nullptr;
+    int pending = 0, pending_count = 0;
+    auto flush = [&] {
+      if (pending > 0)
+        tile_weighted_values(o_heads, first_weights, rescale, pending, scratch.v_rows.data(), pending_count, head_dim);
+      pending = 0;
+    };
     int pair = 0;
     for (int t = t0; t < t1; ++t) {
       const int count = std::min(rows_here, rows.positions[t] - tile + 1);  // positions of the tile it sees
       if (count <= 0) continue;
-      for (int j0 = 0; j0 < group; j0 += kHeadsAtOnce) {
-        const int heads = std::min(kHeadsAtOnce, group - j0);
-        float* o_heads[kHeadsAtOnce];
-        float rescale[kHeadsAtOnce];
-        float* lanes_of = scores + size_t(pair + j0) * kTile;  // (heads, kTile)
-        for (int h = 0; h < heads; ++h) {
-          Partial state{partials + (size_t(t - t0) * group + j0 + h) * entry};
-          o_heads[h] = state.out();
-          float* lanes = lanes_of + h * kTile;
+      for (int j = 0; j < group; ++j) {
+        Partial state{partials + (size_t(t - t0) * group + j) * entry};
+        float* lanes = scores + size_t(pair + j) * kTile;
 #pragma omp simd
-          for (int i = 0; i < kTile; ++i) lanes[i] *= scale;
-          rescale[h] = softmax_tile(lanes, count, state.max(), state.sum());
+        for (int i = 0; i < kTile; ++i) lanes[i] *= scale;
+        const float r = softmax_tile(lanes, count, state.max(), state.sum());
+        if (pending == kValueHeads || (pending > 0 && count != pending_count)) flush();
+        if (pending == 0) {
+          first_weights = lanes;  // the pending heads' weight rows are consecutive in `scores`
+          pending_count = count;
         }
-        // Each V row read once for the heads of the group.
-        tile_weighted_values(o_heads, lanes_of, rescale, heads, scratch.v_rows.data(), count, head_dim);
+        o_heads[pending] = state.out();
+        rescale[pending] = r;
+        ++pending;
       }
       pair += group;
     }
+    flush();
   }
 }
 
