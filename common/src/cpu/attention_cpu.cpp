@@ -549,6 +549,15 @@ void attend_chunk_v3(const float* q, const float* k_store, const float* v_store,
   float* scores = scratch.scores.data();
   for (int tile = chunk_begin; tile < end; tile += kTile) {
     const int rows_here = std::min(kTile, end - tile);
+    // Ask for the next tile's K and V rows now: a decode row's cache comes from memory, and the loads
+    // then overlap this tile's arithmetic instead of stalling the next transpose (no effect on results).
+    for (int i = 0; i < kTile && tile + kTile + i < end; ++i) {
+      const size_t offset = rows.row(s, tile + kTile + i) + size_t(g) * head_dim;
+      for (int d = 0; d < head_dim; d += 16) {
+        __builtin_prefetch(k_store + offset + d);
+        __builtin_prefetch(v_store + offset + d);
+      }
+    }
     // ---- the tile's K rows, transposed: kt[d * kTile + i] = K[tile + i][d] (zeros past the rows) -------
     for (int i = 0; i < kTile; ++i) {
       if (i < rows_here) {
