@@ -20,14 +20,17 @@
 //               and shared by the group's query heads and by up to 16 consecutive queries of a sequence
 //               (a prefill block), so 8 (query, head) scores run as independent 16-lane FMA chains; exp is
 //               a vectorised polynomial (exp_lane); the weighted V sum keeps 64 dimensions x the group's
-//               heads in registers while the tile's rows stream by. The context is split in chunks of 512
+//               heads (of one query, or of two consecutive queries: 6 pairs) in registers while the tile's
+//               rows stream by. The context is split in chunks of 512
 //               positions, each chunk's (max, sum, weighted V) merged in chunk order (log-sum-exp): a
 //               long decode row spreads over the threads as (query block, kv head, chunk) items. Every
 //               query's arithmetic depends only on its own position (tiles and chunks are absolute
 //               positions), so it gives the same bits alone, batched, in any block layout, with any
-//               thread count (tested). Measured (AMD EPYC, 1 thread, CPU time, machine loaded by other
-//               builds; bench_batch.cpp, SmolLM2 heads): one decode row over 2,048 positions 137 us
-//               (v2 through the block table 369 us); a 512-token prompt 4.5 ms (v2 17.9 ms).
+//               thread count (tested). The next tile's rows are prefetched (a decode row's cache comes from
+//               memory). Measured (bench_batch.cpp, SmolLM2's heads, blocks of 16 in shuffled order; AMD EPYC,
+//               1 thread, CPU time, machine loaded by other builds): one decode row over 2,048 positions
+//               131 us (v2 through the block table: 587 us), over 8,192: 0.90 ms (4.9 ms); a 2,048-token
+//               prompt 49 ms (423 ms), a 128-token one 0.18 ms (1.29 ms).
 // v1 stays as the readable reference the tests use; v2 as ch05's step.
 //
 // Paged versions (ch06): the same maths over a ragged batch, each sequence's positions found through its
