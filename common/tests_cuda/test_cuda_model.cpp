@@ -144,8 +144,7 @@ TEST_CASE("cuda forward(Batch): a ragged batch's logits match the CPU's, and eac
   // decode row each. The CUDA pass must agree with the CPU pass (which is exact against each sequence run
   // alone, common/tests/test_batch_forward.cpp) within fp32 reordering: cuBLAS and the split-context kernel
   // sum in other orders; the measured gap is printed (not asserted tighter than the bound below).
-  const auto path = stories260k_dir() / "stories260K.bin";
-  if (!std::filesystem::exists(path)) INFER_SKIP("../shared/models/stories260K is absent");
+  INFER_MODEL_FILE(path, kStories260K);
   ModelFile file = load_model_file(path.string());
   auto cuda = make_cuda_backend();
   auto cpu = make_cpu_backend(2);
