@@ -53,6 +53,11 @@ void attention_v1_naive(const float* q, const float* k_cache, const float* v_cac
                         int start_pos, int n_heads, int n_kv_heads, int head_dim, int threads);
 void attention_v2_grouped(const float* q, const float* k_cache, const float* v_cache, float* out, int n,
                           int start_pos, int n_heads, int n_kv_heads, int head_dim, int threads);
+// v3_tiled: 16-position tiles (K transposed once per tile, shared by the group's heads and up to 8 queries),
+//           vectorised scores and exp, the context split in 512-position chunks merged by log-sum-exp; its own
+//           arithmetic, the same bits in every layout, batch, block size and thread count.
+void attention_v3_tiled(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
+                        int n_heads, int n_kv_heads, int head_dim, int threads);
 void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
                int n_heads, int n_kv_heads, int head_dim, int threads);
 
@@ -73,6 +78,8 @@ void paged_attention_v1_naive(const float* q, const float* k_pool, const float* 
                               const BatchView& batch, int n_heads, int n_kv_heads, int head_dim, int threads);
 void paged_attention_v2_grouped(const float* q, const float* k_pool, const float* v_pool, float* out,
                                 const BatchView& batch, int n_heads, int n_kv_heads, int head_dim, int threads);
+void paged_attention_v3_tiled(const float* q, const float* k_pool, const float* v_pool, float* out,
+                              const BatchView& batch, int n_heads, int n_kv_heads, int head_dim, int threads);
 void paged_attention(const float* q, const float* k_pool, const float* v_pool, float* out, const BatchView& batch,
                      int n_heads, int n_kv_heads, int head_dim, int threads);
 
