@@ -27,9 +27,13 @@ struct QuantizedActivations {
   std::vector<int8_t> q;  // (n, cols)
   std::vector<float> d;   // (n, cols / 32)
   std::vector<float> s;   // (n, cols / 32)
+  // d of blocks (2i, 2i+1) as 16 floats: 8 copies of each (an odd last block: 8 copies, 8 zeros),
+  // the layout of the AVX-512 accumulators, so the GEMM tile loads a token's scales in one go.
+  std::vector<float> d_pairs;  // (n, ceil(cols / 64) * 16)
   const int8_t* q_row(int t) const { return q.data() + size_t(t) * cols; }
   const float* d_row(int t) const { return d.data() + size_t(t) * (cols / 32); }
   const float* s_row(int t) const { return s.data() + size_t(t) * (cols / 32); }
+  const float* d_pairs_row(int t) const { return d_pairs.data() + size_t(t) * ((cols / 32 + 1) / 2) * 16; }
 };
 void quantize_activations(const float* x, int n, int cols, QuantizedActivations& out);
 
