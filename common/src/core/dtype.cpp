@@ -5,7 +5,7 @@
 #include "infer/core/dtype.h"
 
 #include "infer/core/error.h"
-#include "dtype_blocks.h"
+#include "infer/core/dtype_blocks.h"
 
 #include <algorithm>
 #include <cmath>
@@ -176,15 +176,6 @@ uint16_t fp32_to_bf16(float f) {
 
 namespace {
 
-void dequantize_q8_0(const BlockQ8_0* blocks, float* dst, int64_t n_blocks) {
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    BlockQ8_0 block;
-    std::memcpy(&block, blocks + b, sizeof(block));  // blocks are only 2-byte aligned on disk
-    const float d = fp16_to_fp32(block.d);
-    for (int j = 0; j < kQuantBlock; ++j) dst[b * kQuantBlock + j] = d * float(block.q[j]);
-  }
-}
-
 void dequantize_q4_0(const BlockQ4_0* blocks, float* dst, int64_t n_blocks) {
   for (int64_t b = 0; b < n_blocks; ++b) {
     BlockQ4_0 block;
@@ -217,21 +208,6 @@ int clamp_to_int(float value, int lo, int hi) {
   if (!(value >= float(lo))) return lo;  // also catches NaN
   if (value > float(hi)) return hi;
   return int(value);
-}
-
-// Q8_0: d = max|x| / 127 so the largest weight maps to +-127; q = round(x / d).
-void quantize_q8_0(const float* src, BlockQ8_0* blocks, int64_t n_blocks) {
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const float* x = src + b * kQuantBlock;
-    float max_abs = 0.0f;
-    for (int j = 0; j < kQuantBlock; ++j) max_abs = std::max(max_abs, std::fabs(x[j]));
-    const float d = max_abs / 127.0f;
-    const float inverse_d = d != 0.0f ? 1.0f / d : 0.0f;
-    BlockQ8_0 block;
-    block.d = fp32_to_fp16(d);
-    for (int j = 0; j < kQuantBlock; ++j) block.q[j] = int8_t(clamp_to_int(std::round(x[j] * inverse_d), -127, 127));
-    std::memcpy(blocks + b, &block, sizeof(block));
-  }
 }
 
 // Q4_0: the signed weight of largest magnitude maps to -8 exactly (d = that / -8), so the full
@@ -315,7 +291,7 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
         dst[i] = bf16_to_fp32(h);
       }
       return;
-    case DType::Q8_0: dequantize_q8_0(static_cast<const BlockQ8_0*>(src), dst, n / kQuantBlock); return;
+    case DType::Q8_0: dequantize_row_q8_0(bytes, dst, n / kQuantBlock); return;  // q8_0_codec.cpp
     case DType::Q4_0: dequantize_q4_0(static_cast<const BlockQ4_0*>(src), dst, n / kQuantBlock); return;
     case DType::Q4_1: dequantize_q4_1(static_cast<const BlockQ4_1*>(src), dst, n / kQuantBlock); return;
     case DType::Q5_0: dequantize_row_q5_0(bytes, dst, n / kQuantBlock); return;
@@ -343,7 +319,7 @@ void quantize_row(DType type, const float* src, void* dst, int64_t n) {
         std::memcpy(bytes + 2 * i, &h, 2);
       }
       return;
-    case DType::Q8_0: quantize_q8_0(src, static_cast<BlockQ8_0*>(dst), n / kQuantBlock); return;
+    case DType::Q8_0: quantize_row_q8_0(src, bytes, n / kQuantBlock); return;  // q8_0_codec.cpp
     case DType::Q4_0: quantize_q4_0(src, static_cast<BlockQ4_0*>(dst), n / kQuantBlock); return;
     case DType::Q4_1: quantize_q4_1(src, static_cast<BlockQ4_1*>(dst), n / kQuantBlock); return;
     case DType::Q5_0: quantize_row_q5_0(src, bytes, n / kQuantBlock); return;

@@ -25,7 +25,7 @@
 //        x = (d * scales[w / 16]) * (q - 32), one 8-bit scale per 16 weights.
 // The float expressions (which products are rounded first) are the ones llama.cpp's dequantizers
 // evaluate, so the results match its float32 dequantization bit for bit (tested on a real Q4_K_M file).
-#include "dtype_blocks.h"
+#include "infer/core/dtype_blocks.h"
 
 #include "infer/core/dtype.h"
 

@@ -113,6 +113,7 @@ float finish(const float* lanes, float min_sum) {
 }
 
 float dot_reference(DType type, const uint8_t* row, const int8_t* q, const float* dx, const float* s, int n_blocks) {
+  if (type == DType::Q8_0) return dot_q8_0_reference(row, q, dx, n_blocks);  // quant_dot_q8_0_cpu.cpp
   const size_t block_bytes = dtype_block_bytes(type);
   float acc[kLanes] = {};
   float min_sum = 0.0f;

@@ -48,6 +48,10 @@ QuantPath best_quant_path();                // the fastest supported one, detect
 // Q8_0, Q4_0 and Q4_1; Q5_0 and Q5_1 always run the reference.
 bool quant_kernel_supports(DType type);
 
+// The plain reference for Q8_0 (quant_dot_q8_0_cpu.cpp; the ch07 lab's exercise 2): row = n_blocks
+// Q8_0 blocks, q / dx = one token's int8 activations and block scales. The Reference path runs it.
+float dot_q8_0_reference(const uint8_t* row, const int8_t* q, const float* dx, int n_blocks);
+
 // Dot product of one weight row (cols / 32 blocks of `type`) with activation row t of `x`.
 float dot_quantized(QuantPath path, DType type, const void* row, const QuantizedActivations& x, int t);
 
