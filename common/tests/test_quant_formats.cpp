@@ -3,6 +3,9 @@
 #include "infer/core/dtype.h"
 #include "infer/core/error.h"
 #include "infer/formats/model_file.h"
+#include "golden_util.h"
+#include "infer/engine/generator.h"
+#include "infer/tokenizer/tokenizer.h"
 #include "test_util.h"
 
 #include <doctest/doctest.h>
@@ -261,4 +264,25 @@ TEST_CASE("quant formats: every tensor of the Q4_K_M file dequantizes to llama.c
   CHECK(matched_by_type[DType::Q4_K] == 16);
   CHECK(matched_by_type[DType::Q6_K] == 14);
   CHECK(matched_by_type[DType::Q8_0] == 15);
+}
+
+TEST_CASE("quant formats: the Q4_K_M file runs with its weights as stored (Q5_0, Q4_K, Q6_K, Q8_0)") {
+  const auto model_path = test::shared_models_dir() / "smollm2-oracle" / "SmolLM2-135M-Instruct.Q4_K_M.gguf";
+  if (!std::filesystem::exists(model_path)) INFER_SKIP(model_path.string() << " is absent");
+  const ModelFile file = load_gguf(model_path.string());
+  auto backend = make_cpu_backend(2);
+  auto tokenizer = make_tokenizer(*file.tokenizer);
+  const std::vector<int> prompt = tokenizer->encode("The capital of France is", tokenizer->add_bos_by_default());
+  const auto native = test::greedy_tokens<CachedGenerator>(file, WeightFormat::Native, *backend, prompt, 6);
+  const auto f32 = test::greedy_tokens<CachedGenerator>(file, WeightFormat::F32, *backend, prompt, 6);
+  const std::string text = tokenizer->decode(native);
+  MESSAGE("Q4_K_M greedy (native weights): \"" << text << "\"");
+  CHECK(text.rfind(" Paris", 0) == 0);
+  // The blocks as stored vs their f32 dequantization: only the activations' int8 rounding differs.
+  CHECK(std::vector<int>(native.begin(), native.begin() + 4) == std::vector<int>(f32.begin(), f32.begin() + 4));
+  Weights weights(file, WeightFormat::Native, *backend);
+  CHECK(weights.layers()[0].wk.dtype == DType::Q5_0);
+  CHECK(weights.layers()[3].w_down.dtype == DType::Q4_K);
+  CHECK(weights.layers()[0].w_down.dtype == DType::Q6_K);
+  CHECK(weights.token_embedding().dtype == DType::Q8_0);
 }
