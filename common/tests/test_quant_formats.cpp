@@ -220,11 +220,8 @@ TEST_CASE("quant formats: Q4_K, Q5_K, Q6_K dequantize to their definitions") {
 }
 
 TEST_CASE("quant formats: every tensor of the Q4_K_M file dequantizes to llama.cpp's float32 bytes") {
-  const auto dir = test::shared_models_dir() / "smollm2-oracle";
-  const auto model_path = dir / "SmolLM2-135M-Instruct.Q4_K_M.gguf";
-  const auto tsv_path = dir / "Q4_K_M.dequantized.tsv";
-  if (!std::filesystem::exists(model_path)) INFER_SKIP(model_path.string() << " is absent");
-  if (!std::filesystem::exists(tsv_path)) INFER_SKIP(tsv_path.string() << " is absent");
+  INFER_MODEL_FILE(model_path, "smollm2-oracle/SmolLM2-135M-Instruct.Q4_K_M.gguf");
+  INFER_MODEL_FILE(tsv_path, "smollm2-oracle/Q4_K_M.dequantized.tsv");
 
   std::map<std::string, std::string> expected;  // name -> sha256
   std::ifstream tsv(tsv_path);
@@ -267,8 +264,7 @@ TEST_CASE("quant formats: every tensor of the Q4_K_M file dequantizes to llama.c
 }
 
 TEST_CASE("quant formats: the Q4_K_M file runs with its weights as stored (Q5_0, Q4_K, Q6_K, Q8_0)") {
-  const auto model_path = test::shared_models_dir() / "smollm2-oracle" / "SmolLM2-135M-Instruct.Q4_K_M.gguf";
-  if (!std::filesystem::exists(model_path)) INFER_SKIP(model_path.string() << " is absent");
+  INFER_MODEL_FILE(model_path, "smollm2-oracle/SmolLM2-135M-Instruct.Q4_K_M.gguf");
   const ModelFile file = load_gguf(model_path.string());
   auto backend = make_cpu_backend(2);
   auto tokenizer = make_tokenizer(*file.tokenizer);

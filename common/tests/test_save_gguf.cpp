@@ -78,10 +78,10 @@ TEST_CASE("save_gguf: a saved GGUF loads back with the same metadata and the qua
 TEST_CASE("save_gguf: greedy tokens of the saved Q8_0 model == quantizing to Q8_0 at load") {
   const auto dir = test::scratch_dir("save_gguf_greedy");
   auto backend = make_cpu_backend(2);
-  std::string source_path = test::smollm2_path().string();
+  std::string source_path = find_model_file(test::kSmolLM2).string();
   int steps = 12;
-  if (!std::filesystem::exists(source_path)) {
-    MESSAGE("note: " << source_path << " absent; using a synthetic tiny model instead");
+  if (source_path.empty()) {
+    MESSAGE("note: " << test::kSmolLM2 << " absent; using a synthetic tiny model instead");
     source_path = (dir / "source.gguf").string();
     write_synthetic_gguf(source_path, synthetic_preset("tiny"), 3, DType::F32);
     steps = 24;

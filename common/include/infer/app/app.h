@@ -46,8 +46,8 @@ struct CommonOptions {
 // --json, --weights, --chat, --synthetic, --check-numerics on `app`.
 void add_common_options(CLI::App& app, CommonOptions& options);
 
-// The default model: models/SmolLM2-135M-Instruct.Q4_1.gguf under the working directory or the
-// source tree (scripts/fetch_models.sh puts it there). Empty if not fetched.
+// The default model, SmolLM2-135M-Instruct.Q4_1.gguf: models/ under the working directory, then the
+// search order of infer/core/model_search.h (scripts/fetch_models.sh puts it in models/). Empty if absent.
 std::string default_model_path();
 
 struct LoadedModel {
