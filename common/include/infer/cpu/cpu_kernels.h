@@ -20,7 +20,8 @@ float dot_f16_f32(const uint16_t* w, const float* x, int n);
 void f16_to_f32_row(const uint16_t* src, float* dst, int n);
 void bf16_to_f32_row(const uint16_t* src, float* dst, int n);
 
-// y (n, W.rows) = x (n, W.cols) . W^T for W in F32, F16 or BF16 (other dtypes: infer::Error).
+// y (n, W.rows) = x (n, W.cols) . W^T for W in any dtype. Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 run the
+// integer kernels of quant_kernels.h; the K formats are dequantized a few rows at a time (below).
 //  n == 1 (decode): a GEMV, one output row per iteration, threads split the rows. It streams W once,
 //                   so its speed is bandwidth / W.n_bytes().
 //  n > 1 (prefill): a block of 16 weight rows is converted to fp32 once and kept in cache while
