@@ -151,7 +151,9 @@ int main(int argc, char** argv) {
     const int max_new = options.max_tokens;
     for (const auto& ids : prompt_ids) check_generation_length(config, ids.size(), max_new, config.max_seq_len);
     const int capacity = longest + max_new + max_gamma + 1;
-    Transformer target(weights, *backend, std::max(longest, max_gamma + 1));
+    // Buffers for the longest prompt (one prefill pass), gamma + 1 tokens, and Part 1's 32-token context.
+    const int buffer_tokens = std::max({longest, max_gamma + 1, 32});
+    Transformer target(weights, *backend, buffer_tokens);
 
     GenerationOptions generation;
     generation.max_new_tokens = max_new;
@@ -179,7 +181,7 @@ int main(int argc, char** argv) {
       DraftModel entry{fmt::format("draft model {}", draft_weights), std::make_unique<ModelFile>(std::move(draft.file)),
                        nullptr, nullptr};
       entry.weights = std::make_unique<Weights>(*entry.file, parse_weight_format(draft_weights), *backend);
-      entry.model = std::make_unique<Transformer>(*entry.weights, *backend, std::max(longest, 2));
+      entry.model = std::make_unique<Transformer>(*entry.weights, *backend, buffer_tokens);
       draft_models.push_back(std::move(entry));
     }
     std::stringstream formats(self_drafts);
@@ -187,14 +189,14 @@ int main(int argc, char** argv) {
       if (format.empty()) continue;
       DraftModel entry{fmt::format("self-draft {}", format), nullptr, nullptr, nullptr};
       entry.weights = std::make_unique<Weights>(model.file, parse_weight_format(format), *backend);
-      entry.model = std::make_unique<Transformer>(*entry.weights, *backend, std::max(longest, 2));
+      entry.model = std::make_unique<Transformer>(*entry.weights, *backend, buffer_tokens);
       draft_models.push_back(std::move(entry));
     }
     std::stringstream layer_counts(early_exits);
     for (std::string k; std::getline(layer_counts, k, ',');) {
       if (k.empty()) continue;
       DraftModel entry{fmt::format("early exit {}/{}", k, config.n_layers), nullptr, nullptr, nullptr};
-      entry.model = std::make_unique<Transformer>(weights, *backend, std::max(longest, 2));  // the target's weights
+      entry.model = std::make_unique<Transformer>(weights, *backend, buffer_tokens);  // the target's weights
       entry.model->set_layer_limit(std::stoi(k));
       draft_models.push_back(std::move(entry));
     }
