@@ -28,6 +28,8 @@ namespace infer::test {
 
 inline constexpr const char* kOracleQ4_1Hashes = "smollm2-oracle/Q4_1.dequantized.tsv";
 inline constexpr const char* kOracleGreedy = "smollm2-oracle/greedy_f32.jsonl";
+inline constexpr const char* kOracleQ4_K_M = "smollm2-oracle/SmolLM2-135M-Instruct.Q4_K_M.gguf";
+inline constexpr const char* kOracleQ4_K_MHashes = "smollm2-oracle/Q4_K_M.dequantized.tsv";
 
 // ---- Tensor hashes ---------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 // test_oracle.cpp: the engine against llama.cpp's own numbers for the default model (oracle_util.h), so
 // the real-model checks do not only compare the engine with itself:
-//  - every tensor of the shipped SmolLM2-135M-Instruct Q4_1 file dequantizes to exactly llama.cpp's
-//    float32 bytes (272 sha256 of smollm2-oracle/Q4_1.dequantized.tsv);
+//  - every tensor of the shipped SmolLM2-135M-Instruct Q4_1 file, and of the oracle's Q4_K_M file, dequantizes
+//    to exactly llama.cpp's float32 bytes (272 sha256 each, smollm2-oracle/<type>.dequantized.tsv);
 //  - greedy decoding with f32 weights reproduces llama.cpp's four continuations
 //    (smollm2-oracle/greedy_f32.jsonl) through the naive and the cached generators.
 // Each test names the file it misses (skipped on a reader's machine, failed in CI: test_util.h).
@@ -34,14 +34,18 @@ TEST_CASE("oracle: the test's sha256 matches the FIPS 180-4 examples") {
   CHECK(hash.hex_digest() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
-TEST_CASE("oracle: every tensor of the Q4_1 file dequantizes to llama.cpp's exact float32 bytes") {
-  INFER_MODEL_FILE(model_path, test::kSmolLM2);
-  INFER_MODEL_FILE(hashes_path, test::kOracleQ4_1Hashes);
+namespace {
+
+// Every tensor of the GGUF file `model_name` against the oracle's `hashes_name` (.dequantized.tsv): type, shape
+// and the sha256 of the engine's float32 dequantization. Returns how many matched, per type as the .tsv spells it.
+std::map<std::string, int> check_oracle_hashes(const char* model_name, const char* hashes_name) {
+  const std::filesystem::path model_path = test::model_or_report_missing(model_name);
+  const std::filesystem::path hashes_path = test::model_or_report_missing(hashes_name);
+  if (model_path.empty() || hashes_path.empty()) return {};
   const std::vector<test::OracleTensor> oracle = test::read_oracle_hashes(hashes_path);
   const ModelFile file = load_model_file(model_path.string());
   CHECK(oracle.size() == 272);
   CHECK(file.tensors.size() == oracle.size());  // no tensor of the file goes unchecked
-
   std::map<std::string, int> matched_by_type;
   int matched = 0;
   for (const test::OracleTensor& expected : oracle) {
@@ -63,8 +67,27 @@ TEST_CASE("oracle: every tensor of the Q4_1 file dequantizes to llama.cpp's exac
   }
   std::string by_type;
   for (const auto& [type, count] : matched_by_type) by_type += " " + type + " x" + std::to_string(count);
-  MESSAGE(matched << " of " << oracle.size() << " tensors dequantize to llama.cpp's bytes:" << by_type);
+  MESSAGE(model_name << ": " << matched << " of " << oracle.size() << " tensors dequantize to llama.cpp's bytes:"
+                     << by_type);
   CHECK(matched == int(oracle.size()));
+  return matched_by_type;
+}
+
+}  // namespace
+
+TEST_CASE("oracle: every tensor of the Q4_1 file dequantizes to llama.cpp's exact float32 bytes") {
+  check_oracle_hashes(test::kSmolLM2, test::kOracleQ4_1Hashes);
+}
+
+TEST_CASE("oracle: every tensor of the Q4_K_M file dequantizes to llama.cpp's exact float32 bytes") {
+  // Q5_0 for the 576-wide rows (not a multiple of 256), the K formats and Q8_0 for the rest.
+  const auto matched = check_oracle_hashes(test::kOracleQ4_K_M, test::kOracleQ4_K_MHashes);
+  if (matched.empty()) return;  // skipped (a file is absent), or already failed above
+  CHECK(matched.at("F32") == 61);
+  CHECK(matched.at("Q5_0") == 166);
+  CHECK(matched.at("Q4_K") == 16);
+  CHECK(matched.at("Q8_0") == 15);
+  CHECK(matched.at("Q6_K") == 14);
 }
 
 namespace {
