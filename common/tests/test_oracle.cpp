@@ -67,7 +67,7 @@ std::map<std::string, int> check_oracle_hashes(const char* model_name, const cha
   }
   std::string by_type;
   for (const auto& [type, count] : matched_by_type) by_type += " " + type + " x" + std::to_string(count);
-  MESSAGE(model_name << ": " << matched << " of " << oracle.size() << " tensors dequantize to llama.cpp's bytes:"
+  MESSAGE(std::string(model_name) << ": " << matched << " of " << oracle.size() << " tensors dequantize to llama.cpp's bytes:"
                      << by_type);
   CHECK(matched == int(oracle.size()));
   return matched_by_type;
