@@ -78,6 +78,7 @@ struct Generation {
   std::optional<std::string> finish_reason;  // set once the reply is complete
   std::string error;                          // the engine refused or failed the request
   bool first_chunk = true;
+  bool cancelled = false;                     // we asked the engine to abort it (stop string, client gone)
 
   Generation(const Tokenizer& tokenizer, int previous_token, std::vector<std::string> stop_strings)
       : detokenizer(tokenizer, previous_token), stops(std::move(stop_strings)) {}
@@ -96,6 +97,7 @@ struct Generation {
         if (stops.stopped()) {
           finish_reason = "stop";
           worker.cancel(channel);  // the engine frees its blocks; we send nothing more
+          cancelled = true;
           break;
         }
       }
@@ -256,12 +258,17 @@ class OpenAiServer {
       generation->arrived = arrived;
       generation->request = std::move(request);
       generation->channel = worker_.submit(std::move(prompt), std::move(params));
+      open_responses_.fetch_add(1);
     } catch (const ApiError& error) {
       return send_error(res, error);
     } catch (const Error& error) {  // the tokenizer refused the text
       return send_error(res, ApiError(400, error.what(), "prompt"));
     }
-    if (generation->request.stream) return stream(generation, res);
+    if (generation->request.stream) return stream(generation, res);  // the releaser closes it
+    struct Close {
+      std::atomic<int>& count;
+      ~Close() { count.fetch_sub(1); }
+    } close{open_responses_};
 
     // ---- one JSON response at the end ----
     std::string text;
@@ -309,13 +316,19 @@ class OpenAiServer {
           return true;
         },
         [this, generation](bool success) {
+          open_responses_.fetch_sub(1);
           // Called once the response ends: on a disconnect (success == false) or a provider that gave up,
           // the request is still in the engine: abort it so that its blocks are freed now.
-          if (!generation->done() || !success) worker_.cancel(generation->channel);
+          if (!generation->done() || !success) {
+            if (!generation->channel->finished()) worker_.cancel(generation->channel);
+            if (!generation->cancelled) metrics_.count_cancelled();
+            generation->cancelled = true;
+          }
         });
   }
 
   void finish(const Generation& g) {
+    if (g.cancelled) metrics_.count_cancelled();
     const auto end = Clock::now();
     std::optional<double> ttft, tpot;
     if (g.first_token) ttft = seconds_between(g.arrived, *g.first_token);
@@ -333,6 +346,10 @@ class OpenAiServer {
   int default_max_tokens_;
   std::atomic<uint64_t> next_seed_;
   std::atomic<uint64_t> next_id_{1};
+  std::atomic<int> open_responses_{0};  // generations submitted whose response is not complete yet
+
+ public:
+  int open_responses() const { return open_responses_.load(); }
 };
 
 ServedModel load_served_model(const CommonOptions& common, const ServeOptions& options) {
@@ -404,27 +421,32 @@ int run_server(const CommonOptions& common, const ServeOptions& options) {
              options.api_key.empty() ? "" : "; /v1 needs the API key");
   std::fflush(stdout);
 
-  // The drain: stop accepting (the listening socket closes), let the requests in flight finish for up to
-  // the grace period, then abort what is left; listen() returns once every connection is done.
+  // The drain. cpp-httplib's stop() ends chunked responses that are still streaming, so it comes last:
+  // first refuse new requests (503, /health 503: a load balancer takes the server out), let the responses
+  // in flight finish for up to the grace period (a second signal cuts it short), abort what is left (those
+  // clients get an error event and [DONE]), and only then close the listening socket.
   std::atomic<bool> served{false};
   std::thread signal_thread([&] {
     int signal = 0;
     sigwait(&signals, &signal);
     if (served) return;  // woken by our own SIGTERM at exit
-    fmt::print(stderr, "ch09_production serve: {} received: draining ({} requests in flight, grace {:.0f} s)\n",
-               signal == SIGINT ? "SIGINT" : "SIGTERM", worker.in_flight(), options.grace_seconds);
+    fmt::print(stderr, "ch09_production serve: {} received: draining ({} responses in flight, grace {:.0f} s)\n",
+               signal == SIGINT ? "SIGINT" : "SIGTERM", api.open_responses(), options.grace_seconds);
     worker.begin_drain();
-    server.stop();
-    const auto deadline = Clock::now() + std::chrono::duration<double>(options.grace_seconds);
-    while (worker.in_flight() > 0 && Clock::now() < deadline) {
-      // A second signal cuts the grace period short.
-      timespec wait{0, 50'000'000};
-      if (sigtimedwait(&signals, nullptr, &wait) > 0) break;
-    }
-    if (worker.in_flight() > 0) {
-      fmt::print(stderr, "ch09_production serve: aborting {} requests still in flight\n", worker.in_flight());
+    auto wait_for_responses = [&](double seconds) {
+      const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+      while (api.open_responses() > 0 && Clock::now() < deadline) {
+        timespec wait{0, 20'000'000};
+        if (sigtimedwait(&signals, nullptr, &wait) > 0) return;
+      }
+    };
+    wait_for_responses(options.grace_seconds);
+    if (api.open_responses() > 0) {
+      fmt::print(stderr, "ch09_production serve: grace period over: aborting {} requests\n", worker.in_flight());
       worker.abort_all();
+      wait_for_responses(5.0);
     }
+    server.stop();
   });
   server.listen_after_bind();
   served = true;

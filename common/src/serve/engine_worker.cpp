@@ -107,6 +107,7 @@ EngineGauges EngineWorker::gauges() const {
   gauges.prefix_cache_hit_tokens = stats_.prefix_cache_hit_tokens;
   gauges.prompt_tokens = stats_.prompt_tokens;
   gauges.preemptions = stats_.preemptions;
+  gauges.generated_tokens = stats_.generated_tokens;
   return gauges;
 }
 

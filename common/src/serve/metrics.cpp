@@ -96,6 +96,11 @@ void ServerMetrics::count_tokens(uint64_t prompt_tokens, uint64_t generated_toke
   generated_tokens_ += generated_tokens;
 }
 
+void ServerMetrics::count_cancelled() {
+  std::lock_guard lock(mutex_);
+  ++cancelled_;
+}
+
 void ServerMetrics::observe_request(std::optional<double> ttft_seconds, std::optional<double> tpot_seconds,
                                     double latency_seconds) {
   std::lock_guard lock(mutex_);
@@ -121,6 +126,9 @@ std::string ServerMetrics::render(const EngineGauges& gauges) const {
   out.sample("infer_prompt_tokens_total", {}, double(prompt_tokens_));
   out.family("infer_generation_tokens_total", "counter", "Tokens generated for the completed requests.");
   out.sample("infer_generation_tokens_total", {}, double(generated_tokens_));
+  out.family("infer_requests_cancelled_total", "counter",
+             "Requests aborted before their end (client gone or stop string matched); their blocks were freed.");
+  out.sample("infer_requests_cancelled_total", {}, double(cancelled_));
   out.family("infer_time_to_first_token_seconds", "histogram", "Time from a request's arrival to its first token.");
   out.histogram("infer_time_to_first_token_seconds", ttft_);
   out.family("infer_time_per_output_token_seconds", "histogram",
@@ -139,6 +147,8 @@ std::string ServerMetrics::render(const EngineGauges& gauges) const {
   out.sample("infer_prefix_cache_hit_tokens_total", {}, double(gauges.prefix_cache_hit_tokens));
   out.family("infer_engine_prompt_tokens_total", "counter", "Prompt tokens admitted by the engine (the hit rate's denominator).");
   out.sample("infer_engine_prompt_tokens_total", {}, double(gauges.prompt_tokens));
+  out.family("infer_engine_generated_tokens_total", "counter", "Tokens the engine generated, cancelled requests included.");
+  out.sample("infer_engine_generated_tokens_total", {}, double(gauges.generated_tokens));
   out.family("infer_preemptions_total", "counter", "Sequences preempted when the KV pool ran out.");
   out.sample("infer_preemptions_total", {}, double(gauges.preemptions));
   if (gauges.speculative_acceptance) {

@@ -68,6 +68,7 @@ struct EngineGauges {
   uint64_t prefix_cache_hit_tokens = 0;
   uint64_t prompt_tokens = 0;  // admitted by the engine (the denominator of the hit rate)
   uint64_t preemptions = 0;
+  uint64_t generated_tokens = 0;  // by the engine, including requests that were cancelled
   std::optional<double> speculative_acceptance;  // only when speculative decoding is on
 };
 
@@ -76,6 +77,7 @@ class ServerMetrics {
   ServerMetrics();
   void count_response(int status);
   void count_tokens(uint64_t prompt_tokens, uint64_t generated_tokens);
+  void count_cancelled();  // a request ended early: its client went away or a stop string matched
   void observe_request(std::optional<double> ttft_seconds, std::optional<double> tpot_seconds, double latency_seconds);
   std::string render(const EngineGauges& gauges) const;
   uint64_t responses(int status) const;
@@ -85,6 +87,7 @@ class ServerMetrics {
   std::map<int, uint64_t> responses_by_status_;
   uint64_t prompt_tokens_ = 0;
   uint64_t generated_tokens_ = 0;
+  uint64_t cancelled_ = 0;
   Histogram ttft_, tpot_, latency_;
 };
 
