@@ -31,10 +31,7 @@ namespace infer {
 void add_ladder_options(CLI::App& app, CommonOptions& common, LadderOptions& options) {
   add_common_options(app, common);
   // Greedy by construction (rows must generate the same tokens): the sampling flags are not offered.
-  for (const char* name : {"--temperature", "--top-p", "--top-k", "--min-p", "--repeat-penalty", "--presence-penalty",
-                           "--frequency-penalty", "--seed"}) {
-    app.remove_option(app.get_option(name));
-  }
+  remove_options(app, kSamplingOptionNames);
   app.add_option("--requests", options.requests, "Requests in the throughput view (submitted at once)")->check(CLI::Range(1, 4096));
   app.add_option("--naive-requests", options.naive_requests, "Requests the naive one-at-a-time baseline runs")->check(CLI::Range(1, 4096));
   app.add_option("--cached-requests", options.cached_requests, "Requests the KV-cache one-at-a-time baseline runs")->check(CLI::Range(1, 4096));

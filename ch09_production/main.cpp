@@ -15,16 +15,11 @@ using namespace infer;
 
 namespace {
 
-// The shared flags a subcommand does not use are not offered (DESIGN.md section 3: honoured or absent).
-void remove_options(CLI::App& app, std::initializer_list<const char*> names) {
-  for (const char* name : names) app.remove_option(app.get_option(name));
-}
-
 void add_serve_options(CLI::App& serve, CommonOptions& common, ServeOptions& options) {
   add_common_options(serve, common);
   // Sampling comes with each request; the prompt too; the server writes no report.
   remove_options(serve, {"--prompt", "--temperature", "--top-p", "--top-k", "--min-p", "--repeat-penalty",
-                         "--presence-penalty", "--frequency-penalty", "--json", "--chat"});
+                         "--presence-penalty", "--frequency-penalty", "--json", "--chat"});  // --seed stays: see below
   serve.get_option("--max-tokens")->description("max_tokens of a request that sets none (capped by the context)");
   serve.get_option("--seed")->description("Seed of the first request that sets none (each such request gets the next)");
   serve.add_option("--host", options.host, "Address to listen on (0.0.0.0: every interface)");
@@ -65,8 +60,12 @@ int main(int argc, char** argv) {
 
   CLI11_PARSE(app, argc, argv);
   return run_reporting_errors([&] {
-    if (serve->parsed()) return run_server(serve_common, serve_options);
+    if (serve->parsed()) {
+      fall_back_to_cpu_without_gpu(serve_common);
+      return run_server(serve_common, serve_options);
+    }
     if (bench->parsed()) return run_bench(bench_options);
+    fall_back_to_cpu_without_gpu(ladder_common);
     return run_ladder(ladder_common, ladder_options);
   });
 }
