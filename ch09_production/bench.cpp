@@ -191,8 +191,8 @@ BenchResult run_load(const BenchOptions& options) {
   for (int i = 0; i < options.prompt_tokens; ++i) shared.push_back(token(rng));
   double t = 0.0;
   for (int r = 0; r < options.requests; ++r) {
-    std::vector<int> prompt = shared;
-    if (!options.shared_prompt) {
+    std::vector<int> prompt = options.prompt_ids.empty() ? shared : options.prompt_ids;
+    if (!options.shared_prompt && options.prompt_ids.empty()) {
       for (int& id : prompt) id = token(rng);
     }
     json body = {{"model", model}, {"prompt", prompt}, {"max_tokens", options.output_tokens}, {"temperature", 0},
@@ -215,14 +215,14 @@ BenchResult run_load(const BenchOptions& options) {
         std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(arrival_s[size_t(r)])));
         result.requests[size_t(r)] = send_request(endpoint, options, bodies[size_t(r)]);
         const int done = finished.fetch_add(1) + 1;
-        if (done % std::max(1, options.requests / 10) == 0 || done == options.requests) {
+        if (!options.quiet && (done % std::max(1, options.requests / 10) == 0 || done == options.requests)) {
           fmt::print(stderr, "\rbench: {}/{} requests", done, options.requests);
         }
       }
     });
   }
   for (auto& client : clients) client.join();
-  fmt::print(stderr, "\n");
+  if (!options.quiet) fmt::print(stderr, "\n");
   result.wall_s = std::chrono::duration<double>(Clock::now() - start).count();
   for (const RequestTiming& timing : result.requests) {
     if (timing.ok) {

@@ -22,6 +22,8 @@ struct BenchOptions {
   int token_id_max = 500;        // below every vocabulary the tests use (stories260K has 512)
   bool stream = true;
   bool shared_prompt = false;    // every request sends the same prompt (prefix caching's best case)
+  std::vector<int> prompt_ids;   // when set, every request sends exactly these token ids (the ladder's workload)
+  bool quiet = false;            // no progress on stderr
   uint64_t seed = 42;
   std::string json;              // write the result here
 };

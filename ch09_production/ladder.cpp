@@ -12,13 +12,16 @@
 // KV-cache decoder's (tokens_identical). Writes report.json (--json), report.md and ladder.png.
 #include "ladder.h"
 
+#include "bench.h"
 #include "png_plot.h"
+#include "server.h"
 
 #include "infer/app/hardware.h"
 #include "infer/core/error.h"
 #include "infer/core/timer.h"
 #include "infer/engine/engine.h"
 #include "infer/engine/generator.h"
+#include "infer/serve/text_stream.h"
 
 #include <fmt/format.h>
 
@@ -157,8 +160,50 @@ int run_ladder(const CommonOptions& common, const LadderOptions& options) {
   steps.push_back({"throughput", fmt::format("+ continuous batching ({} at once)", n), engine_n.tokens, engine_n.ms,
                    engine_n.steps * weight_bytes, "bytes: weights per step"});
 
+  // The same workload through the HTTP server, in this process on a free loopback port: n streaming clients
+  // (the bench's), each sending the prompt's token ids. What this row loses against the row before it is
+  // what HTTP, JSON, SSE and the engine thread's hand-offs cost.
+  fmt::print(stderr, "throughput: the same {} requests through the HTTP server ({} streaming clients)...\n", n, n);
+  ServeOptions serve_options;
+  serve_options.port = 0;
+  serve_options.engine.max_batch = options.max_batch;
+  serve_options.engine.prefix_caching = false;
+  serve_options.http_threads = std::max(8, n + 4);
+  BenchResult http;
+  {
+    HttpServer server(model, transformer, serve_options, max_tokens, 0);
+    server.start();
+    BenchOptions load;
+    load.url = fmt::format("http://127.0.0.1:{}", server.port());
+    load.model = server.model_id();
+    load.concurrency = n;
+    load.requests = n;
+    load.prompt_ids = prompt;
+    load.prompt_tokens = int(prompt.size());
+    load.output_tokens = max_tokens;
+    load.quiet = true;
+    http = run_load(load);
+    server.drain(10.0);
+  }
+  if (http.failed > 0) {
+    for (const RequestTiming& timing : http.requests) {
+      if (!timing.ok) fail("the HTTP server failed a request of the ladder: {}", timing.error);
+    }
+  }
+  std::vector<double> ttft;
+  for (const RequestTiming& timing : http.requests) ttft.push_back(timing.ttft_ms);
+  Step http_step{"throughput", fmt::format("+ HTTP server ({} streaming clients)", n), int(http.generated_tokens),
+                 http.wall_s * 1000.0, 0, "bytes: not counted over HTTP"};
+  steps.push_back(http_step);
+
   bool identical = engine_one.outputs[0] == cached_one.tokens;
   for (const auto& output : engine_n.outputs) identical = identical && output == cached_one.tokens;
+  // Over HTTP the client sees text: it must be the KV-cache decoder's tokens, detokenized.
+  serve::IncrementalDetokenizer detokenizer(*model.tokenizer, prompt.back());
+  std::string expected_text;
+  for (int token : cached_one.tokens) expected_text += detokenizer.push(token);
+  expected_text += detokenizer.flush();
+  for (const RequestTiming& timing : http.requests) identical = identical && timing.text == expected_text;
 
   // ---- the report ----
   Report report("ch09_production", describe_machine(threads, bandwidth), model_json(model, common.weights));
@@ -173,6 +218,10 @@ int run_ladder(const CommonOptions& common, const LadderOptions& options) {
     row.extra["vs_naive"] = row.tok_per_s / naive_rate[view];
     row.extra["usd_per_m_tokens"] = usd_per_million(options.usd_per_hour, row.tok_per_s);
     if (!step.note.empty()) row.extra["note"] = step.note;
+    if (step.name.rfind("+ HTTP server", 0) == 0) {
+      row.extra["ttft_p50_ms"] = percentile(ttft, 50);
+      row.extra["ttft_p99_ms"] = percentile(ttft, 99);
+    }
     previous = row.tok_per_s;
     previous_view = step.view;
     report.add_row(std::move(row));
@@ -185,12 +234,19 @@ int run_ladder(const CommonOptions& common, const LadderOptions& options) {
   report.set_field("blocks_free_after", engine_n.blocks_free_after);
   report.set_field("usd_per_hour", options.usd_per_hour);
   report.set_field("workload", {{"prompt_tokens", prompt.size()}, {"output_tokens", max_tokens}, {"requests", n}});
+  // The server's acceptance: its generated-token throughput against the engine's in-process throughput.
+  const double in_process = report.rows()[report.rows().size() - 2].tok_per_s;
+  const double over_http = report.rows().back().tok_per_s;
+  report.set_field("http_vs_in_process", over_http / in_process);
 
   fmt::print("\n");
   report.print_table(stdout);
   for (const auto& step : absent) fmt::print("absent: {} ({}: {})\n", step["step"].get<std::string>(), step["chapter"].get<std::string>(), step["reason"].get<std::string>());
-  fmt::print("tokens identical: {} (every engine request = the KV-cache decoder's greedy tokens); KV blocks all free after: {}\n",
-             identical ? "yes" : "NO", engine_n.blocks_free_after ? "yes" : "NO");
+  fmt::print("tokens identical: {} (every engine request = the KV-cache decoder's greedy tokens, and every HTTP reply its "
+             "text); KV blocks all free after: {}\n", identical ? "yes" : "NO", engine_n.blocks_free_after ? "yes" : "NO");
+  fmt::print("HTTP server: {:.1f}% of the engine's in-process throughput on the same workload; TTFT p50 {:.1f} ms, "
+             "p99 {:.1f} ms at {} concurrent streams\n", 100.0 * over_http / in_process, percentile(ttft, 50),
+             percentile(ttft, 99), n);
   fmt::print("speedup: vs the first row; vs_previous / vs_naive: within the view; usd_per_m_tokens at ${}/hour\n",
              options.usd_per_hour);
 

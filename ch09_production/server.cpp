@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -53,7 +54,7 @@ void send_error(httplib::Response& res, const ApiError& error) {
 // ==== the model and what every request needs from it ======================================================
 
 struct ServedModel {
-  LoadedModel loaded;
+  const LoadedModel& loaded;
   std::string id;                        // what clients put in "model"
   std::vector<int> end_of_generation;    // token ids that end a reply (EOS, <|im_end|>, <|eot_id|> ...)
   std::optional<ChatStyle> chat_style;   // none: the template is missing or unknown (chat_error says which)
@@ -352,21 +353,23 @@ class OpenAiServer {
   int open_responses() const { return open_responses_.load(); }
 };
 
-ServedModel load_served_model(const CommonOptions& common, const ServeOptions& options) {
-  ServedModel model;
-  model.loaded = load_model(common);
-  if (!model.loaded.tokenizer) fail("the model has no tokenizer: the server needs one (--tokenizer for llama2.c files)");
-  model.id = options.served_model_name;
+ServedModel describe_served_model(const LoadedModel& loaded, const std::string& served_name) {
+  ServedModel model{loaded, {}, {}, {}, {}, {}, 0};
+  if (!loaded.tokenizer) fail("the model has no tokenizer: the server needs one (--tokenizer for llama2.c files)");
+  model.id = served_name;
   if (model.id.empty()) {
-    model.id = model.loaded.synthetic ? "synthetic-" + common.synthetic_preset
-                                      : std::filesystem::path(model.loaded.file.path).stem().string();
+    model.id = std::filesystem::path(loaded.file.path).stem().string();
+    if (loaded.synthetic) {  // "synthetic smollm2-135m" -> "synthetic-smollm2-135m"
+      model.id = loaded.description;
+      std::replace(model.id.begin(), model.id.end(), ' ', '-');
+    }
   }
-  model.context = model.loaded.file.config.max_seq_len;
-  const Tokenizer& tokenizer = *model.loaded.tokenizer;
+  model.context = loaded.file.config.max_seq_len;
+  const Tokenizer& tokenizer = *loaded.tokenizer;
   for (int id = 0; id < tokenizer.vocab_size(); ++id) {
     if (tokenizer.is_end_of_generation(id)) model.end_of_generation.push_back(id);
   }
-  const std::string chat_template = model.loaded.file.tokenizer ? model.loaded.file.tokenizer->chat_template : "";
+  const std::string chat_template = loaded.file.tokenizer ? loaded.file.tokenizer->chat_template : "";
   try {
     model.chat_style = detect_chat_style(chat_template);
     model.default_system = chat_template_default_system(chat_template);
@@ -378,6 +381,86 @@ ServedModel load_served_model(const CommonOptions& common, const ServeOptions& o
 
 }  // namespace
 
+// ==== HttpServer: the model's engine thread and HTTP front, started and stopped by its owner ==============
+
+struct HttpServer::Impl {
+  ServedModel model;
+  Engine engine;
+  EngineWorker worker;
+  OpenAiServer api;
+  httplib::Server server;
+  std::thread listener;
+  int port = 0;
+
+  Impl(const LoadedModel& loaded, Transformer& transformer, const ServeOptions& options, int default_max_tokens,
+       uint64_t seed)
+      : model(describe_served_model(loaded, options.served_model_name)),
+        engine(transformer, options.engine),
+        worker(engine, WorkerOptions{options.max_queued}),
+        api(model, worker, options, default_max_tokens, seed) {
+    std::signal(SIGPIPE, SIG_IGN);  // a client that left must not kill the process on write
+    const int http_threads = options.http_threads;
+    server.new_task_queue = [http_threads] { return new httplib::ThreadPool(size_t(http_threads)); };
+    server.set_payload_max_length(options.max_body_bytes);
+    server.set_read_timeout(30, 0);
+    server.set_write_timeout(30, 0);
+    api.install(server);
+    port = options.port == 0 ? server.bind_to_any_port(options.host) : options.port;
+    if (port <= 0 || (options.port != 0 && !server.bind_to_port(options.host, options.port))) {
+      fail("cannot listen on {}:{} (in use, or not an address of this machine)", options.host, options.port);
+    }
+  }
+};
+
+HttpServer::HttpServer(const LoadedModel& model, Transformer& transformer, const ServeOptions& options,
+                       int default_max_tokens, uint64_t seed)
+    : impl_(std::make_unique<Impl>(model, transformer, options, default_max_tokens, seed)) {}
+
+HttpServer::~HttpServer() {
+  if (impl_->listener.joinable()) {
+    impl_->server.stop();
+    impl_->listener.join();
+  }
+  impl_->worker.stop();
+}
+
+int HttpServer::port() const { return impl_->port; }
+const std::string& HttpServer::model_id() const { return impl_->model.id; }
+std::string HttpServer::chat_template_description() const {
+  return impl_->model.chat_style ? chat_style_name(*impl_->model.chat_style) : impl_->model.chat_error;
+}
+EngineStats HttpServer::engine_stats() const { return impl_->worker.stats(); }
+
+void HttpServer::listen() { impl_->server.listen_after_bind(); }
+void HttpServer::start() {
+  impl_->listener = std::thread([this] { impl_->server.listen_after_bind(); });
+  while (!impl_->server.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+bool HttpServer::drain(double grace_seconds, const std::function<bool()>& cut_short) {
+  impl_->worker.begin_drain();
+  auto wait_for_responses = [&](double seconds) {
+    const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+    while (impl_->api.open_responses() > 0 && Clock::now() < deadline) {
+      if (cut_short && cut_short()) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  };
+  wait_for_responses(grace_seconds);
+  const bool clean = impl_->api.open_responses() == 0;
+  if (!clean) {
+    fmt::print(stderr, "ch09_production serve: grace period over: aborting {} requests\n", impl_->worker.in_flight());
+    impl_->worker.abort_all();
+    wait_for_responses(5.0);
+  }
+  impl_->server.stop();
+  if (impl_->listener.joinable()) impl_->listener.join();
+  return clean;
+}
+
+int HttpServer::open_responses() const { return impl_->api.open_responses(); }
+
+
 // ==== run_server: load, serve, drain ======================================================================
 
 int run_server(const CommonOptions& common, const ServeOptions& options) {
@@ -388,74 +471,48 @@ int run_server(const CommonOptions& common, const ServeOptions& options) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);  // a client that left must not kill the process on write
 
   const int threads = resolve_threads(common.threads);
   auto backend = make_backend(common.device, threads);
-  ServedModel model = load_served_model(common, options);
-  Weights weights(model.loaded.file, parse_weight_format(common.weights), *backend);
+  const LoadedModel model = load_model(common);
+  Weights weights(model.file, parse_weight_format(common.weights), *backend);
   Transformer transformer(weights, *backend, options.engine.max_step_tokens);
   transformer.set_check_finite(common.check_numerics);
-  Engine engine(transformer, options.engine);
-  EngineWorker worker(engine, WorkerOptions{options.max_queued});
+  HttpServer server(model, transformer, options, common.max_tokens, common.seed);
 
-  OpenAiServer api(model, worker, options, common.max_tokens, common.seed);
-  httplib::Server server;
-  const int http_threads = options.http_threads;
-  server.new_task_queue = [http_threads] { return new httplib::ThreadPool(size_t(http_threads)); };
-  server.set_payload_max_length(options.max_body_bytes);
-  server.set_read_timeout(30, 0);
-  server.set_write_timeout(30, 0);
-  api.install(server);
-
-  if (!server.bind_to_port(options.host, options.port)) {
-    fail("cannot listen on {}:{} (in use, or not an address of this machine)", options.host, options.port);
-  }
-  const EngineStats stats = engine.stats();
-  fmt::print("ch09_production serve: model '{}' ({}), {} threads, {} device\n", model.id, model.loaded.description,
+  const EngineStats stats = server.engine_stats();
+  fmt::print("ch09_production serve: model '{}' ({}), {} threads, {} device\n", server.model_id(), model.description,
              threads, backend->name());
   fmt::print("  engine: max batch {}, step budget {} tokens, KV pool {} blocks of {}; chat template: {}\n",
              options.engine.max_batch, options.engine.max_step_tokens, stats.blocks_total, options.engine.block_size,
-             model.chat_style ? chat_style_name(*model.chat_style) : model.chat_error);
-  fmt::print("  listening on http://{}:{}/ (chat page at /, API at /v1, /health, /metrics){}\n", options.host, options.port,
-             options.api_key.empty() ? "" : "; /v1 needs the API key");
+             server.chat_template_description());
+  fmt::print("  listening on http://{}:{}/ (chat page at /, API at /v1, /health, /metrics){}\n", options.host,
+             server.port(), options.api_key.empty() ? "" : "; /v1 needs the API key");
   std::fflush(stdout);
 
-  // The drain. cpp-httplib's stop() ends chunked responses that are still streaming, so it comes last:
-  // first refuse new requests (503, /health 503: a load balancer takes the server out), let the responses
-  // in flight finish for up to the grace period (a second signal cuts it short), abort what is left (those
-  // clients get an error event and [DONE]), and only then close the listening socket.
+  // The drain (HttpServer::drain). cpp-httplib's stop() ends chunked responses that are still streaming, so
+  // it comes last: first refuse new requests (503, /health 503: a load balancer takes the server out), let
+  // the responses in flight finish for up to the grace period (a second signal cuts it short), abort what is
+  // left (those clients get an error event and [DONE]), and only then close the listening socket.
   std::atomic<bool> served{false};
   std::thread signal_thread([&] {
     int signal = 0;
     sigwait(&signals, &signal);
     if (served) return;  // woken by our own SIGTERM at exit
     fmt::print(stderr, "ch09_production serve: {} received: draining ({} responses in flight, grace {:.0f} s)\n",
-               signal == SIGINT ? "SIGINT" : "SIGTERM", api.open_responses(), options.grace_seconds);
-    worker.begin_drain();
-    auto wait_for_responses = [&](double seconds) {
-      const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
-      while (api.open_responses() > 0 && Clock::now() < deadline) {
-        timespec wait{0, 20'000'000};
-        if (sigtimedwait(&signals, nullptr, &wait) > 0) return;
-      }
-    };
-    wait_for_responses(options.grace_seconds);
-    if (api.open_responses() > 0) {
-      fmt::print(stderr, "ch09_production serve: grace period over: aborting {} requests\n", worker.in_flight());
-      worker.abort_all();
-      wait_for_responses(5.0);
-    }
-    server.stop();
+               signal == SIGINT ? "SIGINT" : "SIGTERM", server.open_responses(), options.grace_seconds);
+    server.drain(options.grace_seconds, [&] {
+      timespec now{0, 0};
+      return sigtimedwait(&signals, nullptr, &now) > 0;
+    });
   });
-  server.listen_after_bind();
+  server.listen();
   served = true;
-  if (!worker.draining()) {  // listen ended without a signal (an error): wake the signal thread
-    pthread_kill(signal_thread.native_handle(), SIGTERM);
+  if (signal_thread.joinable()) {
+    pthread_kill(signal_thread.native_handle(), SIGTERM);  // a no-op wake-up if it already drained
+    signal_thread.join();
   }
-  signal_thread.join();
-  worker.stop();
-  const EngineStats end = engine.stats();
+  const EngineStats end = server.engine_stats();
   fmt::print(stderr, "ch09_production serve: stopped; {} tokens generated, KV blocks free {}/{}\n", end.generated_tokens,
              end.blocks_free, end.blocks_total);
   return 0;
