@@ -42,7 +42,8 @@ double seconds_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double>(to - from).count();
 }
 
-std::string finish_reason_name(FinishReason reason) {
+// The OpenAI finish_reason of an engine finish: a stop token is "stop", max_tokens is "length".
+std::string openai_finish_reason(FinishReason reason) {
   return reason == FinishReason::length ? "length" : "stop";
 }
 
@@ -109,7 +110,7 @@ struct Generation {
       } else if (event.finish != FinishReason::none) {
         text += stops.push(detokenizer.flush());
         if (!stops.stopped()) text += stops.flush();
-        finish_reason = stops.stopped() ? "stop" : finish_reason_name(event.finish);
+        finish_reason = stops.stopped() ? "stop" : openai_finish_reason(event.finish);
       }
     }
     return text;

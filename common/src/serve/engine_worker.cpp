@@ -10,6 +10,18 @@
 
 namespace infer::serve {
 
+namespace {
+
+// An event the worker sends itself (a request that never reached the engine): no token, just the end.
+RequestEvent end_event(FinishReason finish, std::string error = "") {
+  RequestEvent event;
+  event.finish = finish;
+  event.error = std::move(error);
+  return event;
+}
+
+}  // namespace
+
 // ==== RequestChannel ======================================================================================
 
 void RequestChannel::push(const RequestEvent& event) {
@@ -115,7 +127,7 @@ EngineGauges EngineWorker::gauges() const {
 
 void EngineWorker::add(const std::shared_ptr<RequestChannel>& channel) {
   if (channel->cancelled()) {  // its client left before the engine saw it
-    channel->push({0, -1, FinishReason::aborted, ""});
+    channel->push(end_event(FinishReason::aborted));
     in_flight_.fetch_sub(1);
     return;
   }
@@ -132,7 +144,7 @@ void EngineWorker::add(const std::shared_ptr<RequestChannel>& channel) {
     channel->added_ = true;
     active_.push_back(channel);
   } catch (const std::exception& error) {  // infer::Error: too long for the context or the pool
-    channel->push({0, -1, FinishReason::error, error.what()});
+    channel->push(end_event(FinishReason::error, error.what()));
     in_flight_.fetch_sub(1);
   }
 }
