@@ -8,7 +8,7 @@
 // ---- Shapes (all row-major float arrays) ---------------------------------------------------------------
 //   q        (n, n_heads, head_dim)        the pass's queries, already rotated by RoPE
 //   k_cache  (max_seq, n_kv_heads, head_dim)   cached keys; rows [0, start_pos + n) are filled (the pass's
-//   v_cache  (max_seq, n_kv_heads, head_dim)   own rows included: KVCache::append ran just before)
+//   v_cache  (max_seq, n_kv_heads, head_dim)   own rows included: store_kv ran just before)
 //   out      (n, n_heads, head_dim)        write every element
 // kv_dim = n_kv_heads * head_dim floats per cache row. Query t is token start_pos + t of the sequence.
 //

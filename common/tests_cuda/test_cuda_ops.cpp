@@ -3,8 +3,10 @@
 // 8 rows per GEMV block). Tolerances are bounds; each says where it comes from.
 #include "cuda_test_util.h"
 #include "infer/cpu/cpu_kernels.h"
+#include "infer/model/batch.h"
 
 #include <algorithm>
+#include <numeric>
 #include <random>
 
 using namespace infer;
@@ -81,10 +83,15 @@ TEST_CASE("cuda rope == cpu rope (both layouts, several positions and thetas)") 
     for (RopeLayout layout : {RopeLayout::Interleaved, RopeLayout::HalfSplit}) {
       const size_t count = size_t(s.n) * s.n_heads * s.head_dim;
       const std::vector<float> x = random_floats(count, 300 + count);
+      // One position per token, as a ragged batch has them: runs of consecutive positions with jumps
+      // (every third token starts 50 further on).
+      std::vector<int> positions(size_t(s.n));
+      for (int t = 0; t < s.n; ++t) positions[size_t(t)] = s.start_pos + t + 50 * (t / 3);
       auto x_cuda = to_backend(*b.cuda, x);
-      b.cuda->rope(x_cuda.data(), s.n, s.n_heads, s.head_dim, s.start_pos, s.theta, layout);
+      auto positions_cuda = to_backend(*b.cuda, positions);
+      b.cuda->rope(x_cuda.data(), s.n, s.n_heads, s.head_dim, positions_cuda.data(), s.theta, layout);
       std::vector<float> expected = x;
-      b.cpu->rope(expected.data(), s.n, s.n_heads, s.head_dim, s.start_pos, s.theta, layout);
+      b.cpu->rope(expected.data(), s.n, s.n_heads, s.head_dim, positions.data(), s.theta, layout);
       // Both sides compute the same fp32 angle (the frequencies are computed on the host with the
       // CPU's expression); cosf/sinf differ by <= 2 ulp (CUDA) + 1 ulp (glibc), and the rotation's two
       // products and sum round once more each side: <= 16 * 2^-24 * max|x| over the head.
@@ -131,6 +138,93 @@ TEST_CASE("cuda attention == cpu attention (causal, GQA, long contexts)") {
     check_within(from_backend(*b.cuda, out_cuda), expected, std::vector<double>(q_count, bound),
                  fmt::format("attention n {} start {} heads {}/{} head_dim {}", s.n, s.start_pos, s.n_heads,
                              s.n_kv_heads, s.head_dim));
+  }
+}
+
+TEST_CASE("cuda store_kv == cpu store_kv, exactly (scattered slots)") {
+  BothBackends b;
+  const int kv_dim = 72, num_slots = 40, n = 9;
+  const std::vector<int> slots = {3, 4, 5, 39, 0, 17, 16, 22, 8};
+  const std::vector<float> new_k = random_floats(size_t(n) * kv_dim, 31), new_v = random_floats(size_t(n) * kv_dim, 32);
+  std::vector<float> k_pool = random_floats(size_t(num_slots) * kv_dim, 33), v_pool = random_floats(k_pool.size(), 34);
+  auto k_cuda = to_backend(*b.cuda, k_pool), v_cuda = to_backend(*b.cuda, v_pool);
+  auto new_k_cuda = to_backend(*b.cuda, new_k), new_v_cuda = to_backend(*b.cuda, new_v);
+  auto slots_cuda = to_backend(*b.cuda, slots);
+  b.cuda->store_kv(new_k_cuda.data(), new_v_cuda.data(), k_cuda.data(), v_cuda.data(), slots_cuda.data(), n, kv_dim,
+                   num_slots);
+  b.cpu->store_kv(new_k.data(), new_v.data(), k_pool.data(), v_pool.data(), slots.data(), n, kv_dim, num_slots);
+  CHECK(from_backend(*b.cuda, k_cuda) == k_pool);  // a copy: the same bits
+  CHECK(from_backend(*b.cuda, v_cuda) == v_pool);
+}
+
+TEST_CASE("cuda paged_attention == cpu paged_attention (ragged batches, block sizes 1, 5, 16, GQA)") {
+  BothBackends b;
+  struct Sequence { int context, n_new; };
+  struct PagedShape { int n_heads, n_kv_heads, head_dim, block_size; std::vector<Sequence> sequences; };
+  const PagedShape shapes[] = {
+      {9, 3, 64, 16, {{40, 1}, {33, 33}, {17, 4}, {1000, 1}}},  // SmolLM2's heads, prefill + decode rows
+      {4, 4, 16, 5, {{26, 1}, {11, 6}}},                        // MHA, block 5 (partial last blocks)
+      {8, 1, 128, 1, {{9, 9}, {300, 1}}},                       // MQA, one position per block
+  };
+  uint64_t seed = 900;
+  for (const PagedShape& s : shapes) {
+    const int kv_dim = s.n_kv_heads * s.head_dim;
+    int blocks = 0, max_context = 0;
+    for (const Sequence& q : s.sequences) {
+      blocks += (q.context + s.block_size - 1) / s.block_size;
+      max_context = std::max(max_context, q.context);
+    }
+    const int num_blocks = blocks + 2;
+    // The pool's blocks handed out in a seeded random order.
+    std::vector<int> order(static_cast<size_t>(num_blocks));
+    std::iota(order.begin(), order.end(), 0);
+    std::mt19937_64 rng(seed);
+    std::shuffle(order.begin(), order.end(), rng);
+    Batch batch(s.block_size);
+    size_t next = 0;
+    for (const Sequence& q : s.sequences) {
+      const int n_blocks = (q.context + s.block_size - 1) / s.block_size;
+      const std::vector<int> table(order.begin() + ptrdiff_t(next), order.begin() + ptrdiff_t(next + size_t(n_blocks)));
+      next += size_t(n_blocks);
+      batch.add_sequence(std::vector<int>(size_t(q.n_new), 0), q.context - q.n_new, table, LogitsFor::last);
+    }
+    batch.validate(num_blocks);
+    const size_t pool_count = size_t(num_blocks) * s.block_size * kv_dim;
+    const std::vector<float> k = random_floats(pool_count, ++seed), v = random_floats(pool_count, ++seed);
+    const size_t q_count = size_t(batch.n_tokens()) * s.n_heads * s.head_dim;
+    const std::vector<float> q = random_floats(q_count, ++seed);
+    // The batch's arrays on each backend.
+    std::vector<int> ints;
+    for (const auto* part : {&batch.positions, &batch.slot_mapping, &batch.query_start, &batch.context_lens, &batch.block_tables})
+      ints.insert(ints.end(), part->begin(), part->end());
+    auto ints_cuda = to_backend(*b.cuda, ints);
+    auto view_at = [&](const int* base) {
+      BatchView view;
+      view.n_tokens = batch.n_tokens();
+      view.n_sequences = batch.n_sequences();
+      view.block_size = batch.block_size;
+      view.max_blocks = batch.max_blocks;
+      view.max_context = max_context;
+      view.positions = base;
+      view.slot_mapping = base + batch.n_tokens();
+      view.query_start = view.slot_mapping + batch.n_tokens();
+      view.context_lens = view.query_start + batch.n_sequences() + 1;
+      view.block_tables = view.context_lens + batch.n_sequences();
+      return view;
+    };
+    auto q_cuda = to_backend(*b.cuda, q), k_cuda = to_backend(*b.cuda, k), v_cuda = to_backend(*b.cuda, v);
+    DeviceArray<float> out_cuda(*b.cuda, q_count);
+    b.cuda->paged_attention(q_cuda.data(), k_cuda.data(), v_cuda.data(), out_cuda.data(), view_at(ints_cuda.data()),
+                            s.n_heads, s.n_kv_heads, s.head_dim);
+    std::vector<float> expected(q_count);
+    b.cpu->paged_attention(q.data(), k.data(), v.data(), expected.data(), view_at(ints.data()), s.n_heads,
+                           s.n_kv_heads, s.head_dim);
+    // The bound of the contiguous attention test above, for the longest context in the batch.
+    const double delta = 2.0 * (s.head_dim + 2) * kUlp24 * std::sqrt(double(s.head_dim));
+    const double bound = 2.0 * delta + (4.0 * max_context + 16.0) * kUlp24;
+    check_within(from_backend(*b.cuda, out_cuda), expected, std::vector<double>(q_count, bound),
+                 fmt::format("paged attention heads {}/{} head_dim {} block {}", s.n_heads, s.n_kv_heads, s.head_dim,
+                             s.block_size));
   }
 }
 

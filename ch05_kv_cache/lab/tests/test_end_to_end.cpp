@@ -1,6 +1,6 @@
 // test_end_to_end.cpp: ch05 lab, both exercises inside the real engine.
 //
-// Transformer::forward appends each layer's K/V with your KVCache::append and attends with your
+// Transformer::forward stores each layer's K/V with your cpu::store_kv and attends with your
 // cpu::attention, for the prefill of a prompt (n tokens at start_pos 0) and every decode step (1 token
 // at start_pos = tokens so far). So:
 //  - on random models (GQA, MQA, head_dim not a multiple of 8), the logits of a prefill followed by
@@ -74,7 +74,7 @@ TEST_CASE("end_to_end: random models: prefill + decode-step logits match a float
     CHECK_MESSAGE(worst <= 1e-5, "largest logit error " << worst << " (relative to the largest logit) at position "
                                  << worst_position
                                  << (worst_position == prompt - 1 ? " (the prefill's last token)" : " (a decode step)")
-                                 << ". Fix the kv_append and attention unit tests first.");
+                                 << ". Fix the kv_store and attention unit tests first.");
   }
 }
 

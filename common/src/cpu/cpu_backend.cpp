@@ -61,13 +61,41 @@ class CpuBackend final : public Backend {
     cpu::matmul(weight, x, y, n, threads_);
   }
 
-  void rope(float* x, int n, int n_heads, int head_dim, int start_pos, float theta, RopeLayout layout) override {
-    cpu::rope(x, n, n_heads, head_dim, start_pos, theta, layout, threads_);
+  void rope(float* x, int n, int n_heads, int head_dim, const int* positions, float theta, RopeLayout layout) override {
+    // A sequence's new tokens sit at consecutive positions: one cpu::rope call per run of them (the
+    // whole pass for ch05's single sequence), each token rotated exactly as it would be alone.
+    const size_t token_floats = size_t(n_heads) * head_dim;
+    for (int first = 0; first < n;) {
+      int end = first + 1;
+      while (end < n && positions[end] == positions[end - 1] + 1) ++end;
+      cpu::rope(x + size_t(first) * token_floats, end - first, n_heads, head_dim, positions[first], theta, layout,
+                threads_);
+      first = end;
+    }
+  }
+
+  void store_kv(const float* new_k, const float* new_v, float* k_pool, float* v_pool, const int* slot_mapping, int n,
+                int kv_dim, int num_slots) override {
+    cpu::store_kv(new_k, new_v, k_pool, v_pool, slot_mapping, n, kv_dim, num_slots);
   }
 
   void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
                  int n_heads, int n_kv_heads, int head_dim) override {
     cpu::attention(q, k_cache, v_cache, out, n, start_pos, n_heads, n_kv_heads, head_dim, threads_);
+  }
+
+  void paged_attention(const float* q, const float* k_pool, const float* v_pool, float* out, const BatchView& batch,
+                       int n_heads, int n_kv_heads, int head_dim) override {
+    // One sequence whose blocks are consecutive in the pool (ch05's cache: blocks 0, 1, 2, ...) is a
+    // contiguous cache starting at its first block: the contiguous op runs it, with no table lookups
+    // (and, in the ch05 lab, the student's attention runs the whole engine). Both give the same bits.
+    if (batch.n_sequences == 1 && consecutive_blocks(batch)) {
+      const size_t first_row = size_t(batch.block_tables[0]) * batch.block_size * size_t(n_kv_heads) * head_dim;
+      cpu::attention(q, k_pool + first_row, v_pool + first_row, out, batch.n_tokens, batch.positions[0], n_heads,
+                     n_kv_heads, head_dim, threads_);
+      return;
+    }
+    cpu::paged_attention(q, k_pool, v_pool, out, batch, n_heads, n_kv_heads, head_dim, threads_);
   }
 
   void silu_mul(float* gate, const float* up, size_t count) override {
@@ -87,6 +115,14 @@ class CpuBackend final : public Backend {
 
  private:
   int threads_;
+
+  // Whether sequence 0's blocks covering its context are b, b + 1, b + 2, ...
+  static bool consecutive_blocks(const BatchView& batch) {
+    const int used = (batch.context_lens[0] + batch.block_size - 1) / batch.block_size;
+    for (int j = 1; j < used; ++j)
+      if (batch.block_tables[j] != batch.block_tables[0] + j) return false;
+    return true;
+  }
 };
 
 }  // namespace

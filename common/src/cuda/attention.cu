@@ -28,6 +28,12 @@
 //                            score buffer the size of the context: any length runs. Needs
 //                            head_dim <= 256 (two output dimensions per thread of 128).
 //
+//   paged v2 (ch06):         v2's kernel, templated on how a position's row is found: through the
+//                            sequence's block table (slot = table[p / block_size] * block_size +
+//                            p % block_size), each query at its own position (a ragged batch mixes
+//                            prefill chunks and decode rows of many sequences). One kernel for both, so
+//                            the paged pass computes what the contiguous one does.
+//
 // Which one the backend runs (cuda_backend.cpp): v2 for decode (n == 1), where v1 leaves the GPU
 // idle and reads K/V `group` times; v2 also when the context is too long for v1's shared memory.
 // v1 otherwise, i.e. prefill: there n x n_heads blocks already fill the GPU, and v2 would need a
@@ -125,8 +131,37 @@ struct Partials {
 // Block (split, g | head batch, b) handles query token t = token_offset + b, the query heads
 // [first_head, first_head + heads) of kv head g, and the positions [split * split_len, ...) up to
 // the query's last position, kV2Tile at a time.
+// Where a query's positions live. Contiguous: one sequence, query t at start_pos + t, position p in row p.
+struct ContiguousRows {
+  int start_pos;
+  __device__ int last_position(int t) const { return start_pos + t; }
+  __device__ const int* table(int) const { return nullptr; }
+  __device__ size_t row(const int*, int p) const { return size_t(p); }
+};
+// Paged: query t at positions[t], in sequence s (query_start[s] <= t < query_start[s + 1]), position p of
+// s in slot block_tables[s][p / block_size] * block_size + p % block_size.
+struct PagedRows {
+  const int* positions;
+  const int* query_start;
+  const int* block_tables;
+  int n_sequences, max_blocks, block_size;
+  __device__ int last_position(int t) const { return positions[t]; }
+  __device__ const int* table(int t) const {
+    int lo = 0, hi = n_sequences - 1;  // the last s with query_start[s] <= t
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (query_start[mid] <= t) lo = mid; else hi = mid - 1;
+    }
+    return block_tables + size_t(lo) * size_t(max_blocks);
+  }
+  __device__ size_t row(const int* table, int p) const {
+    return size_t(table[p / block_size]) * size_t(block_size) + size_t(p % block_size);
+  }
+};
+
+template <typename Rows>
 __global__ void attention_v2_split_context(const float* q, const float* k_cache, const float* v_cache,
-                                           Partials partials, int token_offset, int start_pos, int n_heads,
+                                           Partials partials, int token_offset, Rows rows, int n_heads,
                                            int n_kv_heads, int head_dim, int split_len, int n_splits, float scale) {
   __shared__ float q_shared[kV2HeadsPerBlock][kV2MaxHeadDim];  // the group's queries
   __shared__ float weights[kV2HeadsPerBlock][kV2Tile];        // scores, then exp(score - running max)
@@ -144,7 +179,8 @@ __global__ void attention_v2_split_context(const float* q, const float* k_cache,
   const int heads = min(kV2HeadsPerBlock, g * group + group - first_head);
   const int b = blockIdx.z;                       // query within this launch
   const int t = token_offset + b;                 // query within the pass
-  const int last = start_pos + t;                 // causal: positions [0, last]
+  const int last = rows.last_position(t);         // causal: positions [0, last]
+  const int* table = rows.table(t);               // the query's block table (paged), else unused
   const int begin = split * split_len;
   const int end = min(begin + split_len, last + 1);  // may be <= begin: an empty split
   const size_t kv_dim = size_t(n_kv_heads) * size_t(head_dim);
@@ -168,7 +204,7 @@ __global__ void attention_v2_split_context(const float* q, const float* k_cache,
 
     // ---- scores: warp w scores positions w, w + 4, ...; the K row is read once for every head --
     for (int p = warp; p < count; p += kV2Warps) {
-      const float* k_row = k_head + size_t(tile + p) * kv_dim;  // (head_dim), coalesced over lanes
+      const float* k_row = k_head + rows.row(table, tile + p) * kv_dim;  // (head_dim), coalesced over lanes
       float dots[kV2HeadsPerBlock] = {};
       for (int d = lane; d < head_dim; d += 32) {
         const float k_value = k_row[d];
@@ -216,7 +252,7 @@ __global__ void attention_v2_split_context(const float* q, const float* k_cache,
 #pragma unroll
       for (int j = 0; j < kV2HeadsPerBlock; ++j) acc[k][j] *= j < heads ? tile_rescale[j] : 0.0f;
       for (int p = 0; p < count; ++p) {
-        const float v_value = v_head[size_t(tile + p) * kv_dim + d];  // coalesced over threads
+        const float v_value = v_head[rows.row(table, tile + p) * kv_dim + d];  // coalesced over threads
 #pragma unroll
         for (int j = 0; j < kV2HeadsPerBlock; ++j) acc[k][j] += weights[j][p] * v_value;
       }
@@ -352,10 +388,47 @@ void attention_v2(const float* q, const float* k_cache, const float* v_cache, fl
     const Partials partials{base, base + entries * head_dim, base + entries * head_dim + entries};
     const dim3 grid{unsigned(plan.n_splits), unsigned(n_kv_heads * head_batches), unsigned(batch)};
     attention_v2_split_context<<<grid, kV2Threads, 0, stream>>>(q, k_cache, v_cache, partials, token_offset,
-                                                                start_pos, n_heads, n_kv_heads, head_dim,
-                                                                plan.split_len, plan.n_splits, scale);
+                                                                ContiguousRows{start_pos}, n_heads, n_kv_heads,
+                                                                head_dim, plan.split_len, plan.n_splits, scale);
     CUDA_CHECK_LAUNCH();
     attention_v2_combine<<<dim3{unsigned(n_heads), unsigned(batch)}, kV2Threads, 0, stream>>>(
+        partials, out, token_offset, n_heads, head_dim, plan.n_splits);
+    CUDA_CHECK_LAUNCH();
+  }
+}
+
+void paged_attention_v2(const float* q, const float* k_pool, const float* v_pool, float* out, const BatchView& batch,
+                        int n_heads, int n_kv_heads, int head_dim, void* workspace, size_t workspace_bytes,
+                        cudaStream_t stream) {
+  const int n = batch.n_tokens;
+  if (n <= 0) return;
+  check_shape("cuda paged attention v2", n, 0, n_heads, n_kv_heads, head_dim);
+  if (!attention_v2_supported(head_dim))
+    throw_error("cuda paged attention v2: head_dim " + std::to_string(head_dim) + " is above its limit of " +
+                std::to_string(kV2MaxHeadDim));
+  if (batch.block_size <= 0 || batch.n_sequences <= 0 || batch.max_context <= 0)
+    throw_error("cuda paged attention v2: an empty batch or a block size of " + std::to_string(batch.block_size));
+  if (workspace_bytes < attention_v2_workspace_bytes(n, n_heads, head_dim))
+    throw_error("cuda paged attention v2: the workspace is smaller than attention_v2_workspace_bytes()");
+  // One plan for the pass, from its longest context: a shorter query's splits past its last position are
+  // empty and combine with weight 0.
+  const SplitPlan plan = plan_splits(batch.max_context);
+  const float scale = 1.0f / std::sqrt(float(head_dim));
+  const int group = n_heads / n_kv_heads;
+  const int head_batches = (group + kV2HeadsPerBlock - 1) / kV2HeadsPerBlock;
+  const PagedRows rows{batch.positions, batch.query_start, batch.block_tables, batch.n_sequences, batch.max_blocks,
+                       batch.block_size};
+  for (int token_offset = 0; token_offset < n; token_offset += kV2QueryBatch) {
+    const int launch = std::min(kV2QueryBatch, n - token_offset);
+    const size_t entries = size_t(launch) * n_heads * plan.n_splits;
+    float* base = static_cast<float*>(workspace);
+    const Partials partials{base, base + entries * head_dim, base + entries * head_dim + entries};
+    const dim3 grid{unsigned(plan.n_splits), unsigned(n_kv_heads * head_batches), unsigned(launch)};
+    attention_v2_split_context<<<grid, kV2Threads, 0, stream>>>(q, k_pool, v_pool, partials, token_offset, rows,
+                                                                n_heads, n_kv_heads, head_dim, plan.split_len,
+                                                                plan.n_splits, scale);
+    CUDA_CHECK_LAUNCH();
+    attention_v2_combine<<<dim3{unsigned(n_heads), unsigned(launch)}, kV2Threads, 0, stream>>>(
         partials, out, token_offset, n_heads, head_dim, plan.n_splits);
     CUDA_CHECK_LAUNCH();
   }

@@ -183,8 +183,21 @@ class CudaBackend final : public Backend {
     cuda::matmul_cublas(cublas_, weight, x_half, y, n);
   }
 
-  void rope(float* x, int n, int n_heads, int head_dim, int start_pos, float theta, RopeLayout layout) override {
-    cuda::rope(x, n, n_heads, head_dim, start_pos, theta, layout, stream_);
+  void rope(float* x, int n, int n_heads, int head_dim, const int* positions, float theta, RopeLayout layout) override {
+    cuda::rope(x, n, n_heads, head_dim, positions, theta, layout, stream_);
+  }
+
+  void store_kv(const float* new_k, const float* new_v, float* k_pool, float* v_pool, const int* slot_mapping, int n,
+                int kv_dim, int num_slots) override {
+    cuda::store_kv(new_k, new_v, k_pool, v_pool, slot_mapping, n, kv_dim, num_slots, stream_);
+  }
+
+  void paged_attention(const float* q, const float* k_pool, const float* v_pool, float* out, const BatchView& batch,
+                       int n_heads, int n_kv_heads, int head_dim) override {
+    // The split-context kernel for every pass (prefill chunks and decode rows of many sequences mixed).
+    const size_t bytes = cuda::attention_v2_workspace_bytes(batch.n_tokens, n_heads, head_dim);
+    cuda::paged_attention_v2(q, k_pool, v_pool, out, batch, n_heads, n_kv_heads, head_dim,
+                             attention_scratch_.ensure(bytes), bytes, stream_);
   }
 
   void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,

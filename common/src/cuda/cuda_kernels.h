@@ -27,9 +27,16 @@ void embed(const Matrix& table, const int* tokens, int n, float* out, cudaStream
 void rmsnorm(const float* x, const float* weight, float* out, int n, int dim, float eps, cudaStream_t stream);
 
 // ---- rope.cu ---------------------------------------------------------------------------------------
-// Rotates each head of x (n, n_heads, head_dim) by the angles of positions start_pos + t.
-void rope(float* x, int n, int n_heads, int head_dim, int start_pos, float theta, RopeLayout layout,
+// Rotates each head of token t of x (n, n_heads, head_dim) by the angles of position positions[t]
+// (n device ints).
+void rope(float* x, int n, int n_heads, int head_dim, const int* positions, float theta, RopeLayout layout,
           cudaStream_t stream);
+
+// ---- kv_store.cu -----------------------------------------------------------------------------------
+// Token t's K and V rows (n, kv_dim) -> rows slot_mapping[t] (n device ints) of k_pool / v_pool (num_slots
+// rows of kv_dim floats). A slot outside [0, num_slots) is skipped (the batch was validated on the host).
+void store_kv(const float* new_k, const float* new_v, float* k_pool, float* v_pool, const int* slot_mapping, int n,
+              int kv_dim, int num_slots, cudaStream_t stream);
 
 // ---- attention.cu ----------------------------------------------------------------------------------
 // Causal GQA attention (see Backend::attention): q (n, n_heads, head_dim), caches (max_seq, n_kv_heads,
@@ -49,6 +56,12 @@ size_t attention_v2_workspace_bytes(int n, int n_heads, int head_dim);
 void attention_v2(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
                   int n_heads, int n_kv_heads, int head_dim, void* workspace, size_t workspace_bytes,
                   cudaStream_t stream);
+// v2 over a paged pool (see Backend::paged_attention): the same kernel, each position's row found through
+// its sequence's block table and each query at its own position. `batch` holds device pointers. The
+// workspace: attention_v2_workspace_bytes(batch.n_tokens, n_heads, head_dim).
+void paged_attention_v2(const float* q, const float* k_pool, const float* v_pool, float* out, const BatchView& batch,
+                        int n_heads, int n_kv_heads, int head_dim, void* workspace, size_t workspace_bytes,
+                        cudaStream_t stream);
 
 // ---- elementwise.cu --------------------------------------------------------------------------------
 void silu_mul(float* gate, const float* up, size_t count, cudaStream_t stream);  // gate = silu(gate) * up

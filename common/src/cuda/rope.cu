@@ -9,7 +9,8 @@
 //                       computed on the host with the CPU's exact expression (std::pow) and passed
 //                       as a kernel argument, so the angle pos * frequency is bit-identical to the
 //                       CPU's; only cosf/sinf (<= 2 ulp) can differ. Device powf would add its own
-//                       ulps, multiplied by pos.
+//                       ulps, multiplied by pos. Each token's position is read from `positions` (device
+//                       ints, one per token: a ragged batch's tokens are each at their own position).
 #include "cuda_check.h"
 #include "cuda_device.cuh"
 #include "cuda_kernels.h"
@@ -28,7 +29,7 @@ struct RopeFrequencies {
   float value[kMaxPairs];  // (head_dim / 2)
 };
 
-__global__ void rope_v1_thread_per_pair(float* x, int n, int n_heads, int head_dim, int start_pos,
+__global__ void rope_v1_thread_per_pair(float* x, int n, int n_heads, int head_dim, const int* positions,
                                         RopeFrequencies frequencies, int first_stride, int second_offset) {
   const int half = head_dim / 2;
   const size_t count = size_t(n) * size_t(n_heads) * size_t(half);
@@ -38,7 +39,7 @@ __global__ void rope_v1_thread_per_pair(float* x, int n, int n_heads, int head_d
     const size_t head = index / size_t(half);                // (t, h) flattened: t * n_heads + h
     const int t = int(head / size_t(n_heads));
     float* head_x = x + head * size_t(head_dim);              // (head_dim)
-    const float angle = float(start_pos + t) * frequencies.value[i];
+    const float angle = float(positions[t]) * frequencies.value[i];
     const float c = cosf(angle), s = sinf(angle);
     float& a = head_x[i * first_stride];
     float& b = head_x[i * first_stride + second_offset];
@@ -50,7 +51,7 @@ __global__ void rope_v1_thread_per_pair(float* x, int n, int n_heads, int head_d
 
 }  // namespace
 
-void rope(float* x, int n, int n_heads, int head_dim, int start_pos, float theta, RopeLayout layout,
+void rope(float* x, int n, int n_heads, int head_dim, const int* positions, float theta, RopeLayout layout,
           cudaStream_t stream) {
   if (n <= 0 || n_heads <= 0) return;
   const int half = head_dim / 2;
@@ -62,7 +63,7 @@ void rope(float* x, int n, int n_heads, int head_dim, int start_pos, float theta
   const int first_stride = layout == RopeLayout::Interleaved ? 2 : 1;
   const int second_offset = layout == RopeLayout::Interleaved ? 1 : half;
   const size_t pairs = size_t(n) * size_t(n_heads) * size_t(half);
-  rope_v1_thread_per_pair<<<grid_for(pairs, kThreads), kThreads, 0, stream>>>(x, n, n_heads, head_dim, start_pos,
+  rope_v1_thread_per_pair<<<grid_for(pairs, kThreads), kThreads, 0, stream>>>(x, n, n_heads, head_dim, positions,
                                                                               frequencies, first_stride, second_offset);
   CUDA_CHECK_LAUNCH();
 }

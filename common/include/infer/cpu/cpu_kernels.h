@@ -56,4 +56,24 @@ void attention_v2_grouped(const float* q, const float* k_cache, const float* v_c
 void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
                int n_heads, int n_kv_heads, int head_dim, int threads);
 
+// Writes token t's K and V rows (n, kv_dim) to pool rows slot_mapping[t] of k_pool / v_pool (num_slots rows
+// of kv_dim floats each), see Backend::store_kv. Throws infer::Error, before writing anything, when a slot is
+// outside [0, num_slots). kv_store_cpu.cpp (its own file: the ch05 lab's exercise 1).
+void store_kv(const float* new_k, const float* new_v, float* k_pool, float* v_pool, const int* slot_mapping, int n,
+              int kv_dim, int num_slots);
+
+// Causal GQA attention of a ragged batch over a paged pool, see Backend::paged_attention and
+// attention_cpu.cpp. Each query's result depends only on its own q, its position and its sequence's
+// K/V rows, never on the rest of the batch or the block size.
+// v1_naive: one (token, query head) at a time, three passes; the reference.
+// v2_grouped: v2_grouped's arithmetic with the rows found through the block table (the same bits as the
+//             contiguous v2 for the same rows).
+// paged_attention: the version the CPU backend runs.
+void paged_attention_v1_naive(const float* q, const float* k_pool, const float* v_pool, float* out,
+                              const BatchView& batch, int n_heads, int n_kv_heads, int head_dim, int threads);
+void paged_attention_v2_grouped(const float* q, const float* k_pool, const float* v_pool, float* out,
+                                const BatchView& batch, int n_heads, int n_kv_heads, int head_dim, int threads);
+void paged_attention(const float* q, const float* k_pool, const float* v_pool, float* out, const BatchView& batch,
+                     int n_heads, int n_kv_heads, int head_dim, int threads);
+
 }  // namespace infer::cpu

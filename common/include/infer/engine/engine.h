@@ -10,13 +10,25 @@
 // on_event for every token produced. A request ends on a stop token, max_tokens, abort(), or an error
 // that concerns it alone (its blocks are freed at once in every case). Nothing here is global: two
 // engines can run side by side. The engine is not thread-safe: one thread calls add_request / abort /
-// step (the ch09 server queues requests into that thread).
-// (Contract fixed before its implementation lands; see the ch06 issue.)
+// step (the ch09 server queues requests into that thread). Events are delivered at the end of step(),
+// after the engine's state is updated, so a callback may call add_request() or abort().
+//
+// Scheduling (one step):
+//   1. running sequences, oldest first: each gets its next token (decode) or its next prefill chunk under
+//      the step's token budget; when the pool has no block for one, the newest running sequence is
+//      preempted (its blocks freed, its prompt + generated tokens recomputed when it is readmitted).
+//   2. waiting requests, first come first served, while the batch, the budget and the pool allow (and no
+//      sequence was preempted this step): each reuses its cached prefix blocks and prefills the rest,
+//      chunked under the budget. With SchedulePolicy::static_batch a batch of max_batch requests is formed
+//      only when the previous one has entirely finished (the comparison of the chapter).
 #pragma once
 
+#include "infer/engine/batch_runner.h"
+#include "infer/engine/block_manager.h"
 #include "infer/engine/sampler.h"
 #include "infer/model/transformer.h"
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -35,25 +47,47 @@ struct RequestParams {
 };
 
 enum class FinishReason { none, stop, length, aborted, error };
+const char* finish_reason_name(FinishReason reason);  // "none", "stop", "length", "aborted", "error"
 
-// What on_event receives: a token (finish == none), or the end of the request (finish != none; token
-// is -1 unless the last token and the finish come together). `error` names the problem when finish == error.
+using EngineClock = std::chrono::steady_clock;
+
+// A request's life, filled as it goes (every event carries the current state).
+struct RequestTimes {
+  EngineClock::time_point arrival;      // add_request
+  EngineClock::time_point first_token;  // first token sampled (valid once generated >= 1)
+  EngineClock::time_point finish;       // valid on the finish event
+  int prompt_tokens = 0;
+  int cached_tokens = 0;       // prompt positions reused from the prefix cache at first admission
+  int generated = 0;           // tokens emitted so far
+  int preemptions = 0;         // times it was preempted and recomputed
+};
+
+// What on_event receives: a token (finish == none), or the end of the request (finish != none). The
+// token reaching max_tokens comes with finish == length in the same event; a stop token is not emitted
+// (token -1, finish == stop); aborted / error carry token -1. `error` names the problem when finish == error.
 struct RequestEvent {
   RequestId id = 0;
   int token = -1;
   FinishReason finish = FinishReason::none;
   std::string error;
+  RequestTimes times;
 };
 using RequestCallback = std::function<void(const RequestEvent&)>;
+
+enum class SchedulePolicy {
+  continuous,    // iteration-level: requests join and leave the running batch at every step
+  static_batch,  // a batch of up to max_batch requests runs until its longest member ends, then the next
+};
 
 struct EngineOptions {
   int block_size = 16;            // positions per KV block
   int num_blocks = 0;             // KV pool size; 0 = sized from kv_cache_bytes
-  uint64_t kv_cache_bytes = 0;    // used when num_blocks == 0; 0 = enough for max_batch full contexts, capped
+  uint64_t kv_cache_bytes = 0;    // used when num_blocks == 0; 0 = max_batch full contexts, at most 1 GiB
   int max_batch = 64;             // sequences in one step at most
   int max_step_tokens = 512;      // token budget of one step (decode tokens + prefill chunks)
   bool prefix_caching = true;     // reuse full cached blocks of identical prompt prefixes
   bool chunked_prefill = true;    // split a long prompt over several steps under the budget
+  SchedulePolicy policy = SchedulePolicy::continuous;
 };
 
 struct EngineStats {
@@ -63,19 +97,30 @@ struct EngineStats {
   uint64_t generated_tokens = 0;
   uint64_t prefix_cache_hit_tokens = 0;
   uint64_t preemptions = 0;
+  uint64_t finished = 0;             // requests ended (any reason)
+  uint64_t prefix_cache_lookups = 0; // full prompt blocks looked up at admission
+  uint64_t prefix_cache_hit_blocks = 0;
+  uint64_t forward_bytes = 0;        // weight + KV bytes the passes moved (ForwardStats)
   int running = 0;
   int waiting = 0;
   int blocks_total = 0;
   int blocks_free = 0;
   int peak_blocks_used = 0;
+  int peak_running = 0;
 };
 
 class Engine {
  public:
+  // Builds a TransformerRunner over a PagedKVCache sized by options (num_blocks, or kv_cache_bytes). The
+  // step's token budget is capped at model.max_tokens() (the transformer's activation buffers).
   Engine(Transformer& model, EngineOptions options);
+  // Any model behind the BatchRunner interface (tests use fakes). options.num_blocks / block_size are
+  // taken from the runner.
+  Engine(std::unique_ptr<BatchRunner> runner, EngineOptions options);
   ~Engine();
-  // Queues a request. Throws infer::Error (and queues nothing) for an empty prompt, a prompt + max_tokens
-  // beyond the model's context, or one that could never fit the whole block pool; the message names the sizes.
+  // Queues a request. Throws infer::Error (and queues nothing) for an empty prompt, a token outside the
+  // vocabulary, max_tokens < 1, a prompt + max_tokens beyond the model's context, or one that could never
+  // fit the whole block pool; the message names the sizes.
   RequestId add_request(std::vector<int> prompt, RequestParams params, RequestCallback on_event);
   // Ends a request now (waiting or running): frees its blocks, sends finish == aborted. Unknown id: false.
   bool abort(RequestId id);
@@ -84,6 +129,10 @@ class Engine {
   bool has_work() const;
   EngineStats stats() const;
   const EngineOptions& options() const;
+  // The model and the block bookkeeping, for callers that go below the request level (ch08's rollback,
+  // tests asserting that the pool is free).
+  BatchRunner& runner();
+  const BlockManager& block_manager() const;
 
  private:
   struct Impl;

@@ -27,6 +27,21 @@ struct Matrix {
   size_t n_bytes() const { return dtype_row_bytes(dtype, int64_t(rows) * cols); }
 };
 
+// A Batch (batch.h) as the kernels see it: its int arrays in the backend's memory (the Transformer uploads
+// them once per pass) plus the sizes, by value. Shapes as in batch.h.
+struct BatchView {
+  int n_tokens = 0;
+  int n_sequences = 0;
+  int block_size = 0;
+  int max_blocks = 0;             // columns of block_tables
+  int max_context = 0;            // the largest context_lens entry (sizes the CUDA launch)
+  const int* positions = nullptr;     // (n_tokens)
+  const int* slot_mapping = nullptr;  // (n_tokens)
+  const int* query_start = nullptr;   // (n_sequences + 1)
+  const int* context_lens = nullptr;  // (n_sequences)
+  const int* block_tables = nullptr;  // (n_sequences, max_blocks)
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -54,14 +69,30 @@ class Backend {
   virtual void rmsnorm(const float* x, const float* weight, float* out, int n, int dim, float eps) = 0;
   // y (n, W.rows) = x (n, W.cols) . W^T. n == 1 is the decode GEMV, n > 1 the prefill GEMM.
   virtual void matmul(const Matrix& weight, const float* x, float* y, int n) = 0;
-  // Rotates each head of x (n, n_heads, head_dim) by the angle of its position start_pos + t.
-  virtual void rope(float* x, int n, int n_heads, int head_dim, int start_pos, float theta, RopeLayout layout) = 0;
-  // Causal attention of n new queries against the cache, which already holds positions
-  // [0, start_pos + n) for this layer.
+  // Rotates each head of token t of x (n, n_heads, head_dim) by the angle of its own position
+  // positions[t] (n ints in backend memory: each token of a ragged batch is at its own position).
+  virtual void rope(float* x, int n, int n_heads, int head_dim, const int* positions, float theta,
+                    RopeLayout layout) = 0;
+  // Writes token t's key and value rows to pool slot slot_mapping[t] (n ints in backend memory):
+  //   new_k, new_v (n, kv_dim) -> k_pool, v_pool (num_slots, kv_dim) rows slot_mapping[t]; nothing else
+  // changes. A slot outside [0, num_slots): infer::Error on the CPU (nothing written); skipped on CUDA
+  // (Transformer::forward validates the batch before any op runs).
+  virtual void store_kv(const float* new_k, const float* new_v, float* k_pool, float* v_pool,
+                        const int* slot_mapping, int n, int kv_dim, int num_slots) = 0;
+  // Causal attention of n new queries of ONE sequence against a contiguous cache, which already holds
+  // positions [0, start_pos + n) for this layer (ch05's shape; the one-sequence case of paged_attention).
   //   q (n, n_heads, head_dim); k_cache, v_cache (max_seq, n_kv_heads, head_dim); out (n, n_heads, head_dim)
   // Query head h reads kv head h / (n_heads / n_kv_heads) (GQA). Query t sees positions <= start_pos + t.
   virtual void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n,
                          int start_pos, int n_heads, int n_kv_heads, int head_dim) = 0;
+  // Causal attention of a ragged batch (BatchView) against a paged pool of one layer:
+  //   q (n_tokens, n_heads, head_dim); k_pool, v_pool (num_blocks, block_size, n_kv_heads, head_dim);
+  //   out (n_tokens, n_heads, head_dim). Token t of sequence s, at position p = positions[t], attends over
+  //   positions [0, p] of sequence s, position i living in slot block_table(s)[i / block_size] * block_size
+  //   + i % block_size. GQA as in attention(). On the CPU a query's result does not depend on the rest of
+  //   the batch (the same bits alone or batched).
+  virtual void paged_attention(const float* q, const float* k_pool, const float* v_pool, float* out,
+                               const BatchView& batch, int n_heads, int n_kv_heads, int head_dim) = 0;
   // gate (count) = silu(gate) * up
   virtual void silu_mul(float* gate, const float* up, size_t count) = 0;
   // x (count) += y

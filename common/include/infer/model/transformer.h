@@ -2,8 +2,10 @@
 //
 // For each layer:  h = x + Wo . attention(rope(Wq . norm(x)), rope(Wk . norm(x)), Wv . norm(x))
 //                  x = h + W2 . (silu(W1 . norm(h)) * (W3 . norm(h)))
-// then logits = Wcls . norm(x). A pass takes n new tokens at positions [start_pos, start_pos + n),
-// writes their K/V into the cache and attends causally over [0, start_pos + n).
+// then logits = Wcls . norm(x). One pass runs a ragged batch (batch.h): the new tokens of several
+// sequences, each at its own positions, write their K/V into the paged pool at their slots and attend
+// causally over their own sequence. ch05's single sequence over a KVCache is the one-sequence case of
+// the same pass (the overload taking start_pos), not a second copy of the model code.
 #pragma once
 
 #include "infer/model/backend.h"
@@ -29,18 +31,19 @@ class Transformer {
   // `max_tokens` bounds n in one forward pass (sizes the activation buffers).
   Transformer(const Weights& weights, Backend& backend, int max_tokens);
 
-  // Runs tokens [start_pos, start_pos + n) through the model. Writes the logits of the last token
-  // (vocab_size floats, host memory) to logits_out; if all_logits is non-null, also the logits of
-  // every token, (n, vocab_size). Throws infer::Error if n > max_tokens or the cache is too short.
+  // THE forward pass: one pass over a ragged batch (batch.h) against a paged cache. Writes every new
+  // token's K/V to its slot, attends causally per sequence over its block table, and writes the logits of
+  // batch.logits_rows, in that order, to logits_out ((logits_rows.size(), vocab_size) floats, host memory).
+  // On the CPU a sequence's logits are bit-identical whatever else is in the batch. Throws infer::Error if
+  // batch.validate(cache.num_blocks()) fails, n_tokens() > max_tokens() or the cache is for another model.
+  ForwardStats forward(const Batch& batch, PagedKVCache& cache, float* logits_out);
+
+  // The one-sequence case (ch05): tokens [start_pos, start_pos + n) of the sequence that owns `cache`
+  // (slot of position p = p). Writes the logits of the last token (vocab_size floats, host memory) to
+  // logits_out; if all_logits is non-null, also the logits of every token, (n, vocab_size). Throws
+  // infer::Error if n > max_tokens or the positions do not fit the cache.
   ForwardStats forward(std::span<const int> tokens, int start_pos, KVCache& cache, float* logits_out,
                        float* all_logits = nullptr);
-
-  // ch06: one pass over a ragged batch (batch.h) against a paged cache. Writes every new token's K/V to
-  // its slot, attends causally per sequence over its block table, and writes the logits of
-  // batch.logits_rows, in that order, to logits_out ((logits_rows.size(), vocab_size) floats, host memory).
-  // Throws infer::Error if batch.validate(cache.num_blocks()) fails or n_tokens() > max_tokens().
-  // (Contract fixed before its implementation lands; see the ch06 issue.)
-  ForwardStats forward(const Batch& batch, PagedKVCache& cache, float* logits_out);
 
   // Debug check (off by default: it reads every activation after every op, downloading it from a
   // device backend): when on, forward() scans the output of each op and throws infer::Error naming
@@ -63,6 +66,12 @@ class Transformer {
   void check_activation(const float* data, size_t count, int layer, const char* op);
   // Activations, (max_tokens, width) each, in backend memory.
   DeviceArray<float> x_, xb_, xb2_, q_, k_, v_, att_out_, gate_, up_, logits_;
+  // The batch's int arrays in backend memory, uploaded once per pass (one upload):
+  // positions (T) | slot_mapping (T) | query_start (S + 1) | context_lens (S) | block_tables (S, max_blocks).
+  DeviceArray<int> batch_ints_;
+  std::vector<int> batch_host_;  // the same, packed on the host before the upload
+  // Packs and uploads `batch`; returns the kernels' view of it.
+  BatchView upload_batch(const Batch& batch);
 };
 
 }  // namespace infer

@@ -1,0 +1,412 @@
+// ch06_batching: many requests through one forward pass: one at a time vs static vs continuous batching,
+// over a paged KV cache with prefix sharing.
+//
+// Part 1 (the acceptance run): N requests submitted at once (default 64 with 64-token prompts and 64 output
+//   tokens, end-of-text ignored): one request at a time through ch05's CachedGenerator (a subset, --solo),
+//   static batching (a batch of max_batch waits for its longest member) and continuous batching. Every
+//   engine output is compared with the same request decoded alone (the subset that ran alone) and between
+//   the two engines (all requests); the pool must be all free after each run.
+// Part 2: the max-batch sweep (1, 4, 16, 64) on a smaller workload: throughput against TPOT.
+// Part 3: mixed output lengths (geometric): static vs continuous, and peak paged KV bytes against a
+//   contiguous max-length reservation per request.
+// Part 4: a shared system prompt, prefix caching off vs on: prefill tokens run and TTFT.
+// All rows come from this one run; the JSON (--json) records outputs_identical and blocks_free_after.
+#include "infer/app/app.h"
+#include "infer/app/hardware.h"
+#include "infer/core/error.h"
+#include "infer/engine/engine.h"
+#include "infer/engine/generator.h"
+#include "infer/engine/workload.h"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+
+using namespace infer;
+
+namespace {
+
+// "\r  continuous  1234/4096 tokens" on stderr while a run goes.
+std::function<void(int, int)> progress(const std::string& label, Engine& engine, uint64_t total_tokens) {
+  return [label, &engine, total_tokens, last = EngineClock::now()](int done, int total) mutable {
+    const auto now = EngineClock::now();
+    if (done < total && now - last < std::chrono::milliseconds(500)) return;
+    last = now;
+    fmt::print(stderr, "\r  {:<28} {:6}/{} tokens, {:3}/{} requests done", label, engine.stats().generated_tokens,
+               total_tokens, done, total);
+    if (done == total) fmt::print(stderr, "\n");
+  };
+}
+
+uint64_t total_output(const std::vector<WorkloadRequest>& workload) {
+  uint64_t total = 0;
+  for (const auto& r : workload) total += uint64_t(r.max_tokens);
+  return total;
+}
+
+std::vector<int> parse_list(const std::string& text) {
+  std::vector<int> values;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    try {
+      values.push_back(std::stoi(item));
+    } catch (...) {
+      fail("--sweep: '{}' is not a number", item);
+    }
+    if (values.back() < 1) fail("--sweep: max batch {} must be >= 1", values.back());
+  }
+  if (values.empty()) fail("--sweep: empty list");
+  return values;
+}
+
+struct EngineRun {
+  RunResult result;
+  bool blocks_free_after = false;
+};
+
+struct Setup {
+  Transformer* model;
+  int block_size;
+  int num_blocks;
+  int step_tokens;
+};
+
+EngineRun run_engine(const Setup& setup, const std::string& label, const std::vector<WorkloadRequest>& workload,
+                     int max_batch, SchedulePolicy policy, bool prefix_caching) {
+  EngineOptions options;
+  options.block_size = setup.block_size;
+  options.num_blocks = setup.num_blocks;
+  options.max_batch = max_batch;
+  options.max_step_tokens = setup.step_tokens;
+  options.prefix_caching = prefix_caching;
+  options.policy = policy;
+  Engine engine(*setup.model, options);
+  RequestParams params;
+  params.sampler.temperature = 0.0f;  // greedy: outputs comparable token for token
+  params.ignore_eos = true;
+  fmt::print(stderr, "{}: {} requests, max batch {}\n", label, workload.size(), max_batch);
+  EngineRun run;
+  run.result = run_workload(engine, workload, params, progress(label, engine, total_output(workload)));
+  const EngineStats stats = engine.stats();
+  run.blocks_free_after = stats.blocks_free == stats.blocks_total && stats.running == 0 && stats.waiting == 0;
+  for (const RequestRecord& r : run.result.requests)
+    if (r.finish != FinishReason::length) fail("{}: request {} ended with {} ({})", label, r.id, finish_reason_name(r.finish), r.error);
+  return run;
+}
+
+// The common row of an engine run plus its latency / memory columns.
+ReportRow engine_row(const std::string& variant, const EngineRun& run, int max_batch) {
+  const RunMetrics& m = run.result.metrics;
+  ReportRow row = Report::make_row(variant, int(m.generated_tokens), 1000.0 * m.wall_s, m.forward_bytes);
+  row.extra["max_batch"] = max_batch;
+  row.extra["total_tok_per_s"] = m.total_tok_per_s;
+  row.extra["ttft_p50_ms"] = m.ttft_ms.p50;
+  row.extra["ttft_p99_ms"] = m.ttft_ms.p99;
+  row.extra["tpot_p50_ms"] = m.tpot_ms.p50;
+  row.extra["tpot_p99_ms"] = m.tpot_ms.p99;
+  row.extra["e2e_p50_ms"] = m.e2e_ms.p50;
+  row.extra["e2e_p99_ms"] = m.e2e_ms.p99;
+  row.extra["prefill_tokens"] = m.prefill_tokens;
+  row.extra["peak_kv_blocks"] = m.peak_blocks;
+  row.extra["peak_kv_mb"] = double(m.peak_kv_bytes) / 1e6;
+  row.extra["preemptions"] = m.preemptions;
+  row.extra["blocks_free_after"] = run.blocks_free_after;
+  return row;
+}
+
+std::vector<std::vector<int>> outputs_of(const RunResult& run) {
+  std::vector<std::vector<int>> out;
+  for (const auto& r : run.requests) out.push_back(r.tokens);
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ch06_batching: one request at a time vs static vs continuous batching over a paged KV cache"};
+  CommonOptions options;
+  options.max_tokens = 64;  // output tokens per request
+  options.threads = 2;
+  add_common_options(app, options);
+  int requests = 64;
+  int prompt_len = 64;
+  int solo = 8;
+  int max_batch = 64;
+  int block_size = 16;
+  int num_blocks = 0;
+  int step_tokens = 512;
+  std::string sweep_text = "1,4,16,64";
+  int sweep_requests = 32;
+  int sweep_output = 32;
+  int mixed_requests = 64;
+  double mixed_mean = 48;
+  int mixed_max = 256;
+  int shared_requests = 16;
+  int system_prompt = 256;
+  int shared_output = 16;
+  bool skip_parts = false;
+  int bandwidth_mib = 512;
+  double given_bandwidth = 0.0;
+  app.add_option("--requests", requests, "Requests of the main run (submitted at once)")->check(CLI::Range(1, 100000));
+  app.add_option("--prompt-len", prompt_len, "Prompt tokens per request (random ids)")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--solo", solo, "Requests of the main run also decoded one at a time (ch05 path; 0 = none)")
+      ->check(CLI::Range(0, 100000));
+  app.add_option("--max-batch", max_batch, "Sequences in one step at most")->check(CLI::Range(1, 4096));
+  app.add_option("--block-size", block_size, "Positions per KV block")->check(CLI::Range(1, 4096));
+  app.add_option("--num-blocks", num_blocks, "KV pool size in blocks (0: every request's full length fits)")
+      ->check(CLI::Range(0, 1 << 24));
+  app.add_option("--step-tokens", step_tokens, "Token budget of one step (decode tokens + prefill chunks)")
+      ->check(CLI::Range(1, 1 << 16));
+  app.add_option("--sweep", sweep_text, "Max-batch values of the sweep (Part 2)");
+  app.add_option("--sweep-requests", sweep_requests, "Requests of the sweep")->check(CLI::Range(1, 100000));
+  app.add_option("--sweep-output", sweep_output, "Output tokens per request in the sweep")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--mixed-requests", mixed_requests, "Requests of the mixed-length run (Part 3)")->check(CLI::Range(1, 100000));
+  app.add_option("--mixed-mean", mixed_mean, "Mean output length of the mixed run (geometric)")->check(CLI::Range(1.0, 1e6));
+  app.add_option("--mixed-max", mixed_max, "Longest output of the mixed run")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--shared-requests", shared_requests, "Requests of the shared-system-prompt run (Part 4)")
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--system-prompt", system_prompt, "Tokens of the shared system prompt")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--shared-output", shared_output, "Output tokens per request in Part 4")->check(CLI::Range(1, 1 << 20));
+  app.add_flag("--main-only", skip_parts, "Run Part 1 only");
+  app.add_option("--bandwidth-mib", bandwidth_mib, "Buffer size for the bandwidth measurement")->check(CLI::Range(16, 65536));
+  app.add_option("--bandwidth-gb-s", given_bandwidth, "Use this bandwidth instead of measuring it");
+  CLI11_PARSE(app, argc, argv);
+
+  return run_reporting_errors([&] {
+    if (options.device != "cpu") fail("ch06_batching runs on the CPU (--device cpu); the paged CUDA path is not wired here");
+    const int threads = resolve_threads(options.threads);
+    auto backend = make_backend(options.device, threads);
+    LoadedModel model = load_model(options);
+    const ModelConfig& config = model.file.config;
+    Weights weights(model.file, parse_weight_format(options.weights), *backend);
+    const int output_len = options.max_tokens;
+    const std::vector<int> sweep = parse_list(sweep_text);
+    solo = std::min(solo, requests);
+
+    fmt::print("ch06_batching: one at a time vs static vs continuous batching (paged KV cache, block {})\n", block_size);
+    fmt::print("  cpu     {}\n  threads {}\n", cpu_model_name(), threads);
+    fmt::print("  model   {} ({:.1f} M params, {} weights, {:.1f} MB read per pass)\n", model.description,
+               config.n_params() / 1e6, options.weights, weights.bytes_per_forward(1) / 1e6);
+    if (model.synthetic) fmt::print("  note    synthetic model (random weights): the tokens are gibberish, the costs are real\n");
+    double bandwidth = given_bandwidth;
+    if (bandwidth <= 0.0) {
+      fmt::print(stderr, "measuring memory bandwidth ({} MiB buffer, {} threads)...\n", bandwidth_mib, threads);
+      bandwidth = measure_read_bandwidth(size_t(bandwidth_mib) << 20, threads, 5).gb_per_s;
+    }
+    fmt::print("  memory read bandwidth ({} threads): {:.1f} GB/s (measured in this run)\n", threads, bandwidth);
+
+    // Prompt ids drawn past the first 256 ids (special and byte tokens) of the vocabulary.
+    const int token_min = config.vocab_size > 512 ? 256 : 0;
+    const int max_len = std::max({prompt_len + output_len, prompt_len + sweep_output, 1 + mixed_max,
+                                  system_prompt + prompt_len + shared_output});
+    const int pool_blocks =
+        num_blocks > 0 ? num_blocks : std::max(max_batch, *std::max_element(sweep.begin(), sweep.end())) * ((max_len + block_size - 1) / block_size);
+    Transformer transformer(weights, *backend, std::max({step_tokens, prompt_len, system_prompt + prompt_len}));
+    const Setup setup{&transformer, block_size, pool_blocks, step_tokens};
+    fmt::print("  engine  max batch {}, step budget {} tokens, KV pool {} blocks x {} positions\n", max_batch,
+               step_tokens, pool_blocks, block_size);
+
+    MachineInfo machine = describe_machine(threads, bandwidth);
+    Report report("ch06_batching", machine, model_json(model, options.weights));
+
+    // ---- Part 1 ---------------------------------------------------------------------------------------
+    WorkloadOptions main_options;
+    main_options.requests = requests;
+    main_options.prompt = {LengthDistribution::Kind::uniform, prompt_len, prompt_len, 0};
+    main_options.output = {LengthDistribution::Kind::uniform, output_len, output_len, 0};
+    main_options.token_min = token_min;
+    main_options.token_max = config.vocab_size;
+    main_options.seed = options.seed;
+    const std::vector<WorkloadRequest> workload = make_workload(main_options);
+    fmt::print("\n== Part 1: {} requests at once, {}-token prompts, {} output tokens, greedy, end-of-text ignored ==\n",
+               requests, prompt_len, output_len);
+
+    // One at a time: ch05's CachedGenerator, request after request (a subset: it is the slow baseline).
+    std::vector<std::vector<int>> solo_outputs;
+    double solo_ms = 0;
+    uint64_t solo_tokens = 0, solo_bytes = 0;
+    if (solo > 0) {
+      CachedGenerator generator(transformer);
+      GenerationOptions generation;
+      generation.max_new_tokens = output_len;
+      generation.sampler.temperature = 0.0f;
+      for (int i = 0; i < solo; ++i) {
+        fmt::print(stderr, "\r  one at a time (ch05 path)    request {:3}/{}", i + 1, solo);
+        GenerationResult result = generator.generate(workload[size_t(i)].prompt, generation);
+        solo_ms += result.total_ms;
+        solo_tokens += result.tokens.size();
+        solo_bytes += result.bytes_moved;
+        solo_outputs.push_back(std::move(result.tokens));
+      }
+      fmt::print(stderr, "\n");
+    }
+    const EngineRun static_run = run_engine(setup, "static", workload, max_batch, SchedulePolicy::static_batch, true);
+    const EngineRun continuous_run = run_engine(setup, "continuous", workload, max_batch, SchedulePolicy::continuous, true);
+
+    // Identical outputs: the subset run alone against both engines; the two engines against each other.
+    const auto static_outputs = outputs_of(static_run.result);
+    const auto continuous_outputs = outputs_of(continuous_run.result);
+    int solo_mismatches = 0;
+    for (int i = 0; i < solo; ++i)
+      solo_mismatches += int(solo_outputs[size_t(i)] != static_outputs[size_t(i)]) +
+                         int(solo_outputs[size_t(i)] != continuous_outputs[size_t(i)]);
+    int engine_mismatches = 0;
+    for (int i = 0; i < requests; ++i) engine_mismatches += int(static_outputs[size_t(i)] != continuous_outputs[size_t(i)]);
+    bool outputs_identical = solo_mismatches == 0 && engine_mismatches == 0;
+    bool blocks_free_after = static_run.blocks_free_after && continuous_run.blocks_free_after;
+
+    if (solo > 0) {
+      ReportRow row = Report::make_row("one_at_a_time", int(solo_tokens), solo_ms, solo_bytes);
+      row.extra["max_batch"] = 1;
+      row.extra["requests_run"] = solo;
+      row.extra["tpot_p50_ms"] = solo_tokens ? solo_ms / double(solo_tokens) : 0.0;
+      report.add_row(std::move(row));
+    }
+    report.add_row(engine_row("static", static_run, max_batch));
+    report.add_row(engine_row("continuous", continuous_run, max_batch));
+    report.print_table(stdout);
+    const double continuous_rate = continuous_run.result.metrics.generated_tok_per_s;
+    const double static_rate = static_run.result.metrics.generated_tok_per_s;
+    if (solo > 0) {
+      const double solo_rate = 1000.0 * double(solo_tokens) / solo_ms;
+      fmt::print("one at a time ran {} of the {} requests (its rate does not depend on how many: each runs alone).\n",
+                 solo, requests);
+      fmt::print("continuous / one at a time: {:.2f}x generated tokens per second (the book: 3-10x)\n",
+                 continuous_rate / solo_rate);
+    }
+    fmt::print("continuous / static: {:.2f}x (equal lengths: static loses little here; see Part 3)\n",
+               continuous_rate / static_rate);
+    fmt::print("outputs identical: {} ({} requests decoded alone = static = continuous, token for token; all {} static = "
+               "continuous)\n", outputs_identical ? "yes" : "NO", solo, requests);
+    fmt::print("blocks free after each run: {}\n", blocks_free_after ? "yes" : "NO");
+
+    // ---- Part 2: max-batch sweep ----------------------------------------------------------------------
+    nlohmann::ordered_json sweep_json = nlohmann::ordered_json::array();
+    nlohmann::ordered_json mixed_json, shared_json;
+    if (!skip_parts) {
+      WorkloadOptions sweep_options = main_options;
+      sweep_options.requests = sweep_requests;
+      sweep_options.output = {LengthDistribution::Kind::uniform, sweep_output, sweep_output, 0};
+      const auto sweep_workload = make_workload(sweep_options);
+      fmt::print("\n== Part 2: max-batch sweep, {} requests at once, {} output tokens: throughput vs latency ==\n",
+                 sweep_requests, sweep_output);
+      Report sweep_report("ch06_batching", machine, model_json(model, options.weights));
+      std::vector<std::vector<int>> first_outputs;
+      for (int batch : sweep) {
+        const EngineRun run = run_engine(setup, fmt::format("continuous max_batch {}", batch), sweep_workload, batch,
+                                         SchedulePolicy::continuous, true);
+        const auto outputs = outputs_of(run.result);
+        if (first_outputs.empty()) first_outputs = outputs;
+        const bool same = outputs == first_outputs;
+        outputs_identical = outputs_identical && same;
+        blocks_free_after = blocks_free_after && run.blocks_free_after;
+        ReportRow row = engine_row(fmt::format("continuous_max_batch_{}", batch), run, batch);
+        row.extra["outputs_identical"] = same;
+        sweep_report.add_row(row);
+        report.add_row(std::move(row));
+      }
+      sweep_report.print_table(stdout);
+      fmt::print("Larger batches read the weights once for more sequences: throughput rises while each step (the TPOT of\n"
+                 "every running request) gets longer. outputs_identical: equal to the first row's outputs.\n");
+
+      // ---- Part 3: mixed output lengths ---------------------------------------------------------------
+      WorkloadOptions mixed_options = main_options;
+      mixed_options.requests = mixed_requests;
+      mixed_options.output = {LengthDistribution::Kind::geometric, 1, mixed_max, mixed_mean};
+      mixed_options.seed = options.seed + 1;
+      const auto mixed_workload = make_workload(mixed_options);
+      fmt::print("\n== Part 3: mixed output lengths ({} requests, outputs {}), static vs continuous ==\n",
+                 mixed_requests, mixed_options.output.describe());
+      Report mixed_report("ch06_batching", machine, model_json(model, options.weights));
+      const EngineRun mixed_static = run_engine(setup, "mixed static", mixed_workload, max_batch, SchedulePolicy::static_batch, true);
+      const EngineRun mixed_continuous = run_engine(setup, "mixed continuous", mixed_workload, max_batch, SchedulePolicy::continuous, true);
+      const bool mixed_same = outputs_of(mixed_static.result) == outputs_of(mixed_continuous.result);
+      outputs_identical = outputs_identical && mixed_same;
+      blocks_free_after = blocks_free_after && mixed_static.blocks_free_after && mixed_continuous.blocks_free_after;
+      for (const auto* run : {&mixed_static, &mixed_continuous}) {
+        ReportRow row = engine_row(run == &mixed_static ? "mixed_static" : "mixed_continuous", *run, max_batch);
+        row.extra["outputs_identical"] = mixed_same;
+        row.extra["contiguous_kv_mb"] = double(run->result.metrics.contiguous_kv_bytes) / 1e6;
+        mixed_report.add_row(row);
+        report.add_row(std::move(row));
+      }
+      mixed_report.print_table(stdout);
+      const RunMetrics& mm = mixed_continuous.result.metrics;
+      int longest = 0;
+      for (const auto& r : mixed_workload) longest = std::max(longest, int(r.prompt.size()) + r.max_tokens);
+      const uint64_t per_position = 2ull * uint64_t(config.n_layers) * uint64_t(config.kv_dim()) * sizeof(float);
+      fmt::print("continuous / static: {:.2f}x generated tokens per second\n",
+                 mm.generated_tok_per_s / mixed_static.result.metrics.generated_tok_per_s);
+      fmt::print("KV memory (continuous): paged peak = {} blocks x {} positions x {} B/position = {:.1f} MB\n",
+                 mm.peak_blocks, block_size, per_position, mm.peak_kv_bytes / 1e6);
+      fmt::print("  contiguous max-length reservation = {} running x {} positions (longest prompt + max_tokens) x {} B = "
+                 "{:.1f} MB;  paged / contiguous = {:.2f}\n",
+                 mm.peak_running, longest, per_position, mm.contiguous_kv_bytes / 1e6,
+                 double(mm.peak_kv_bytes) / double(std::max<uint64_t>(mm.contiguous_kv_bytes, 1)));
+      mixed_json = {{"paged_peak_kv_bytes", mm.peak_kv_bytes},
+                    {"contiguous_kv_bytes", mm.contiguous_kv_bytes},
+                    {"paged_over_contiguous", double(mm.peak_kv_bytes) / double(std::max<uint64_t>(mm.contiguous_kv_bytes, 1))},
+                    {"formula", "paged = peak blocks in use * block_size * bytes/position; contiguous = peak running "
+                                "requests * (longest prompt + max_tokens of the workload) * bytes/position"},
+                    {"continuous_over_static", mm.generated_tok_per_s / mixed_static.result.metrics.generated_tok_per_s}};
+
+      // ---- Part 4: shared system prompt, prefix caching off / on ---------------------------------------
+      WorkloadOptions shared_options = main_options;
+      shared_options.requests = shared_requests;
+      shared_options.shared_prefix = system_prompt;
+      shared_options.output = {LengthDistribution::Kind::uniform, shared_output, shared_output, 0};
+      shared_options.seed = options.seed + 2;
+      const auto shared_workload = make_workload(shared_options);
+      fmt::print("\n== Part 4: {} requests sharing a {}-token system prompt (+ {} own tokens), prefix caching off vs on ==\n",
+                 shared_requests, system_prompt, prompt_len);
+      Report shared_report("ch06_batching", machine, model_json(model, options.weights));
+      const EngineRun cache_off = run_engine(setup, "prefix cache off", shared_workload, max_batch, SchedulePolicy::continuous, false);
+      const EngineRun cache_on = run_engine(setup, "prefix cache on", shared_workload, max_batch, SchedulePolicy::continuous, true);
+      const bool shared_same = outputs_of(cache_off.result) == outputs_of(cache_on.result);
+      outputs_identical = outputs_identical && shared_same;
+      blocks_free_after = blocks_free_after && cache_off.blocks_free_after && cache_on.blocks_free_after;
+      for (const auto* run : {&cache_off, &cache_on}) {
+        ReportRow row = engine_row(run == &cache_off ? "prefix_cache_off" : "prefix_cache_on", *run, max_batch);
+        row.extra["outputs_identical"] = shared_same;
+        row.extra["prefix_hit_tokens"] = run->result.metrics.prefix_hit_tokens;
+        shared_report.add_row(row);
+        report.add_row(std::move(row));
+      }
+      shared_report.print_table(stdout);
+      const double saved = 1.0 - double(cache_on.result.metrics.prefill_tokens) /
+                                     double(std::max<uint64_t>(cache_off.result.metrics.prefill_tokens, 1));
+      fmt::print("prefill tokens run: {} without the cache, {} with it: {:.1f}% removed; TTFT p50 {:.0f} -> {:.0f} ms\n",
+                 cache_off.result.metrics.prefill_tokens, cache_on.result.metrics.prefill_tokens, 100.0 * saved,
+                 cache_off.result.metrics.ttft_ms.p50, cache_on.result.metrics.ttft_ms.p50);
+      shared_json = {{"prefill_tokens_off", cache_off.result.metrics.prefill_tokens},
+                     {"prefill_tokens_on", cache_on.result.metrics.prefill_tokens},
+                     {"prefill_removed_pct", 100.0 * saved},
+                     {"ttft_p50_ms_off", cache_off.result.metrics.ttft_ms.p50},
+                     {"ttft_p50_ms_on", cache_on.result.metrics.ttft_ms.p50}};
+    }
+
+    fmt::print("\noutputs_identical: {}   blocks_free_after: {}\n", outputs_identical ? "true" : "false",
+               blocks_free_after ? "true" : "false");
+    if (!options.json.empty()) {
+      report.set_field("outputs_identical", outputs_identical);
+      report.set_field("blocks_free_after", blocks_free_after);
+      report.set_field("solo_requests_checked", solo);
+      report.set_field("workload", {{"requests", requests}, {"prompt_tokens", prompt_len}, {"output_tokens", output_len},
+                                    {"arrivals", "all at once"}, {"ignore_eos", true}, {"seed", options.seed}});
+      report.set_field("engine", {{"block_size", block_size}, {"num_blocks", pool_blocks}, {"max_batch", max_batch},
+                                  {"step_tokens", step_tokens}});
+      if (!mixed_json.is_null()) report.set_field("kv_memory", mixed_json);
+      if (!shared_json.is_null()) report.set_field("prefix_caching", shared_json);
+      write_report_json(report, options.json);
+    }
+    if (!outputs_identical) {
+      fmt::print(stderr, "error: batching changed a greedy output; this is a bug\n");
+      return 2;
+    }
+    return blocks_free_after ? 0 : 3;
+  });
+}

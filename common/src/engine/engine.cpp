@@ -1,0 +1,333 @@
+// engine.cpp: the batching engine (engine.h): request queue, scheduler, one forward pass per step, sampling.
+//
+// A sequence's state is (tokens, computed): tokens = prompt + generated so far, computed = positions whose
+// K/V are in the pool. Each step runs tokens[computed, computed + n) of every scheduled sequence in one
+// Batch; when a sequence's pass reaches its last known token, the logits of that row give its next token.
+// Decode is the case n = 1; a prefill chunk that stops short of the prompt's end asks for no logits.
+// Preemption only resets computed to 0 and frees the blocks: readmission recomputes tokens (the prefix
+// cache often still holds most of them).
+#include "infer/engine/engine.h"
+
+#include "infer/core/error.h"
+
+#include <algorithm>
+#include <deque>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace infer {
+
+const char* finish_reason_name(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::none: return "none";
+    case FinishReason::stop: return "stop";
+    case FinishReason::length: return "length";
+    case FinishReason::aborted: return "aborted";
+    case FinishReason::error: return "error";
+  }
+  return "?";
+}
+
+namespace {
+
+struct Sequence {
+  RequestId id = 0;
+  std::vector<int> tokens;  // prompt + generated
+  int computed = 0;         // positions with K/V in the pool (0 while waiting)
+  bool admitted_once = false;
+  RequestParams params;
+  Sampler sampler;
+  RequestCallback on_event;
+  RequestTimes times;
+
+  Sequence(RequestId id_, std::vector<int> prompt, RequestParams params_, RequestCallback on_event_)
+      : id(id_), tokens(std::move(prompt)), params(std::move(params_)), sampler(params.sampler),
+        on_event(std::move(on_event_)) {}
+};
+
+struct Scheduled {
+  Sequence* seq;
+  int n;           // new tokens this step
+  int logits_row;  // index into the step's logits rows, -1 for none
+};
+
+}  // namespace
+
+struct Engine::Impl {
+  std::unique_ptr<BatchRunner> runner;
+  EngineOptions options;
+  BlockManager blocks;
+  int step_budget;
+  RequestId next_id = 1;
+  std::unordered_map<RequestId, std::unique_ptr<Sequence>> sequences;
+  std::deque<Sequence*> waiting;
+  std::deque<Sequence*> static_batch;  // SchedulePolicy::static_batch: the formed batch not yet admitted
+  std::vector<Sequence*> running;      // admission order: oldest first
+  EngineStats stats;
+  std::vector<float> logits;
+  std::vector<std::pair<RequestCallback, RequestEvent>> pending_events;
+  std::unordered_set<RequestId> aborted_during_dispatch;
+  bool dispatching = false;
+
+  Impl(std::unique_ptr<BatchRunner> runner_, EngineOptions options_)
+      : runner(std::move(runner_)), options(std::move(options_)),
+        blocks(runner->num_blocks(), runner->block_size(), options.prefix_caching),
+        step_budget(std::min(options.max_step_tokens, runner->max_pass_tokens())) {
+    options.num_blocks = runner->num_blocks();
+    options.block_size = runner->block_size();
+    if (options.max_batch < 1) fail("engine: max_batch must be >= 1 (got {})", options.max_batch);
+    if (step_budget < 1)
+      fail("engine: the step token budget must be >= 1 (max_step_tokens {}, the model takes {} per pass)",
+           options.max_step_tokens, runner->max_pass_tokens());
+    stats.blocks_total = blocks.num_blocks();
+  }
+
+  int block_size() const { return blocks.block_size(); }
+
+  void emit(Sequence& seq, int token, FinishReason finish, std::string error = {}) {
+    RequestEvent event;
+    event.id = seq.id;
+    event.token = token;
+    event.finish = finish;
+    event.error = std::move(error);
+    event.times = seq.times;
+    if (seq.on_event) pending_events.emplace_back(seq.on_event, std::move(event));
+  }
+
+  // Delivers the queued events. Callbacks may add or abort requests: the list is taken first, an abort
+  // issued from a callback delivers its own event right after that callback and drops the aborted
+  // request's later events of this step.
+  void dispatch_events() {
+    dispatching = true;
+    struct Reset {
+      Impl* e;
+      ~Reset() {
+        e->dispatching = false;
+        e->aborted_during_dispatch.clear();
+      }
+    } reset{this};
+    auto events = std::move(pending_events);
+    pending_events.clear();
+    for (auto& [callback, event] : events) {
+      if (aborted_during_dispatch.count(event.id)) continue;
+      callback(event);
+      while (!pending_events.empty()) {  // finish events of aborts issued by that callback
+        auto more = std::move(pending_events);
+        pending_events.clear();
+        for (auto& [cb, ev] : more) cb(ev);
+      }
+    }
+  }
+
+  // Ends a sequence: frees its blocks at once, removes it from every queue, sends the finish event.
+  void finish(Sequence* seq, FinishReason reason, int token = -1, std::string error = {}) {
+    blocks.free(seq->id);
+    running.erase(std::remove(running.begin(), running.end(), seq), running.end());
+    waiting.erase(std::remove(waiting.begin(), waiting.end(), seq), waiting.end());
+    static_batch.erase(std::remove(static_batch.begin(), static_batch.end(), seq), static_batch.end());
+    seq->times.finish = EngineClock::now();
+    emit(*seq, token, reason, std::move(error));
+    ++stats.finished;
+    sequences.erase(seq->id);  // seq is gone after this line
+  }
+
+  void preempt(Sequence* seq) {
+    blocks.free(seq->id);
+    seq->computed = 0;
+    ++seq->times.preemptions;
+    ++stats.preemptions;
+    running.erase(std::remove(running.begin(), running.end(), seq), running.end());
+    // Back to the head of its queue: it was admitted before everything still waiting.
+    if (options.policy == SchedulePolicy::static_batch)
+      static_batch.push_front(seq);
+    else
+      waiting.push_front(seq);
+  }
+
+  std::vector<Scheduled> schedule() {
+    std::vector<Scheduled> plan;
+    int budget = step_budget;
+    bool preempted = false;
+
+    // 1. Running sequences, oldest first: next token or next prefill chunk.
+    for (size_t i = 0; i < running.size() && budget > 0;) {
+      Sequence* seq = running[i];
+      const int need = int(seq->tokens.size()) - seq->computed;
+      int n = options.chunked_prefill ? std::min(need, budget) : need;
+      if (n > budget) {  // an unchunked prompt waits for a step with room for all of it
+        ++i;
+        continue;
+      }
+      bool self_preempted = false;
+      while (!blocks.can_reserve(seq->id, seq->computed + n)) {
+        Sequence* victim = running.back();
+        preempt(victim);
+        preempted = true;
+        if (victim == seq) {
+          self_preempted = true;
+          break;
+        }
+      }
+      if (self_preempted) break;  // it was the newest: nothing after it
+      blocks.reserve(seq->id, seq->computed + n);
+      plan.push_back({seq, n, -1});
+      budget -= n;
+      ++i;
+    }
+
+    // 2. Waiting requests, first come first served.
+    std::deque<Sequence*>& queue = options.policy == SchedulePolicy::static_batch ? static_batch : waiting;
+    if (options.policy == SchedulePolicy::static_batch && running.empty() && static_batch.empty()) {
+      while (!waiting.empty() && int(static_batch.size()) < options.max_batch) {
+        static_batch.push_back(waiting.front());
+        waiting.pop_front();
+      }
+    }
+    while (!preempted && !queue.empty() && int(running.size()) < options.max_batch && budget > 0) {
+      Sequence* seq = queue.front();
+      const int cached = blocks.cached_blocks(seq->tokens) * block_size();
+      const int need = int(seq->tokens.size()) - cached;
+      const int n = options.chunked_prefill ? std::min(need, budget) : need;
+      // Unchunked: a prompt larger than what is left of the budget waits, unless the step is empty.
+      if (n > budget && !plan.empty()) break;
+      if (!blocks.can_allocate(seq->tokens, cached + n)) break;
+      const int got = blocks.allocate(seq->id, seq->tokens, cached + n);
+      seq->computed = got;
+      if (!seq->admitted_once) {
+        seq->times.cached_tokens = got;
+        seq->admitted_once = true;
+      }
+      stats.prefix_cache_hit_tokens += uint64_t(got);
+      queue.pop_front();
+      running.push_back(seq);
+      plan.push_back({seq, n, -1});
+      budget -= n;
+    }
+    return plan;
+  }
+
+  int step() {
+    if (running.empty() && waiting.empty() && static_batch.empty()) return 0;
+    std::vector<Scheduled> plan = schedule();
+    if (plan.empty())
+      fail("engine: no sequence could be scheduled ({} running, {} waiting, {} of {} blocks free)", running.size(),
+           waiting.size() + static_batch.size(), blocks.num_free(), blocks.num_blocks());
+    stats.peak_blocks_used = std::max(stats.peak_blocks_used, blocks.num_used());
+    stats.peak_running = std::max(stats.peak_running, int(running.size()));
+
+    Batch batch(block_size());
+    int rows = 0;
+    for (Scheduled& s : plan) {
+      Sequence& seq = *s.seq;
+      const bool last = seq.computed + s.n == int(seq.tokens.size());
+      const std::span<const int> fresh(seq.tokens.data() + seq.computed, size_t(s.n));
+      const int row = batch.add_sequence(fresh, seq.computed, blocks.block_table(seq.id),
+                                         last ? LogitsFor::last : LogitsFor::none);
+      s.logits_row = row;
+      if (last) ++rows;
+      const bool decode = s.n == 1 && int(seq.tokens.size()) > seq.times.prompt_tokens && last;
+      if (!decode) stats.prefill_tokens += uint64_t(s.n);
+    }
+    logits.resize(size_t(std::max(rows, 1)) * size_t(runner->vocab_size()));
+    const ForwardStats moved = runner->forward(batch, logits.data());
+    stats.forward_bytes += moved.weight_bytes + moved.kv_bytes;
+    ++stats.steps;
+
+    int produced = 0;
+    const size_t vocab = size_t(runner->vocab_size());
+    for (const Scheduled& s : plan) {
+      Sequence* seq = s.seq;
+      seq->computed += s.n;
+      blocks.mark_computed(seq->id, seq->tokens, seq->computed);
+      if (s.logits_row < 0) continue;
+      const std::span<float> row(logits.data() + size_t(s.logits_row) * vocab, vocab);
+      const int token = seq->sampler.sample(row, seq->tokens);
+      ++produced;
+      const RequestParams& params = seq->params;
+      if (!params.ignore_eos &&
+          std::find(params.stop_tokens.begin(), params.stop_tokens.end(), token) != params.stop_tokens.end()) {
+        finish(seq, FinishReason::stop);
+        continue;
+      }
+      seq->tokens.push_back(token);
+      ++stats.generated_tokens;
+      if (seq->times.generated++ == 0) seq->times.first_token = EngineClock::now();
+      if (seq->times.generated >= params.max_tokens) {
+        finish(seq, FinishReason::length, token);
+        continue;
+      }
+      emit(*seq, token, FinishReason::none);
+    }
+    dispatch_events();
+    return produced;
+  }
+};
+
+Engine::Engine(std::unique_ptr<BatchRunner> runner, EngineOptions options)
+    : impl_(std::make_unique<Impl>(std::move(runner), std::move(options))) {}
+
+Engine::~Engine() = default;
+
+RequestId Engine::add_request(std::vector<int> prompt, RequestParams params, RequestCallback on_event) {
+  Impl& e = *impl_;
+  const BatchRunner& runner = *e.runner;
+  if (prompt.empty()) fail("engine: empty prompt (a request needs at least one token)");
+  for (size_t i = 0; i < prompt.size(); ++i)
+    if (prompt[i] < 0 || prompt[i] >= runner.vocab_size())
+      fail("engine: prompt token {} is {}, outside the vocabulary of {}", i, prompt[i], runner.vocab_size());
+  if (params.max_tokens < 1) fail("engine: max_tokens must be >= 1 (got {})", params.max_tokens);
+  const int64_t total = int64_t(prompt.size()) + params.max_tokens;
+  if (total > runner.context_length())
+    fail("engine: prompt of {} tokens + max_tokens {} = {} positions exceeds the model's context of {}", prompt.size(),
+         params.max_tokens, total, runner.context_length());
+  const int64_t blocks_needed = (total + e.block_size() - 1) / e.block_size();
+  if (blocks_needed > e.blocks.num_blocks())
+    fail("engine: prompt of {} tokens + max_tokens {} needs {} blocks of {} positions but the whole KV pool holds {} "
+         "blocks ({} positions)",
+         prompt.size(), params.max_tokens, blocks_needed, e.block_size(), e.blocks.num_blocks(),
+         e.blocks.num_blocks() * e.block_size());
+  if (!e.options.chunked_prefill && int64_t(prompt.size()) > e.step_budget)
+    fail("engine: prompt of {} tokens exceeds the step budget of {} tokens and chunked prefill is off",
+         prompt.size(), e.step_budget);
+  const RequestId id = e.next_id++;
+  auto seq = std::make_unique<Sequence>(id, std::move(prompt), std::move(params), std::move(on_event));
+  seq->times.arrival = EngineClock::now();
+  seq->times.prompt_tokens = int(seq->tokens.size());
+  e.stats.prompt_tokens += uint64_t(seq->tokens.size());
+  e.waiting.push_back(seq.get());
+  e.sequences.emplace(id, std::move(seq));
+  return id;
+}
+
+bool Engine::abort(RequestId id) {
+  Impl& e = *impl_;
+  const auto found = e.sequences.find(id);
+  if (found == e.sequences.end()) return false;
+  e.finish(found->second.get(), FinishReason::aborted);
+  // Inside a callback, dispatch_events() delivers the event after that callback; outside step(), now.
+  if (e.dispatching)
+    e.aborted_during_dispatch.insert(id);
+  else
+    e.dispatch_events();
+  return true;
+}
+
+int Engine::step() { return impl_->step(); }
+
+bool Engine::has_work() const { return !impl_->running.empty() || !impl_->waiting.empty() || !impl_->static_batch.empty(); }
+
+EngineStats Engine::stats() const {
+  EngineStats s = impl_->stats;
+  s.running = int(impl_->running.size());
+  s.waiting = int(impl_->waiting.size() + impl_->static_batch.size());
+  s.blocks_free = impl_->blocks.num_free();
+  s.prefix_cache_lookups = impl_->blocks.stats().lookups;
+  s.prefix_cache_hit_blocks = impl_->blocks.stats().hit_blocks;
+  return s;
+}
+
+const EngineOptions& Engine::options() const { return impl_->options; }
+BatchRunner& Engine::runner() { return *impl_->runner; }
+const BlockManager& Engine::block_manager() const { return impl_->blocks; }
+
+}  // namespace infer

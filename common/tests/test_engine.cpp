@@ -1,0 +1,171 @@
+// test_engine.cpp: the batching engine on real models (the scheduler alone, over a fake model, is in
+// test_engine_scheduler.cpp). Every request's greedy tokens under batching must equal its tokens decoded
+// alone by ch05's CachedGenerator, token for token (on the CPU the paged pass computes each sequence's rows in
+// the same order whatever else is in the batch): with a pool small enough to force preemptions, prefix
+// sharing, chunked prefill and requests arriving mid-run; stories260K's golden text holds through the
+// engine while other requests share its batches. After every run the pool is all free.
+#include "infer/core/error.h"
+#include "infer/engine/engine.h"
+#include "infer/formats/synthetic.h"
+
+#include "golden_util.h"
+#include "test_util.h"
+
+#include <map>
+#include <random>
+
+using namespace infer;
+using namespace infer::test;
+
+namespace {
+
+struct Job {
+  std::vector<int> prompt;
+  int max_tokens;
+  int arrive_at_step;
+};
+
+// Seeded prompts over two shared prefixes of `prefix_len` tokens (so full blocks are shared), random tails.
+std::vector<Job> make_jobs(int count, int vocab, int prefix_len, int max_prompt, int max_new, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  auto uniform = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  std::vector<std::vector<int>> prefixes(2);
+  for (auto& p : prefixes)
+    for (int i = 0; i < prefix_len; ++i) p.push_back(uniform(1, vocab - 1));
+  std::vector<Job> jobs;
+  for (int i = 0; i < count; ++i) {
+    Job job;
+    job.prompt = i % 3 == 2 ? std::vector<int>{} : prefixes[size_t(i % 2)];
+    const int length = uniform(1, max_prompt);
+    while (int(job.prompt.size()) < length + (i % 3 == 2 ? 0 : prefix_len)) job.prompt.push_back(uniform(1, vocab - 1));
+    job.max_tokens = uniform(1, max_new);
+    job.arrive_at_step = i < count / 2 ? 0 : uniform(1, 3 * max_new);
+    jobs.push_back(job);
+  }
+  return jobs;
+}
+
+// Runs the jobs through an engine; returns each job's tokens.
+std::vector<std::vector<int>> run_engine(Transformer& model, const std::vector<Job>& jobs, const EngineOptions& options,
+                                         EngineStats& stats_out, std::vector<int> stop_tokens = {}) {
+  Engine engine(model, options);
+  std::map<RequestId, std::vector<int>> tokens;
+  std::map<size_t, RequestId> ids;
+  int step = 0;
+  while (ids.size() < jobs.size() || engine.has_work()) {
+    for (size_t i = 0; i < jobs.size(); ++i)
+      if (!ids.count(i) && jobs[i].arrive_at_step <= step) {
+        RequestParams params;
+        params.max_tokens = jobs[i].max_tokens;
+        params.stop_tokens = stop_tokens;
+        ids[i] = engine.add_request(jobs[i].prompt, params, [&tokens](const RequestEvent& e) {
+          if (e.token >= 0) tokens[e.id].push_back(e.token);
+          if (e.finish == FinishReason::error) FAIL_CHECK("request " << e.id << ": " << e.error);
+        });
+      }
+    engine.step();
+    engine.block_manager().check_invariants();
+    REQUIRE(++step < 100000);
+  }
+  stats_out = engine.stats();
+  CHECK(stats_out.blocks_free == stats_out.blocks_total);  // the pool is all free again
+  std::vector<std::vector<int>> out;
+  for (size_t i = 0; i < jobs.size(); ++i) out.push_back(tokens[ids[i]]);
+  return out;
+}
+
+std::vector<int> alone(Transformer& model, const Job& job, std::vector<int> stop_tokens = {}) {
+  return CachedGenerator(model).generate(job.prompt, greedy_options(job.max_tokens, std::move(stop_tokens))).tokens;
+}
+
+}  // namespace
+
+TEST_CASE("engine: greedy outputs equal each request decoded alone on a synthetic model (preemption, prefix sharing, chunks, arrivals)") {
+  ModelFile file = model_file_from_synthetic(make_synthetic_model(synthetic_preset("tiny"), 21));
+  auto backend = make_cpu_backend(2);
+  Weights weights(file, WeightFormat::F32, *backend);
+  Transformer model(weights, *backend, 64);
+  const std::vector<Job> jobs = make_jobs(14, file.config.vocab_size, 8, 20, 24, 5);
+
+  EngineOptions options;
+  options.block_size = 4;
+  options.num_blocks = 30;      // 120 positions for up to 6 sequences of up to 52: preemption is forced
+  options.max_batch = 6;
+  options.max_step_tokens = 16; // prompts of up to 28 tokens: chunked
+  EngineStats stats;
+  const auto got = run_engine(model, jobs, options, stats);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    CAPTURE(i);
+    CHECK(got[i] == alone(model, jobs[i]));
+  }
+  CHECK(stats.preemptions > 0);
+  CHECK(stats.prefix_cache_hit_tokens > 0);
+  CHECK(stats.finished == jobs.size());
+
+  SUBCASE("static batching, prefix caching off, chunking off: the same tokens") {
+    options.policy = SchedulePolicy::static_batch;
+    options.prefix_caching = false;
+    options.chunked_prefill = false;
+    options.max_step_tokens = 64;
+    options.num_blocks = 200;
+    const auto static_got = run_engine(model, jobs, options, stats);
+    CHECK(static_got == got);
+    CHECK(stats.prefix_cache_hit_tokens == 0);
+  }
+}
+
+TEST_CASE("engine: stories260K's golden text through the engine, sharing its batches with other requests") {
+  const auto path = stories260k_dir() / "stories260K.bin";
+  if (!std::filesystem::exists(path)) INFER_SKIP("../shared/models/stories260K is absent");
+  const ModelFile file = load_model_file(path.string());
+  const auto tokenizer = load_llama2c_tokenizer((stories260k_dir() / "tok512.bin").string(), file.config.vocab_size);
+  const int bos = tokenizer->bos_id();
+  auto backend = make_cpu_backend(2);
+  Weights weights(file, WeightFormat::F32, *backend);
+  Transformer model(weights, *backend, 64);
+
+  // The golden request (BOS, up to 200 tokens, stops on BOS) plus others arriving while it runs.
+  std::vector<Job> jobs = make_jobs(6, file.config.vocab_size, 16, 30, 60, 9);
+  jobs.insert(jobs.begin(), Job{{bos}, kGoldenSteps, 0});
+  EngineOptions options;
+  options.block_size = 16;
+  options.num_blocks = 40;
+  options.max_batch = 4;
+  options.max_step_tokens = 32;
+  EngineStats stats;
+  const auto got = run_engine(model, jobs, options, stats, {bos});
+  const std::string golden = read_text(golden_text_path());
+  REQUIRE_FALSE(golden.empty());
+  CHECK(decode_as_printed(*tokenizer, bos, got[0]) == golden);
+  for (size_t i = 1; i < jobs.size(); ++i) {
+    CAPTURE(i);
+    CHECK(got[i] == alone(model, jobs[i], {bos}));
+  }
+}
+
+TEST_CASE("engine: bad requests on a real model are refused with the sizes, the pool stays consistent") {
+  ModelFile file = model_file_from_synthetic(make_synthetic_model(synthetic_preset("tiny"), 3));
+  auto backend = make_cpu_backend(1);
+  Weights weights(file, WeightFormat::F32, *backend);
+  Transformer model(weights, *backend, 32);
+  EngineOptions options;
+  options.block_size = 8;
+  options.num_blocks = 4;  // 32 positions
+  Engine engine(model, options);
+  RequestParams params;
+  params.max_tokens = 8;
+  CHECK_THROWS_WITH_AS(engine.add_request({}, params, {}), doctest::Contains("empty prompt"), Error);
+  const int context = file.config.max_seq_len;
+  const std::string context_message = fmt::format("exceeds the model's context of {}", context);
+  CHECK_THROWS_WITH_AS(engine.add_request(std::vector<int>(size_t(context), 1), params, {}),
+                       doctest::Contains(context_message.c_str()), Error);
+  CHECK_THROWS_WITH_AS(engine.add_request(std::vector<int>(30, 1), params, {}),
+                       doctest::Contains("needs 5 blocks of 8 positions but the whole KV pool holds 4 blocks"), Error);
+  std::vector<int> out;
+  engine.add_request({1, 2, 3}, params, [&](const RequestEvent& e) {
+    if (e.token >= 0) out.push_back(e.token);
+  });
+  while (engine.has_work()) engine.step();
+  CHECK(out == alone(model, Job{{1, 2, 3}, 8, 0}));
+  CHECK(engine.stats().blocks_free == 4);
+}
