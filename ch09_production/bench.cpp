@@ -146,7 +146,8 @@ RequestTiming send_request(const Endpoint& endpoint, const BenchOptions& options
   const bool sent_ok = client.send(request, response, error);
   timing.latency_ms = ms_since(sent);
   if (!sent_ok) {
-    timing.error = httplib::to_string(error);
+    timing.error = fmt::format("{} (HTTP client error after {:.0f} ms, {} bytes of text received)",
+                               httplib::to_string(error), timing.latency_ms, timing.text.size());
     return timing;
   }
   if (response.status != 200) {

@@ -404,6 +404,9 @@ struct HttpServer::Impl {
     server.new_task_queue = [http_threads] { return new httplib::ThreadPool(size_t(http_threads)); };
     server.set_payload_max_length(options.max_body_bytes);
     server.set_read_timeout(30, 0);
+    // How long a connection may wait for its (next) request. httplib's default, 5 s, closes connections whose
+    // client is slow to send (seen on a 2-core machine at load 15 with 32 client threads): 20 s.
+    server.set_keep_alive_timeout(20);
     server.set_write_timeout(30, 0);
     api.install(server);
     port = options.port == 0 ? server.bind_to_any_port(options.host) : options.port;
