@@ -10,9 +10,11 @@
 // Part 3: mixed output lengths (geometric): static vs continuous, and peak paged KV bytes against a
 //   contiguous max-length reservation per request.
 // Part 4: a shared system prompt, prefix caching off vs on: prefill tokens run and TTFT.
+// Part 5: long contexts: prefill and decode speed with 32, 128 and 2,048 tokens (measure_long_context).
 // All rows come from this one run; the JSON (--json) records outputs_identical and blocks_free_after.
 #include "infer/app/app.h"
 #include "infer/app/hardware.h"
+#include "infer/app/long_context.h"
 #include "infer/core/error.h"
 #include "infer/engine/engine.h"
 #include "infer/engine/generator.h"
@@ -47,7 +49,7 @@ uint64_t total_output(const std::vector<WorkloadRequest>& workload) {
   return total;
 }
 
-std::vector<int> parse_list(const std::string& text) {
+std::vector<int> parse_list(const std::string& text, const char* option) {
   std::vector<int> values;
   std::stringstream in(text);
   std::string item;
@@ -55,11 +57,11 @@ std::vector<int> parse_list(const std::string& text) {
     try {
       values.push_back(std::stoi(item));
     } catch (...) {
-      fail("--sweep: '{}' is not a number", item);
+      fail("{}: '{}' is not a number", option, item);
     }
-    if (values.back() < 1) fail("--sweep: max batch {} must be >= 1", values.back());
+    if (values.back() < 1) fail("{}: {} must be >= 1", option, values.back());
   }
-  if (values.empty()) fail("--sweep: empty list");
+  if (values.empty()) fail("{}: empty list", option);
   return values;
 }
 
@@ -140,12 +142,17 @@ int main(int argc, char** argv) {
   int num_blocks = 0;
   int step_tokens = 512;
   std::string sweep_text = "1,4,16,64";
-  int sweep_requests = 32;
-  int sweep_output = 32;
+  int sweep_requests = 64;
+  int sweep_prompt = 16;
+  int sweep_output = 8;
   int mixed_requests = 64;
-  double mixed_mean = 48;
-  int mixed_max = 256;
+  int mixed_prompt = 32;
+  double mixed_mean = 32;
+  int mixed_max = 512;
+  std::string contexts_text = "32,128,2048";
   int shared_requests = 16;
+  int shared_own = 32;
+  int mixed_max_batch = 16;
   int system_prompt = 256;
   int shared_output = 16;
   bool skip_parts = false;
@@ -163,12 +170,20 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1 << 16));
   app.add_option("--sweep", sweep_text, "Max-batch values of the sweep (Part 2)");
   app.add_option("--sweep-requests", sweep_requests, "Requests of the sweep")->check(CLI::Range(1, 100000));
+  app.add_option("--sweep-prompt", sweep_prompt, "Prompt tokens per request in the sweep")->check(CLI::Range(1, 1 << 20));
   app.add_option("--sweep-output", sweep_output, "Output tokens per request in the sweep")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--mixed-prompt", mixed_prompt, "Prompt tokens per request in the mixed run")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--contexts", contexts_text, "Context lengths of the long-context rows (Part 5; empty: skip)");
   app.add_option("--mixed-requests", mixed_requests, "Requests of the mixed-length run (Part 3)")->check(CLI::Range(1, 100000));
   app.add_option("--mixed-mean", mixed_mean, "Mean output length of the mixed run (geometric)")->check(CLI::Range(1.0, 1e6));
-  app.add_option("--mixed-max", mixed_max, "Longest output of the mixed run")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--mixed-max", mixed_max, "max_tokens cap of the mixed run (its longest possible output)")
+      ->check(CLI::Range(1, 1 << 20));
   app.add_option("--shared-requests", shared_requests, "Requests of the shared-system-prompt run (Part 4)")
       ->check(CLI::Range(1, 100000));
+  app.add_option("--shared-own", shared_own, "Own prompt tokens per request after the system prompt (Part 4)")
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--mixed-max-batch", mixed_max_batch, "Max batch of the mixed-length run (fewer than its requests, "
+                 "so that static batches form one after another)")->check(CLI::Range(1, 4096));
   app.add_option("--system-prompt", system_prompt, "Tokens of the shared system prompt")->check(CLI::Range(1, 1 << 20));
   app.add_option("--shared-output", shared_output, "Output tokens per request in Part 4")->check(CLI::Range(1, 1 << 20));
   app.add_flag("--main-only", skip_parts, "Run Part 1 only");
@@ -184,7 +199,8 @@ int main(int argc, char** argv) {
     const ModelConfig& config = model.file.config;
     Weights weights(model.file, parse_weight_format(options.weights), *backend);
     const int output_len = options.max_tokens;
-    const std::vector<int> sweep = parse_list(sweep_text);
+    const std::vector<int> sweep = parse_list(sweep_text, "--sweep");
+    const std::vector<int> contexts = contexts_text.empty() ? std::vector<int>{} : parse_list(contexts_text, "--contexts");
     solo = std::min(solo, requests);
 
     fmt::print("ch06_batching: one at a time vs static vs continuous batching (paged KV cache, block {})\n", block_size);
@@ -201,11 +217,11 @@ int main(int argc, char** argv) {
 
     // Prompt ids drawn past the first 256 ids (special and byte tokens) of the vocabulary.
     const int token_min = config.vocab_size > 512 ? 256 : 0;
-    const int max_len = std::max({prompt_len + output_len, prompt_len + sweep_output, 1 + mixed_max,
-                                  system_prompt + prompt_len + shared_output});
+    const int max_len = std::max({prompt_len + output_len, sweep_prompt + sweep_output, mixed_prompt + mixed_max,
+                                  system_prompt + shared_own + shared_output});
     const int pool_blocks =
         num_blocks > 0 ? num_blocks : std::max(max_batch, *std::max_element(sweep.begin(), sweep.end())) * ((max_len + block_size - 1) / block_size);
-    Transformer transformer(weights, *backend, std::max({step_tokens, prompt_len, system_prompt + prompt_len}));
+    Transformer transformer(weights, *backend, std::max({step_tokens, prompt_len, system_prompt + shared_own}));
     const Setup setup{&transformer, block_size, pool_blocks, step_tokens};
     fmt::print("  engine  max batch {}, step budget {} tokens, KV pool {} blocks x {} positions\n", max_batch,
                step_tokens, pool_blocks, block_size);
@@ -286,14 +302,15 @@ int main(int argc, char** argv) {
 
     // ---- Part 2: max-batch sweep ----------------------------------------------------------------------
     nlohmann::ordered_json sweep_json = nlohmann::ordered_json::array();
-    nlohmann::ordered_json mixed_json, shared_json;
+    nlohmann::ordered_json mixed_json, shared_json, long_json;
     if (!skip_parts) {
       WorkloadOptions sweep_options = main_options;
       sweep_options.requests = sweep_requests;
+      sweep_options.prompt = {LengthDistribution::Kind::uniform, sweep_prompt, sweep_prompt, 0};
       sweep_options.output = {LengthDistribution::Kind::uniform, sweep_output, sweep_output, 0};
       const auto sweep_workload = make_workload(sweep_options);
-      fmt::print("\n== Part 2: max-batch sweep, {} requests at once, {} output tokens: throughput vs latency ==\n",
-                 sweep_requests, sweep_output);
+      fmt::print("\n== Part 2: max-batch sweep, {} requests at once, {}-token prompts, {} output tokens: throughput vs "
+                 "latency ==\n", sweep_requests, sweep_prompt, sweep_output);
       Report sweep_report("ch06_batching", machine, model_json(model, options.weights));
       std::vector<std::vector<int>> first_outputs;
       for (int batch : sweep) {
@@ -316,53 +333,60 @@ int main(int argc, char** argv) {
       // ---- Part 3: mixed output lengths ---------------------------------------------------------------
       WorkloadOptions mixed_options = main_options;
       mixed_options.requests = mixed_requests;
+      mixed_options.prompt = {LengthDistribution::Kind::uniform, mixed_prompt, mixed_prompt, 0};
       mixed_options.output = {LengthDistribution::Kind::geometric, 1, mixed_max, mixed_mean};
       mixed_options.seed = options.seed + 1;
       const auto mixed_workload = make_workload(mixed_options);
-      fmt::print("\n== Part 3: mixed output lengths ({} requests, outputs {}), static vs continuous ==\n",
-                 mixed_requests, mixed_options.output.describe());
+      fmt::print("\n== Part 3: mixed output lengths ({} requests at once, outputs {}, max batch {}), static vs "
+                 "continuous ==\n", mixed_requests, mixed_options.output.describe(), mixed_max_batch);
       Report mixed_report("ch06_batching", machine, model_json(model, options.weights));
-      const EngineRun mixed_static = run_engine(setup, "mixed static", mixed_workload, max_batch, SchedulePolicy::static_batch, true);
-      const EngineRun mixed_continuous = run_engine(setup, "mixed continuous", mixed_workload, max_batch, SchedulePolicy::continuous, true);
+      const EngineRun mixed_static = run_engine(setup, "mixed static", mixed_workload, mixed_max_batch, SchedulePolicy::static_batch, true);
+      const EngineRun mixed_continuous = run_engine(setup, "mixed continuous", mixed_workload, mixed_max_batch, SchedulePolicy::continuous, true);
       const bool mixed_same = outputs_of(mixed_static.result) == outputs_of(mixed_continuous.result);
       outputs_identical = outputs_identical && mixed_same;
       blocks_free_after = blocks_free_after && mixed_static.blocks_free_after && mixed_continuous.blocks_free_after;
       for (const auto* run : {&mixed_static, &mixed_continuous}) {
-        ReportRow row = engine_row(run == &mixed_static ? "mixed_static" : "mixed_continuous", *run, max_batch);
+        ReportRow row = engine_row(run == &mixed_static ? "mixed_static" : "mixed_continuous", *run, mixed_max_batch);
         row.extra["outputs_identical"] = mixed_same;
-        row.extra["contiguous_kv_mb"] = double(run->result.metrics.contiguous_kv_bytes) / 1e6;
+        row.extra["contiguous_kv_mb"] = double(uint64_t(run->result.metrics.peak_running) * uint64_t(mixed_prompt + mixed_max) *
+                                               run->result.metrics.kv_bytes_per_position) / 1e6;
         mixed_report.add_row(row);
         report.add_row(std::move(row));
       }
       mixed_report.print_table(stdout);
       const RunMetrics& mm = mixed_continuous.result.metrics;
-      int longest = 0;
-      for (const auto& r : mixed_workload) longest = std::max(longest, int(r.prompt.size()) + r.max_tokens);
+      // A contiguous cache reserves, for every request it runs, room for the longest it may become: its prompt
+      // plus the max_tokens cap (it cannot know in advance which request will stop early).
+      const int reserve_len = mixed_prompt + mixed_max;
       const uint64_t per_position = 2ull * uint64_t(config.n_layers) * uint64_t(config.kv_dim()) * sizeof(float);
+      const uint64_t contiguous_bytes = uint64_t(mm.peak_running) * uint64_t(reserve_len) * per_position;
+      const double paged_ratio = double(mm.peak_kv_bytes) / double(std::max<uint64_t>(contiguous_bytes, 1));
       fmt::print("continuous / static: {:.2f}x generated tokens per second\n",
                  mm.generated_tok_per_s / mixed_static.result.metrics.generated_tok_per_s);
-      fmt::print("KV memory (continuous): paged peak = {} blocks x {} positions x {} B/position = {:.1f} MB\n",
+      fmt::print("KV memory (continuous): paged peak = {} blocks in use x {} positions x {} B/position = {:.1f} MB\n",
                  mm.peak_blocks, block_size, per_position, mm.peak_kv_bytes / 1e6);
-      fmt::print("  contiguous max-length reservation = {} running x {} positions (longest prompt + max_tokens) x {} B = "
+      fmt::print("  contiguous max-length reservation = {} running x ({} prompt + {} max_tokens) positions x {} B = "
                  "{:.1f} MB;  paged / contiguous = {:.2f}\n",
-                 mm.peak_running, longest, per_position, mm.contiguous_kv_bytes / 1e6,
-                 double(mm.peak_kv_bytes) / double(std::max<uint64_t>(mm.contiguous_kv_bytes, 1)));
+                 mm.peak_running, mixed_prompt, mixed_max, per_position, contiguous_bytes / 1e6, paged_ratio);
       mixed_json = {{"paged_peak_kv_bytes", mm.peak_kv_bytes},
-                    {"contiguous_kv_bytes", mm.contiguous_kv_bytes},
-                    {"paged_over_contiguous", double(mm.peak_kv_bytes) / double(std::max<uint64_t>(mm.contiguous_kv_bytes, 1))},
+                    {"contiguous_kv_bytes", contiguous_bytes},
+                    {"paged_over_contiguous", paged_ratio},
+                    {"bytes_per_position", per_position},
                     {"formula", "paged = peak blocks in use * block_size * bytes/position; contiguous = peak running "
-                                "requests * (longest prompt + max_tokens of the workload) * bytes/position"},
+                                "requests * (prompt + max_tokens cap) * bytes/position; bytes/position = 2 * n_layers * "
+                                "n_kv_heads * head_dim * 4"},
                     {"continuous_over_static", mm.generated_tok_per_s / mixed_static.result.metrics.generated_tok_per_s}};
 
       // ---- Part 4: shared system prompt, prefix caching off / on ---------------------------------------
       WorkloadOptions shared_options = main_options;
       shared_options.requests = shared_requests;
       shared_options.shared_prefix = system_prompt;
+      shared_options.prompt = {LengthDistribution::Kind::uniform, shared_own, shared_own, 0};
       shared_options.output = {LengthDistribution::Kind::uniform, shared_output, shared_output, 0};
       shared_options.seed = options.seed + 2;
       const auto shared_workload = make_workload(shared_options);
       fmt::print("\n== Part 4: {} requests sharing a {}-token system prompt (+ {} own tokens), prefix caching off vs on ==\n",
-                 shared_requests, system_prompt, prompt_len);
+                 shared_requests, system_prompt, shared_own);
       Report shared_report("ch06_batching", machine, model_json(model, options.weights));
       const EngineRun cache_off = run_engine(setup, "prefix cache off", shared_workload, max_batch, SchedulePolicy::continuous, false);
       const EngineRun cache_on = run_engine(setup, "prefix cache on", shared_workload, max_batch, SchedulePolicy::continuous, true);
@@ -387,6 +411,42 @@ int main(int argc, char** argv) {
                      {"prefill_removed_pct", 100.0 * saved},
                      {"ttft_p50_ms_off", cache_off.result.metrics.ttft_ms.p50},
                      {"ttft_p50_ms_on", cache_on.result.metrics.ttft_ms.p50}};
+
+      // ---- Part 5: long contexts ----------------------------------------------------------------------
+      if (!contexts.empty()) {
+        const int longest = *std::max_element(contexts.begin(), contexts.end());
+        fmt::print("\n== Part 5: long contexts: one sequence, prefill of C tokens, then decode with C tokens cached ==\n");
+        fmt::print(stderr, "long contexts {} (prefill + 16 decode steps each, fastest of 2)\n", contexts_text);
+        Transformer long_model(weights, *backend, longest);
+        const std::vector<ContextSpeed> speeds = measure_long_context(long_model, contexts, 16, 2, block_size);
+        fmt::print("{:>8} | {:>10} | {:>13} | {:>13} | {:>12}\n", "context", "prefill ms", "prefill tok/s", "decode ms/tok",
+                   "decode tok/s");
+        long_json = {{"rows", nlohmann::ordered_json::array()}};
+        for (const ContextSpeed& c : speeds) {
+          fmt::print("{:>8} | {:>10.1f} | {:>13.1f} | {:>13.2f} | {:>12.2f}\n", c.context, c.prefill_ms, c.prefill_tok_per_s,
+                     c.decode_ms_per_token, c.decode_tok_per_s);
+          long_json["rows"].push_back({{"context", c.context},
+                                       {"prefill_ms", c.prefill_ms},
+                                       {"prefill_tok_per_s", c.prefill_tok_per_s},
+                                       {"decode_ms_per_token", c.decode_ms_per_token},
+                                       {"decode_tok_per_s", c.decode_tok_per_s},
+                                       {"decode_kv_bytes", c.decode_kv_bytes},
+                                       {"decode_weight_bytes", c.decode_weight_bytes}});
+        }
+        auto find = [&](int context) -> const ContextSpeed* {
+          for (const ContextSpeed& c : speeds)
+            if (c.context == context) return &c;
+          return nullptr;
+        };
+        if (const ContextSpeed *c32 = find(32), *c128 = find(128), *c2048 = find(2048); c32 && c128 && c2048) {
+          const double decode_ratio = c2048->decode_tok_per_s / c32->decode_tok_per_s;
+          const double prefill_ratio = c2048->prefill_tok_per_s / c128->prefill_tok_per_s;
+          fmt::print("decode tok/s with 2048 cached / with 32: {:.2f} (target >= 0.75); prefill tok/s of a 2048-token prompt / "
+                     "a 128-token one: {:.2f} (target >= 0.7)\n", decode_ratio, prefill_ratio);
+          long_json["decode_ratio_2048_vs_32"] = decode_ratio;
+          long_json["prefill_ratio_2048_vs_128"] = prefill_ratio;
+        }
+      }
     }
 
     fmt::print("\noutputs_identical: {}   blocks_free_after: {}\n", outputs_identical ? "true" : "false",
@@ -401,6 +461,7 @@ int main(int argc, char** argv) {
                                   {"step_tokens", step_tokens}});
       if (!mixed_json.is_null()) report.set_field("kv_memory", mixed_json);
       if (!shared_json.is_null()) report.set_field("prefix_caching", shared_json);
+      if (!long_json.is_null()) report.set_field("long_context", long_json);
       write_report_json(report, options.json);
     }
     if (!outputs_identical) {

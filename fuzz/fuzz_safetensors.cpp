@@ -13,7 +13,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   infer::fuzz::write_file(dir / "model.safetensors", reinterpret_cast<const uint8_t*>(shard.data()), shard.size());
   try {
     const infer::ModelFile file = infer::load_safetensors(dir.string());
-    infer::fuzz::exercise_model(file);
+    infer::fuzz::exercise_model(file, data, size);
   } catch (const infer::Error&) {
   }
   return 0;

@@ -6,6 +6,7 @@
 // read, plus truncated copies (the fuzzer finds the interesting cut points faster from there);
 // tokenizer seeds are short texts with the flag byte of tokenizer_fuzz.h. Everything is a pure
 // function of the code, so the corpus needs no storage in git and is a few hundred KB in all.
+#include "infer/core/model_search.h"
 #include "fuzz_util.h"
 #include "infer/formats/synthetic.h"
 
@@ -106,8 +107,8 @@ int main(int argc, char** argv) {
     const std::string tokenizer_bin = synthetic_tokenizer_bin(vocab_size);
     write_with_truncations(out / "fuzz_llama2c_tokenizer", "seed_synthetic",
                            fuzz::join_input(std::to_string(vocab_size), tokenizer_bin), 40);
-    const fs::path tok512 = fs::path(INFER_SOURCE_DIR) / ".." / "shared" / "models" / "stories260K" / "tok512.bin";
-    if (fs::exists(tok512)) write_seed(out / "fuzz_llama2c_tokenizer", "seed_tok512", fuzz::join_input("512", read_file(tok512)));
+    const fs::path tok512 = find_model_file("stories260K/tok512.bin");  // infer/core/model_search.h
+    if (!tok512.empty()) write_seed(out / "fuzz_llama2c_tokenizer", "seed_tok512", fuzz::join_input("512", read_file(tok512)));
 
     // ---- tokenizers: flag byte (bit 0 add_bos, bit 1 parse_special, bit 2 decode, bits 3-4 pre) + text
     const std::vector<std::string> texts = {

@@ -1,9 +1,10 @@
 // fuzz_sentencepiece: SentencePiece BPE with byte fallback, encode/decode of arbitrary bytes.
 //
 // The vocabulary is stories260K's tok512.bin (a real llama2.c tokenizer: 512 pieces, byte
-// fallback) when ../shared/models sits beside the repository, else a small synthetic GGUF-style
+// fallback) when found (../shared/models beside the repository, or INFER_MODELS_DIR, models/), else a small synthetic GGUF-style
 // ("llama") vocabulary; the choice is printed once. tok512 spells a space " ", so every text must
 // round-trip; the GGUF style spells it U+2581, so a text that contains U+2581 itself is exempt.
+#include "infer/core/model_search.h"
 #include "tokenizer_fuzz.h"
 
 #include <fmt/format.h>
@@ -42,13 +43,14 @@ struct Vocabulary {
 };
 
 Vocabulary load_vocabulary() {
-  const std::filesystem::path tok512 =
-      std::filesystem::path(INFER_SOURCE_DIR) / ".." / "shared" / "models" / "stories260K" / "tok512.bin";
-  if (std::filesystem::exists(tok512)) {
+  // Found like every model file (infer/core/model_search.h: INFER_MODELS_DIR, models/, ../shared/models).
+  const std::filesystem::path tok512 = infer::find_model_file("stories260K/tok512.bin");
+  if (!tok512.empty()) {
     std::fprintf(stderr, "fuzz_sentencepiece: vocabulary %s\n", tok512.c_str());
     return {infer::load_llama2c_tokenizer(tok512.string(), 512), false};
   }
-  std::fprintf(stderr, "fuzz_sentencepiece: %s is absent; using a synthetic vocabulary\n", tok512.c_str());
+  std::fprintf(stderr, "fuzz_sentencepiece: stories260K/tok512.bin is absent (%s); using a synthetic vocabulary\n",
+               infer::describe_model_search().c_str());
   return {infer::make_tokenizer(synthetic_llama_vocabulary()), true};
 }
 

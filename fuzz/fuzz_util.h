@@ -23,6 +23,7 @@
 #include <fstream>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace infer::fuzz {
 
@@ -98,17 +99,45 @@ inline std::string join_input(std::string_view head, std::string_view tail) {
   return out;
 }
 
-// What a chapter does with a model that loaded: convert the weights (where non-finite values are
-// refused), run one token through the forward pass, and build the embedded tokenizer and round-trip
-// a short text through it. Everything a loader accepted must survive this or fail with infer::Error.
-inline void exercise_model(const ModelFile& file) {
+// A number drawn from the whole input (FNV-1a), so that each input picks its own weight format, tokens and
+// positions in exercise_model and libFuzzer can steer them.
+inline uint64_t input_hash(const uint8_t* data, size_t size) {
+  uint64_t hash = 1469598103934665603ull;
+  for (size_t i = 0; i < size; ++i) hash = (hash ^ data[i]) * 1099511628211ull;
+  return hash;
+}
+
+// What a chapter does with a model that loaded: convert the weights to a weight format picked by the input
+// (f32, f16 or bf16; non-finite values are refused), run a prefill of one to three tokens at position 0 and
+// then two one-token decode steps at the positions after it through a KV cache (every token id, position
+// and cache row is in range by construction; ids come from the input), and build the embedded tokenizer
+// and round-trip a short text through it. Everything a loader accepted must survive this or fail with
+// infer::Error.
+inline void exercise_model(const ModelFile& file, const uint8_t* data, size_t size) {
   static const auto backend = make_cpu_backend(1);
-  Weights weights(file, WeightFormat::F32, *backend);
-  Transformer transformer(weights, *backend, 1);
-  KVCache cache(*backend, file.config, 1);
-  std::vector<float> logits(size_t(file.config.vocab_size));
-  const int token = 0;
-  transformer.forward(std::span<const int>(&token, 1), 0, cache, logits.data());
+  uint64_t choice = input_hash(data, size);
+  auto draw = [&choice](uint64_t n) {
+    const uint64_t value = choice % n;
+    choice = choice / n ^ (choice * 0x9E3779B97F4A7C15ull);
+    return value;
+  };
+  const WeightFormat formats[] = {WeightFormat::F32, WeightFormat::F16, WeightFormat::BF16};
+  const WeightFormat format = formats[draw(3)];
+  const int vocab = file.config.vocab_size;
+  const int prompt_length = 1 + int(draw(3));
+  const int decode_steps = 2;
+  const int positions = std::min(prompt_length + decode_steps, std::max(file.config.max_seq_len, 1));
+  std::vector<int> tokens(size_t(prompt_length + decode_steps));
+  for (int& token : tokens) token = int(draw(uint64_t(std::max(vocab, 1))));
+
+  Weights weights(file, format, *backend);
+  Transformer transformer(weights, *backend, prompt_length);
+  KVCache cache(*backend, file.config, positions);
+  std::vector<float> logits(static_cast<size_t>(vocab));
+  const int prefill = std::min(prompt_length, positions);
+  transformer.forward(std::span<const int>(tokens.data(), size_t(prefill)), 0, cache, logits.data());
+  for (int position = prefill; position < positions; ++position)
+    transformer.forward(std::span<const int>(&tokens[size_t(position)], 1), position, cache, logits.data());
   if (file.tokenizer) {
     const auto tokenizer = make_tokenizer(*file.tokenizer);
     const std::string text = "Once upon a time, 42 dragons\n";

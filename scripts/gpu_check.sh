@@ -9,6 +9,13 @@
 #   INFER_GPU_ARCH=80 scripts/gpu_check.sh  # compile for this architecture (default: nvidia-smi's, else 90)
 #   INFER_JOBS=8 scripts/gpu_check.sh       # parallel build jobs (default: nproc)
 #   INFER_GPU_CHECK_DIR=/tmp/x scripts/gpu_check.sh   # where the models and logs go (default /tmp/infer-gpu-check)
+#   scripts/gpu_check.sh --stage-models     # on the machine that has them: copy stories260K (found in the model
+#                                           # search order, README "Models") into build/carry-models/, then exit
+#
+# The golden CUDA tests need stories260K. On the GPU machine it is found in the usual search order
+# (INFER_MODELS_DIR, models/, ../shared/models) or in build/carry-models/ (git-ignored; a tool that copies only
+# the working tree must be told to carry that folder). The CUDA tests run with INFER_REQUIRE_MODELS=1 and this
+# script fails if any CUDA test was skipped: a golden test that did not run is not a pass.
 #
 # Needs: the Debian packages of scripts/lib/packages.sh (installed when run as root, else the exact apt-get
 # command is printed) and the CUDA toolkit (nvcc on PATH or at /usr/local/cuda/bin/nvcc). No network and no
@@ -19,10 +26,12 @@
 set -euo pipefail
 
 with_llama3=0
+stage_models=0
 for arg in "$@"; do
   case "$arg" in
     --llama3-8b) with_llama3=1 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --stage-models) stage_models=1 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -32,6 +41,26 @@ repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo_root"
 source "${repo_root}/scripts/lib/packages.sh"
 source "${repo_root}/scripts/lib/preset.sh"
+source "${repo_root}/scripts/lib/models.sh"
+
+# stories260K for the golden CUDA tests (see the header).
+readonly carry_models="${repo_root}/build/carry-models"
+readonly stories_files=(stories260K/stories260K.bin stories260K/stories260K_v1.bin stories260K/tok512.bin
+                        stories260K/expected_greedy_200.txt)
+if [[ $stage_models == 1 ]]; then
+  mkdir -p "${carry_models}/stories260K"
+  for name in "${stories_files[@]}"; do
+    source_path=$(find_model_file "$name") || { echo "gpu_check.sh: ${name} is absent ($(describe_model_search))" >&2; exit 1; }
+    [[ "$source_path" -ef "${carry_models}/${name}" ]] || cp -f "$source_path" "${carry_models}/${name}"
+    echo "staged ${carry_models}/${name} (from ${source_path})"
+  done
+  echo "gpu_check.sh: carry build/carry-models to the GPU machine with the working tree; there, run scripts/gpu_check.sh"
+  exit 0
+fi
+if [[ -z "${INFER_MODELS_DIR:-}" && -d "$carry_models" ]]; then
+  export INFER_MODELS_DIR="$carry_models"
+fi
+export INFER_REQUIRE_MODELS=1
 
 say() { printf '\n==> %s\n' "$*"; }
 work="${INFER_GPU_CHECK_DIR:-/tmp/infer-gpu-check}"
@@ -78,6 +107,11 @@ ctest --test-dir "$build" -L cuda -V --timeout 1800 2>&1 | tee "${work}/cuda_tes
 if grep -q "SKIPPED: no CUDA device" "${work}/cuda_tests.log"; then
   echo "gpu_check.sh: FAILED: the CUDA tests skipped, no usable GPU here (see the SKIPPED line above)" >&2
   exit 1
+fi
+if grep -q "SKIPPED:" "${work}/cuda_tests.log"; then
+  grep "SKIPPED:" "${work}/cuda_tests.log" | sort -u >&2
+  echo "gpu_check.sh: FAILED: CUDA tests were skipped (above); stage stories260K with --stage-models" >&2
+  tests_status=1
 fi
 
 say "synthetic models (tools/synth: random weights, real shapes)"

@@ -16,16 +16,30 @@
 
 namespace infer::test {
 
-inline std::vector<uint8_t> read_bytes(const std::filesystem::path& path) {
+// The whole file. A file that cannot be opened, or holds fewer than min_size bytes (an empty one by
+// default), fails the test with a message naming it, so no caller reads past a short buffer.
+inline std::vector<uint8_t> read_bytes(const std::filesystem::path& path, size_t min_size = 1) {
   std::ifstream in(path, std::ios::binary);
-  REQUIRE(in.good());
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  REQUIRE_MESSAGE(in.good(), "cannot open " << path.string());
+  std::vector<uint8_t> bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  REQUIRE_MESSAGE(bytes.size() >= min_size,
+                  path.string() << " holds " << bytes.size() << " bytes, fewer than the " << min_size << " expected");
+  return bytes;
 }
 
+// Writes `size` bytes to `path`. An existing file is overwritten in place and then cut to `size`, not
+// truncated to zero first: on ext4 a truncate-to-zero followed by a write makes close() wait for the data to
+// reach the disk, which turned the loaders' truncation sweeps (tens of thousands of variants) into minutes
+// of I/O waiting on a loaded machine.
 inline void write_bytes(const std::filesystem::path& path, const uint8_t* data, size_t size) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(data), std::streamsize(size));
-  REQUIRE(out.good());
+  std::error_code ec;
+  const bool exists = std::filesystem::is_regular_file(path, ec);
+  {
+    std::ofstream out(path, exists ? std::ios::binary | std::ios::in | std::ios::out : std::ios::binary | std::ios::out);
+    out.write(reinterpret_cast<const char*>(data), std::streamsize(size));
+    REQUIRE_MESSAGE(out.good(), "cannot write " << path.string());
+  }
+  std::filesystem::resize_file(path, size);
 }
 inline void write_bytes(const std::filesystem::path& path, const std::vector<uint8_t>& bytes) {
   write_bytes(path, bytes.data(), bytes.size());

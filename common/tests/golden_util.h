@@ -5,7 +5,7 @@
 // with BOS, run.c makes 200 forward steps and prints the token each one samples (so up to 200 new
 // tokens), it stops when BOS is sampled, and each token is printed with the previous one as context
 // (the space after BOS is dropped, <0xNN> pieces print their byte). The text it prints is
-// ../shared/models/stories260K/expected_greedy_200.txt.
+// stories260K/expected_greedy_200.txt (found like every model file: infer/core/model_search.h).
 #pragma once
 
 #include "infer/model/backend.h"
@@ -24,19 +24,22 @@
 
 namespace infer::test {
 
-// ../shared/models/stories260K: the real 260K-parameter Llama (both llama2.c formats), its tok512
-// tokenizer and llama2.c's greedy text.
-inline std::filesystem::path stories260k_dir() { return shared_models_dir() / "stories260K"; }
-inline std::filesystem::path golden_text_path() { return stories260k_dir() / "expected_greedy_200.txt"; }
+// stories260K (README "Models": ../shared/models/stories260K/ in CI): the real 260K-parameter Llama in
+// both llama2.c formats, its tok512 tokenizer and llama2.c's greedy text, as names for INFER_MODEL_FILE.
+inline constexpr const char* kStories260K = "stories260K/stories260K.bin";
+inline constexpr const char* kStories260KV1 = "stories260K/stories260K_v1.bin";
+inline constexpr const char* kTok512 = "stories260K/tok512.bin";
+inline constexpr const char* kGoldenText = "stories260K/expected_greedy_200.txt";
 inline constexpr int kGoldenSteps = 200;  // run.c's -n 200
+inline constexpr size_t kGoldenTextBytes = 464;
 
-// The whole file, byte for byte ("" when it cannot be read).
-inline std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
+// Declares the three files of the golden run (model `model_name`, tok512, the expected text) as
+// model_path, tokenizer_path and golden_path; returns from the test case (skip or, in CI, failure) when
+// any is absent.
+#define INFER_GOLDEN_FILES(model_name)                                          \
+  INFER_MODEL_FILE(model_path, model_name);                                     \
+  INFER_MODEL_FILE(tokenizer_path, ::infer::test::kTok512);                     \
+  INFER_MODEL_FILE(golden_path, ::infer::test::kGoldenText)
 
 // Greedy (temperature 0) decoding of up to max_new tokens, stopping early only on stop_tokens.
 inline GenerationOptions greedy_options(int max_new, std::vector<int> stop_tokens = {}) {
@@ -69,13 +72,14 @@ inline std::string decode_as_printed(const Tokenizer& tokenizer, int first, cons
   return text;
 }
 
-// The golden run (see the top of this file) of the llama2.c model at `model_path` with GeneratorType on
-// `backend`, f32 weights; returns the text, to compare with read_text(golden_text_path()).
+// The golden run (see the top of this file) of the llama2.c model at `model_path` with its tokenizer at
+// `tokenizer_path`, GeneratorType on `backend`, f32 weights; returns the text, to compare with
+// read_text(golden_path).
 template <typename GeneratorType = NaiveGenerator>
-std::string stories260k_greedy_text(const std::filesystem::path& model_path, Backend& backend) {
+std::string stories260k_greedy_text(const std::filesystem::path& model_path, const std::filesystem::path& tokenizer_path,
+                                    Backend& backend) {
   const ModelFile file = load_model_file(model_path.string());
-  const auto tokenizer =
-      load_llama2c_tokenizer((stories260k_dir() / "tok512.bin").string(), file.config.vocab_size);
+  const auto tokenizer = load_llama2c_tokenizer(tokenizer_path.string(), file.config.vocab_size);
   const int bos = tokenizer->bos_id();
   const std::vector<int> tokens =
       greedy_tokens<GeneratorType>(file, WeightFormat::F32, backend, {bos}, kGoldenSteps, /*stop_tokens=*/{bos});

@@ -151,8 +151,10 @@ inline std::vector<Vec> reference_logits(const RandomModel& model, const std::ve
   return all;
 }
 
+// rope_theta defaults to SmolLM2's 100000, not the original 10000, so that a RoPE that ignores the model's
+// theta (hard-coding 10000) fails every comparison with the reference.
 inline ModelConfig shape(int dim, int n_layers, int n_heads, int n_kv_heads, int head_dim, int hidden_dim, int vocab,
-                  RopeLayout layout, bool tied) {
+                  RopeLayout layout, bool tied, float rope_theta = 100000.0f) {
   ModelConfig c;
   c.dim = dim;
   c.n_layers = n_layers;
@@ -162,7 +164,7 @@ inline ModelConfig shape(int dim, int n_layers, int n_heads, int n_kv_heads, int
   c.hidden_dim = hidden_dim;
   c.vocab_size = vocab;
   c.max_seq_len = 64;
-  c.rope_theta = 10000.0f;
+  c.rope_theta = rope_theta;
   c.rope_layout = layout;
   c.tied_embeddings = tied;
   return c;

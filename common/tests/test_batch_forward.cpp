@@ -14,6 +14,7 @@
 #include "infer/model/paged_kv_cache.h"
 #include "infer/model/transformer.h"
 #include "reference_model.h"
+#include "golden_util.h"
 #include "test_util.h"
 
 #include <cstring>
@@ -191,8 +192,7 @@ TEST_CASE("forward(Batch) is exact on the CPU: alone, batched and chunked give t
 }
 
 TEST_CASE("forward(Batch) is exact on the CPU on stories260K") {
-  const auto path = shared_models_dir() / "stories260K" / "stories260K.bin";
-  if (!std::filesystem::exists(path)) INFER_SKIP(path.string() << " is missing");
+  INFER_MODEL_FILE(path, test::kStories260K);
   check_exact(load_model_file(path.string()), 77);
 }
 

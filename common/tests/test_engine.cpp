@@ -115,10 +115,11 @@ TEST_CASE("engine: greedy outputs equal each request decoded alone on a syntheti
 }
 
 TEST_CASE("engine: stories260K's golden text through the engine, sharing its batches with other requests") {
-  const auto path = stories260k_dir() / "stories260K.bin";
-  if (!std::filesystem::exists(path)) INFER_SKIP("../shared/models/stories260K is absent");
+  INFER_MODEL_FILE(path, test::kStories260K);
+  INFER_MODEL_FILE(tokenizer_path, test::kTok512);
+  INFER_MODEL_FILE(golden_path, test::kGoldenText);
   const ModelFile file = load_model_file(path.string());
-  const auto tokenizer = load_llama2c_tokenizer((stories260k_dir() / "tok512.bin").string(), file.config.vocab_size);
+  const auto tokenizer = load_llama2c_tokenizer(tokenizer_path.string(), file.config.vocab_size);
   const int bos = tokenizer->bos_id();
   auto backend = make_cpu_backend(2);
   Weights weights(file, WeightFormat::F32, *backend);
@@ -134,8 +135,7 @@ TEST_CASE("engine: stories260K's golden text through the engine, sharing its bat
   options.max_step_tokens = 32;
   EngineStats stats;
   const auto got = run_engine(model, jobs, options, stats, {bos});
-  const std::string golden = read_text(golden_text_path());
-  REQUIRE_FALSE(golden.empty());
+  const std::string golden = read_text(golden_path, kGoldenTextBytes);
   CHECK(decode_as_printed(*tokenizer, bos, got[0]) == golden);
   for (size_t i = 1; i < jobs.size(); ++i) {
     CAPTURE(i);

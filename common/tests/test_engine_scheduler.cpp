@@ -300,3 +300,35 @@ TEST_CASE("engine scheduler: a sequence needing the whole pool runs alone, preem
   CHECK(collected.tokens.at(s2) == fake_reference_tokens({3, 4}, 50, 20, SamplerConfig{}));
   CHECK(engine.stats().blocks_free == 10);
 }
+
+TEST_CASE("engine scheduler: requests submitted together with a shared system prompt compute it once") {
+  // 12 requests, a 32-token system prompt (8 blocks of 4) + 4 own tokens each, all submitted at once.
+  std::vector<int> system(32);
+  for (int i = 0; i < 32; ++i) system[size_t(i)] = (i * 13) % 50;
+  std::vector<std::vector<int>> prompts;
+  for (int r = 0; r < 12; ++r) {
+    std::vector<int> p = system;
+    for (int k = 0; k < 4; ++k) p.push_back((r * 7 + k) % 50);
+    prompts.push_back(p);
+  }
+  for (bool caching : {false, true}) {
+    CAPTURE(caching);
+    EngineOptions options;
+    options.prefix_caching = caching;
+    options.max_step_tokens = 64;
+    Engine engine(std::make_unique<FakeRunner>(200, 4), options);
+    Collected collected;
+    std::vector<RequestId> ids;
+    RequestParams params;
+    params.max_tokens = 5;
+    for (const auto& p : prompts) ids.push_back(engine.add_request(p, params, collected.callback()));
+    while (engine.has_work()) engine.step();
+    for (size_t r = 0; r < prompts.size(); ++r)
+      CHECK(collected.tokens.at(ids[r]) == fake_reference_tokens(prompts[r], 50, 5, SamplerConfig{}));
+    const EngineStats stats = engine.stats();
+    // Without the cache every prompt token is prefilled: 12 * 36. With it the system prompt once (32) plus
+    // 4 own tokens per request.
+    CHECK(stats.prefill_tokens == (caching ? 32u + 12u * 4u : 12u * 36u));
+    CHECK(stats.blocks_free == 200);
+  }
+}

@@ -18,16 +18,19 @@ using namespace infer::test;  // RandomModel, reference_logits, shape, max_relat
 
 TEST_CASE("forward pass matches a float64 reference on random models of several shapes") {
   const std::vector<ModelConfig> shapes = {
-      shape(64, 2, 4, 4, 16, 96, 50, RopeLayout::Interleaved, true),   // plain multi-head attention
-      shape(48, 3, 6, 2, 8, 100, 61, RopeLayout::Interleaved, false),  // GQA 3:1, separate classifier
-      shape(36, 2, 3, 1, 12, 70, 33, RopeLayout::HalfSplit, true),     // MQA, dims not multiples of 8
-      shape(40, 2, 4, 2, 10, 77, 45, RopeLayout::HalfSplit, false),    // head_dim 10, odd hidden_dim
+      // (the RoPE bases: 10000 (llama2.c), 100000 (SmolLM2), 500000 (Llama 3); a RoPE that ignores the
+      // model's theta fails the three shapes whose theta is not 10000)
+      shape(64, 2, 4, 4, 16, 96, 50, RopeLayout::Interleaved, true, 10000.0f),    // plain multi-head attention
+      shape(48, 3, 6, 2, 8, 100, 61, RopeLayout::Interleaved, false, 100000.0f),  // GQA 3:1, separate classifier
+      shape(36, 2, 3, 1, 12, 70, 33, RopeLayout::HalfSplit, true, 500000.0f),     // MQA, dims not multiples of 8
+      shape(40, 2, 4, 2, 10, 77, 45, RopeLayout::HalfSplit, false, 100000.0f),    // head_dim 10, odd hidden_dim
   };
   auto backend = make_cpu_backend(2);
   uint64_t seed = 1000;
   for (const ModelConfig& config : shapes) {
     CAPTURE(config.dim);
     CAPTURE(config.n_kv_heads);
+    CAPTURE(config.rope_theta);
     RandomModel model = make_random_model(config, ++seed);
     Weights weights(model.file, WeightFormat::F32, *backend);
     const std::vector<int> tokens = {1, 7, 3, 30, 12, 0, 29, 5, 17, 2, 31};

@@ -162,8 +162,7 @@ TEST_CASE("gguf: version 2 is read, version 1 is refused") {
 }
 
 TEST_CASE("gguf: real SmolLM2-135M-Instruct Q4_1 loads (when fetched)") {
-  const auto path = infer::test::smollm2_path();
-  if (!std::filesystem::exists(path)) INFER_SKIP("SmolLM2 GGUF not fetched (scripts/fetch_models.sh)");
+  INFER_MODEL_FILE(path, infer::test::kSmolLM2);
   const ModelFile file = load_model_file(path.string());
   const ModelConfig& c = file.config;
   CHECK(c.dim == 576);

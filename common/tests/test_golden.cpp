@@ -1,7 +1,7 @@
 // test_golden.cpp: end to end against real model output.
 //
 // Greedy decoding of stories260K (both llama2.c formats) with its tok512 tokenizer must reproduce
-// ../shared/models/stories260K/expected_greedy_200.txt byte for byte, with llama2.c's `run -t 0.0
+// stories260K/expected_greedy_200.txt (../shared/models in CI) byte for byte, with llama2.c's `run -t 0.0
 // -n 200` semantics (golden_util.h spells them out). Every generator must reproduce it:
 // NaiveGenerator (ch03) and CachedGenerator (ch05).
 #include "golden_util.h"
@@ -14,34 +14,36 @@ namespace {
 enum class Decoder { Naive, Cached };
 
 // The golden run on the model at `model_path` with `decoder` on a CPU backend of `threads`; the text.
-std::string greedy_story(const std::filesystem::path& model_path, int threads, Decoder decoder = Decoder::Naive) {
+std::string greedy_story(const std::filesystem::path& model_path, const std::filesystem::path& tokenizer_path,
+                         int threads, Decoder decoder = Decoder::Naive) {
   auto backend = make_cpu_backend(threads);
-  return decoder == Decoder::Naive ? test::stories260k_greedy_text<NaiveGenerator>(model_path, *backend)
-                                   : test::stories260k_greedy_text<CachedGenerator>(model_path, *backend);
+  return decoder == Decoder::Naive
+             ? test::stories260k_greedy_text<NaiveGenerator>(model_path, tokenizer_path, *backend)
+             : test::stories260k_greedy_text<CachedGenerator>(model_path, tokenizer_path, *backend);
 }
 
 }  // namespace
 
 TEST_CASE("golden: stories260K greedy decoding reproduces llama2.c's output (both file formats)") {
-  const auto dir = test::stories260k_dir();
-  if (!std::filesystem::exists(test::golden_text_path()))
-    INFER_SKIP("../shared/models/stories260K is absent (it sits beside the repository in CI)");
-  const std::string expected = test::read_text(test::golden_text_path());
-  REQUIRE(expected.size() == 464);
+  INFER_GOLDEN_FILES(test::kStories260K);
+  INFER_MODEL_FILE(v1_path, test::kStories260KV1);
+  const std::string expected = test::read_text(golden_path);
+  REQUIRE(expected.size() == test::kGoldenTextBytes);
 
-  SUBCASE("legacy header (version 0), 1 thread") { CHECK(greedy_story(dir / "stories260K.bin", 1) == expected); }
-  SUBCASE("version 1 header, 2 threads") { CHECK(greedy_story(dir / "stories260K_v1.bin", 2) == expected); }
+  SUBCASE("legacy header (version 0), 1 thread") { CHECK(greedy_story(model_path, tokenizer_path, 1) == expected); }
+  SUBCASE("version 1 header, 2 threads") { CHECK(greedy_story(v1_path, tokenizer_path, 2) == expected); }
 }
 
 TEST_CASE("golden: stories260K greedy decoding with the KV cache reproduces llama2.c's output") {
-  const auto dir = test::stories260k_dir();
-  if (!std::filesystem::exists(test::golden_text_path()))
-    INFER_SKIP("../shared/models/stories260K is absent (it sits beside the repository in CI)");
-  const std::string expected = test::read_text(test::golden_text_path());
-  REQUIRE(expected.size() == 464);
+  INFER_GOLDEN_FILES(test::kStories260K);
+  INFER_MODEL_FILE(v1_path, test::kStories260KV1);
+  const std::string expected = test::read_text(golden_path);
+  REQUIRE(expected.size() == test::kGoldenTextBytes);
 
   SUBCASE("legacy header (version 0), 1 thread") {
-    CHECK(greedy_story(dir / "stories260K.bin", 1, Decoder::Cached) == expected);
+    CHECK(greedy_story(model_path, tokenizer_path, 1, Decoder::Cached) == expected);
   }
-  SUBCASE("version 1 header, 2 threads") { CHECK(greedy_story(dir / "stories260K_v1.bin", 2, Decoder::Cached) == expected); }
+  SUBCASE("version 1 header, 2 threads") {
+    CHECK(greedy_story(v1_path, tokenizer_path, 2, Decoder::Cached) == expected);
+  }
 }

@@ -27,14 +27,30 @@ ModelConfig fuzz_config() { return synthetic_preset("micro"); }
 struct Outcome {
   int loaded = 0;
   int rejected = 0;
+  int truncations = 0;                    // cuts tried, one at every length below the file's size
+  std::vector<size_t> accepted_too_short;  // cuts before the end of the last tensor's data that loaded
 };
 
-// Loads `path` with `load`; anything but success or infer::Error fails the test.
-void load_or_error(const std::function<void(const std::string&)>& load, const std::string& path, Outcome& outcome,
+// The end of the last tensor's data in `file`'s mapping (tensors copied out of the mapping do not count).
+size_t tensor_data_end(const ModelFile& file) {
+  REQUIRE(file.mapping != nullptr);
+  const uint8_t* begin = file.mapping->data();
+  size_t end = 0;
+  for (const auto& [name, tensor] : file.tensors) {
+    const auto* data = static_cast<const uint8_t*>(tensor.data);
+    if (data >= begin && data < begin + file.mapping->size()) end = std::max(end, size_t(data - begin) + tensor.n_bytes);
+  }
+  REQUIRE(end > 0);
+  return end;
+}
+
+// Loads `path` with `load`; anything but success or infer::Error fails the test. True if it loaded.
+bool load_or_error(const std::function<void(const std::string&)>& load, const std::string& path, Outcome& outcome,
                    const std::string& variant) {
   try {
     load(path);
     ++outcome.loaded;
+    return true;
   } catch (const infer::Error& error) {
     ++outcome.rejected;
     // Every message names the file it is about (or the directory holding it).
@@ -46,20 +62,26 @@ void load_or_error(const std::function<void(const std::string&)>& load, const st
   } catch (...) {
     FAIL_CHECK(variant << ": threw a non-exception");
   }
+  return false;
 }
 
-// Truncates `original` at every offset in [0, header_end] and at a stride through the rest, then
+// Truncates `original` at every length below its size (every byte of the header and of the data), then
 // applies `n_corruptions` seeded corruptions (1-4 bytes each, mostly in the header), writing each
-// variant to `target` and loading `load_path`.
-Outcome fuzz_file(const std::vector<uint8_t>& original, size_t header_end, const fs::path& target, const std::string& load_path,
-                  const std::function<void(const std::string&)>& load, uint64_t seed, int n_corruptions) {
+// variant to `target` and loading `load_path`. Every cut before `data_end` (the end of the last tensor's
+// data) must be rejected: the cuts that loaded anyway are in accepted_too_short (check_truncations).
+Outcome fuzz_file(const std::vector<uint8_t>& original, size_t header_end, size_t data_end, const fs::path& target,
+                  const std::string& load_path, const std::function<void(const std::string&)>& load, uint64_t seed,
+                  int n_corruptions) {
   Outcome outcome;
   header_end = std::min(header_end, original.size());
-  // Past the header, about 300 cuts through the data (an odd stride, so cuts land at varied alignments).
-  const size_t data_stride = std::max<size_t>(61, (original.size() - header_end) / 300 | 1);
-  for (size_t length = 0; length < original.size(); length += (length < header_end ? 1 : data_stride)) {
-    infer::test::write_bytes(target, original.data(), length);
-    load_or_error(load, load_path, outcome, "truncated to " + std::to_string(length));
+  REQUIRE(data_end <= original.size());
+  // Longest cut first: the file is written once and then only shortened (a cheap truncate per cut).
+  infer::test::write_bytes(target, original);
+  for (size_t length = original.size(); length-- > 0;) {
+    fs::resize_file(target, length);
+    ++outcome.truncations;
+    if (load_or_error(load, load_path, outcome, "truncated to " + std::to_string(length)) && length < data_end)
+      outcome.accepted_too_short.insert(outcome.accepted_too_short.begin(), length);
   }
   std::mt19937_64 rng(seed);
   for (int i = 0; i < n_corruptions; ++i) {
@@ -77,6 +99,19 @@ Outcome fuzz_file(const std::vector<uint8_t>& original, size_t header_end, const
     load_or_error(load, load_path, outcome, description);
   }
   return outcome;
+}
+
+// Every cut before the end of the last tensor's data was rejected (naming the first few that were not).
+void check_truncations(const Outcome& outcome, size_t data_end, const std::string& what) {
+  std::string lengths;
+  for (size_t i = 0; i < outcome.accepted_too_short.size() && i < 5; ++i)
+    lengths += (i == 0 ? "" : ", ") + std::to_string(outcome.accepted_too_short[i]);
+  CHECK_MESSAGE(outcome.accepted_too_short.empty(),
+                what << ": " << outcome.accepted_too_short.size() << " cuts before the end of the tensor data (byte "
+                     << data_end << ") loaded without an error, e.g. at lengths " << lengths);
+  if (outcome.accepted_too_short.empty())
+    MESSAGE(what << ": all " << data_end << " cuts before the end of the tensor data rejected (" << outcome.truncations
+                 << " cuts in all)");
 }
 
 // ---- locating fields in a GGUF file for targeted damage -----------------------------------------
@@ -136,9 +171,11 @@ TEST_CASE("loader fuzz: gguf truncations and corruptions never crash") {
     const auto original = infer::test::read_bytes(source);
     const auto mapping = MappedFile::open(source);
     const size_t header_end = parse_gguf(*mapping).data_offset;
+    const size_t data_end = tensor_data_end(load_gguf(source));
     const fs::path target = dir / "damaged.gguf";
-    const Outcome outcome = fuzz_file(original, header_end, target, target.string(),
+    const Outcome outcome = fuzz_file(original, header_end, data_end, target, target.string(),
                                       [](const std::string& p) { load_gguf(p); }, 31, 2000);
+    check_truncations(outcome, data_end, std::string("gguf ") + std::string(dtype_name(dtype)));
     MESSAGE("gguf " << dtype_name(dtype) << ": header " << header_end << " bytes, " << outcome.loaded << " variants loaded, "
                     << outcome.rejected << " rejected");
     CHECK(outcome.rejected > 0);
@@ -152,8 +189,10 @@ TEST_CASE("loader fuzz: safetensors truncations and corruptions never crash") {
   const fs::path file = dir / "model.safetensors";
   const auto original = infer::test::read_bytes(file);
   const size_t header_end = 8 + size_t(get<uint64_t>(original, 0));
-  const Outcome outcome = fuzz_file(original, header_end, file, dir.string(),
+  const size_t data_end = tensor_data_end(load_model_file(dir.string()));
+  const Outcome outcome = fuzz_file(original, header_end, data_end, file, dir.string(),
                                     [](const std::string& p) { load_model_file(p); }, 32, 2000);
+  check_truncations(outcome, data_end, "safetensors");
   MESSAGE("safetensors: header " << header_end << " bytes, " << outcome.loaded << " loaded, " << outcome.rejected << " rejected");
   CHECK(outcome.rejected > 0);
   infer::test::write_bytes(file, original);
@@ -161,7 +200,8 @@ TEST_CASE("loader fuzz: safetensors truncations and corruptions never crash") {
   // config.json is untrusted too.
   const fs::path config = dir / "config.json";
   const auto config_bytes = infer::test::read_bytes(config);
-  const Outcome config_outcome = fuzz_file(config_bytes, config_bytes.size(), config, dir.string(),
+  // (data_end 0: a shorter config.json may still be valid JSON with every key, e.g. cut after the last '}')
+  const Outcome config_outcome = fuzz_file(config_bytes, config_bytes.size(), 0, config, dir.string(),
                                            [](const std::string& p) { load_safetensors(p); }, 33, 500);
   CHECK(config_outcome.rejected > 0);
 }
@@ -175,9 +215,11 @@ TEST_CASE("loader fuzz: llama2.c v0 and v1 truncations and corruptions never cra
     write_synthetic_llama2c(source, fuzz_config(), 3, version);
     const auto original = infer::test::read_bytes(source);
     const size_t header_end = version == 0 ? 28 : 256;
+    const size_t data_end = tensor_data_end(load_model_file(source));
     const fs::path target = dir / "damaged.bin";
-    const Outcome outcome = fuzz_file(original, header_end, target, target.string(),
+    const Outcome outcome = fuzz_file(original, header_end, data_end, target, target.string(),
                                       [](const std::string& p) { load_model_file(p); }, 40 + version, 600);
+    check_truncations(outcome, data_end, "llama2c v" + std::to_string(version));
     MESSAGE("llama2c v" << version << ": " << outcome.loaded << " loaded, " << outcome.rejected << " rejected");
     CHECK(outcome.rejected > 0);
   }

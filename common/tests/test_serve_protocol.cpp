@@ -344,8 +344,8 @@ TEST_CASE("serve chat templates: the four styles recognised and rendered; anothe
 }
 
 TEST_CASE("serve chat templates: SmolLM2's real template gives the prompt its tokenizer layer gives") {
-  if (!std::filesystem::exists(test::smollm2_path())) INFER_SKIP("SmolLM2 not fetched (scripts/fetch_models.sh)");
-  const ModelFile file = load_model_file(test::smollm2_path().string());
+  INFER_MODEL_FILE(path, test::kSmolLM2);
+  const ModelFile file = load_model_file(path.string());
   REQUIRE(file.tokenizer);
   const std::string& chat_template = file.tokenizer->chat_template;
   CHECK(detect_chat_style(chat_template) == ChatStyle::chatml);

@@ -93,9 +93,8 @@ TEST_CASE("synthetic: llama2.c layouts match the real stories260K files") {
   CHECK(std::filesystem::file_size(v0) == 1056540);
   CHECK(std::filesystem::file_size(v1) == 1040384);
 
-  const auto real_v0_path = infer::test::shared_models_dir() / "stories260K" / "stories260K.bin";
-  const auto real_v1_path = infer::test::shared_models_dir() / "stories260K" / "stories260K_v1.bin";
-  if (!std::filesystem::exists(real_v0_path) || !std::filesystem::exists(real_v1_path)) INFER_SKIP("stories260K not found");
+  INFER_MODEL_FILE(real_v0_path, "stories260K/stories260K.bin");
+  INFER_MODEL_FILE(real_v1_path, "stories260K/stories260K_v1.bin");
   const auto ours_v0 = infer::test::read_bytes(v0), real_v0 = infer::test::read_bytes(real_v0_path);
   const auto ours_v1 = infer::test::read_bytes(v1), real_v1 = infer::test::read_bytes(real_v1_path);
   CHECK(std::memcmp(ours_v0.data(), real_v0.data(), 28) == 0);   // same 7-int header

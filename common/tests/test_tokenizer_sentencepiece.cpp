@@ -14,10 +14,10 @@ namespace {
 using infer::Tokenizer;
 namespace test = infer::test;
 
-std::string llama2_tokenizer_path() {
-  return (test::shared_models_dir() / "llama2-tokenizer" / "tokenizer.bin").string();
-}
-std::string tok512_path() { return (test::shared_models_dir() / "stories260K" / "tok512.bin").string(); }
+// Model files (README "Models"; found through infer/core/model_search.h, skipped when absent):
+// llama2.c's Llama-2 tokenizer.bin (32000 pieces) and stories260K's tok512.bin (512 pieces).
+constexpr const char* kLlama2Tokenizer = "llama2-tokenizer/tokenizer.bin";
+constexpr const char* kTok512 = "stories260K/tok512.bin";
 
 // The message of the infer::Error that `action` throws, or "" if it throws nothing.
 std::string error_message(const std::function<void()>& action) {
@@ -29,9 +29,13 @@ std::string error_message(const std::function<void()>& action) {
   return "";
 }
 
+// The whole file; a missing or empty file fails the test naming it (callers then check every offset).
 std::vector<char> read_bytes(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+  REQUIRE_MESSAGE(file.good(), "cannot open " << path);
+  std::vector<char> bytes{std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+  REQUIRE_MESSAGE(!bytes.empty(), path << " is empty");
+  return bytes;
 }
 
 void write_bytes(const std::string& path, const std::vector<char>& bytes) {
@@ -73,7 +77,8 @@ const std::vector<ReferenceEncoding>& llama2_reference_encodings() {
 // ==== Llama-2 (llama2.c tokenizer.bin) ===============================================================
 
 TEST_CASE("llama2 tokenizer: 'Once upon a time' encodes to the known ids") {
-  const auto tokenizer = infer::load_llama2c_tokenizer(llama2_tokenizer_path(), 32000);
+  INFER_MODEL_FILE(llama2_path, kLlama2Tokenizer);
+  const auto tokenizer = infer::load_llama2c_tokenizer(llama2_path.string(), 32000);
   CHECK(tokenizer->vocab_size() == 32000);
   CHECK(tokenizer->bos_id() == 1);
   CHECK(tokenizer->eos_id() == 2);
@@ -85,7 +90,8 @@ TEST_CASE("llama2 tokenizer: 'Once upon a time' encodes to the known ids") {
 }
 
 TEST_CASE("llama2 tokenizer: matches sentencepiece on digits, spaces, newlines, CJK and emoji") {
-  const auto tokenizer = infer::load_llama2c_tokenizer(llama2_tokenizer_path(), 32000);
+  INFER_MODEL_FILE(llama2_path, kLlama2Tokenizer);
+  const auto tokenizer = infer::load_llama2c_tokenizer(llama2_path.string(), 32000);
   for (const auto& [text, ids] : llama2_reference_encodings()) {
     CAPTURE(text);
     CHECK(tokenizer->encode(text, false) == ids);
@@ -96,7 +102,8 @@ TEST_CASE("llama2 tokenizer: matches sentencepiece on digits, spaces, newlines, 
 }
 
 TEST_CASE("llama2 tokenizer: decode_token follows llama2.c's rules") {
-  const auto tokenizer = infer::load_llama2c_tokenizer(llama2_tokenizer_path(), 32000);
+  INFER_MODEL_FILE(llama2_path, kLlama2Tokenizer);
+  const auto tokenizer = infer::load_llama2c_tokenizer(llama2_path.string(), 32000);
   CHECK(tokenizer->piece(9038) == " Once");  // tokenizer.bin spells U+2581 as a plain space
   CHECK(tokenizer->decode_token(1, 9038) == "Once");       // right after BOS: the dummy-prefix space goes
   CHECK(tokenizer->decode_token(9038, 2501) == " upon");   // elsewhere it stays
@@ -114,7 +121,8 @@ TEST_CASE("llama2 tokenizer: decode_token follows llama2.c's rules") {
 }
 
 TEST_CASE("llama2 tokenizer: decode(encode(text)) == text") {
-  const auto tokenizer = infer::load_llama2c_tokenizer(llama2_tokenizer_path(), 32000);
+  INFER_MODEL_FILE(llama2_path, kLlama2Tokenizer);
+  const auto tokenizer = infer::load_llama2c_tokenizer(llama2_path.string(), 32000);
   std::vector<std::string> texts;
   for (const auto& reference : llama2_reference_encodings()) texts.push_back(reference.text);
   texts.push_back("Mixed: English, 日本語, 한국어, Ελληνικά, العربية, emoji 🦙🚀👍🏽 and a\u00a0no-break space.\n");
@@ -134,7 +142,8 @@ TEST_CASE("llama2 tokenizer: a long text encodes the same as its parts, and roun
   // Sentences joined by newlines. No Llama-2 piece contains "\n" (it is always the byte token <0x0A>, 13),
   // so no merge crosses a newline and the long text must encode exactly as its sentences do. A sentence
   // after a newline has no dummy prefix; encode("\n" + sentence) gives those ids after "▁" (29871) and 13.
-  const auto tokenizer = infer::load_llama2c_tokenizer(llama2_tokenizer_path(), 32000);
+  INFER_MODEL_FILE(llama2_path, kLlama2Tokenizer);
+  const auto tokenizer = infer::load_llama2c_tokenizer(llama2_path.string(), 32000);
   std::string text;
   std::vector<int> expected;
   for (int i = 0; i < 200; ++i) {
@@ -160,7 +169,8 @@ TEST_CASE("llama2 tokenizer: a long text encodes the same as its parts, and roun
 // ==== stories260K's tok512.bin =======================================================================
 
 TEST_CASE("tok512 tokenizer: 'Once upon a time' and round trips") {
-  const auto tokenizer = infer::load_llama2c_tokenizer(tok512_path(), 512);
+  INFER_MODEL_FILE(tok512_path, kTok512);
+  const auto tokenizer = infer::load_llama2c_tokenizer(tok512_path.string(), 512);
   // Worked out by hand from tok512.bin's scores (the highest-scoring available merge goes first):
   //   " "+"t" -> " t" (259, score 0)     " "+"a" -> " a" (261, -2)      "i"+"m" -> "im" (288, -29)
   //   "o"+"n" -> "on" (289, -30)         " "+"u" -> " u" (318, -59)     " "+"O" -> " O" (319, -60)
@@ -185,17 +195,23 @@ TEST_CASE("tok512 tokenizer: 'Once upon a time' and round trips") {
 namespace {
 
 // Builds what a GGUF file holds for Llama-2: pieces with U+2581 for space, token types, "<s>"/"</s>".
-infer::TokenizerData llama2_as_gguf_data() {
-  const std::vector<char> bytes = read_bytes(llama2_tokenizer_path());
+// Every read is checked against the file's size first: a short or corrupt file fails the test, naming the
+// token and offset, instead of reading past the buffer.
+infer::TokenizerData llama2_as_gguf_data(const std::filesystem::path& path) {
+  const std::vector<char> bytes = read_bytes(path.string());
   infer::TokenizerData data;
   data.model = "llama";
   size_t at = 4;  // after max_token_length
   for (int id = 0; id < 32000; ++id) {
     float score;
     int32_t length;
+    REQUIRE_MESSAGE(bytes.size() - at >= 8, path.string() << " ends inside token " << id << " (offset " << at << ")");
     std::memcpy(&score, bytes.data() + at, 4);
     std::memcpy(&length, bytes.data() + at + 4, 4);
-    std::string piece(bytes.data() + at + 8, length);
+    REQUIRE_MESSAGE((length >= 0 && size_t(length) <= bytes.size() - at - 8),
+                    path.string() << ": token " << id << " has length " << length << " at offset " << at
+                                  << ", past the end of the file");
+    std::string piece(bytes.data() + at + 8, size_t(length));
     at += 8 + length;
     std::string gguf_piece;
     for (char c : piece) gguf_piece += c == ' ' ? std::string("\xE2\x96\x81") : std::string(1, c);
@@ -214,7 +230,8 @@ infer::TokenizerData llama2_as_gguf_data() {
 }  // namespace
 
 TEST_CASE("gguf llama tokenizer: same ids as sentencepiece, special tokens parsed on request") {
-  const infer::TokenizerData data = llama2_as_gguf_data();
+  INFER_MODEL_FILE(llama2_path, kLlama2Tokenizer);
+  const infer::TokenizerData data = llama2_as_gguf_data(llama2_path);
   const auto tokenizer = infer::make_tokenizer(data);
   for (const auto& [text, ids] : llama2_reference_encodings()) {
     CAPTURE(text);
@@ -235,7 +252,8 @@ TEST_CASE("gguf llama tokenizer: same ids as sentencepiece, special tokens parse
 }
 
 TEST_CASE("gguf llama tokenizer: add_space_prefix = false adds no dummy prefix") {
-  infer::TokenizerData data = llama2_as_gguf_data();
+  INFER_MODEL_FILE(llama2_path, kLlama2Tokenizer);
+  infer::TokenizerData data = llama2_as_gguf_data(llama2_path);
   data.add_space_prefix = false;
   const auto tokenizer = infer::make_tokenizer(data);
   // "Once" with no space before it is piece 26222 (sentencepiece: encode("\nOnce upon a time") =
@@ -290,8 +308,10 @@ TEST_CASE("sentencepiece bpe: score order, leftmost ties and byte fallback on a 
 // ==== Malformed files ================================================================================
 
 TEST_CASE("llama2c tokenizer: malformed files throw infer::Error naming the file") {
+  INFER_MODEL_FILE(tok512_file, kTok512);
+  const std::string tok512_path = tok512_file.string();
   const auto dir = test::scratch_dir("llama2c_tokenizer_errors");
-  const std::vector<char> good = read_bytes(tok512_path());
+  const std::vector<char> good = read_bytes(tok512_path);
   REQUIRE(good.size() == 6227);
 
   SUBCASE("missing file") {
@@ -306,17 +326,17 @@ TEST_CASE("llama2c tokenizer: malformed files throw infer::Error naming the file
     CHECK(message.find("truncated") != std::string::npos);
   }
   SUBCASE("vocab_size larger than the file holds") {
-    const std::string message = error_message([&] { infer::load_llama2c_tokenizer(tok512_path(), 513); });
+    const std::string message = error_message([&] { infer::load_llama2c_tokenizer(tok512_path, 513); });
     CHECK(message.find("truncated") != std::string::npos);
   }
   SUBCASE("vocab_size smaller than the file holds") {
-    const std::string message = error_message([&] { infer::load_llama2c_tokenizer(tok512_path(), 511); });
-    CHECK(message.find(tok512_path()) != std::string::npos);
+    const std::string message = error_message([&] { infer::load_llama2c_tokenizer(tok512_path, 511); });
+    CHECK(message.find(tok512_path) != std::string::npos);
     CHECK(message.find("vocab_size") != std::string::npos);
   }
   SUBCASE("invalid vocab_size") {
-    CHECK_THROWS_AS(infer::load_llama2c_tokenizer(tok512_path(), 0), infer::Error);
-    CHECK_THROWS_AS(infer::load_llama2c_tokenizer(tok512_path(), -5), infer::Error);
+    CHECK_THROWS_AS(infer::load_llama2c_tokenizer(tok512_path, 0), infer::Error);
+    CHECK_THROWS_AS(infer::load_llama2c_tokenizer(tok512_path, -5), infer::Error);
   }
   // Token 0 "<unk>" starts at offset 4: float score, then its int32 length at offset 8.
   for (int32_t bad_length : {-1, 0, 1 << 30, 8 /* > max_token_length = 7 */}) {

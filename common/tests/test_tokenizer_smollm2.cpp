@@ -42,10 +42,7 @@ const std::vector<ReferenceEncoding>& smollm2_reference_encodings() {
 }  // namespace
 
 TEST_CASE("smollm2 tokenizer: matches Hugging Face tokenizers and round-trips") {
-  const std::filesystem::path path = test::smollm2_path();
-  if (!std::filesystem::exists(path)) {
-    INFER_SKIP("SmolLM2 GGUF not found at " << path.string() << " (run scripts/fetch_models.sh)");
-  }
+  INFER_MODEL_FILE(path, test::kSmolLM2);
   const infer::ModelFile model = infer::load_gguf(path.string());
   REQUIRE(model.tokenizer.has_value());
   const infer::TokenizerData& data = *model.tokenizer;

@@ -1,13 +1,15 @@
 // The doctest runner of the CUDA backend's tests (the other files in this folder add test cases).
 //
-// It asks the CUDA runtime once whether a device is usable. With none (a CPU machine, CI) it prints
-// "SKIPPED: no CUDA device (<reason>)" and exits 77, which CMake registers as this test's
-// SKIP_RETURN_CODE: ctest then reports the tests as skipped, never as passed. Listing the test
+// ctest runs every test case as its own test (doctest_discover_tests). Before running any, this runner
+// asks the CUDA runtime whether a device is usable. With none (a CPU machine, CI) it prints
+// "SKIPPED: no CUDA device (<reason>)" and exits 77, which CMake registers as each test's
+// SKIP_RETURN_CODE: ctest then reports every case as skipped, never as passed. Listing the test
 // cases (--list-test-cases and the other doctest queries) works without a device.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
 #include "infer/model/backend.h"
+#include "test_util.h"
 
 #include <cstdio>
 #include <string>
@@ -29,6 +31,9 @@ bool is_query_option(std::string_view arg) {
 }
 
 }  // namespace
+
+// INFER_SKIP inside a case (a model file absent) prints "SKIPPED: <why>" when the case ends (test_util.h).
+REGISTER_LISTENER("infer_skip", 1, infer::test::SkipListener);
 
 int main(int argc, char** argv) {
   bool query = false;

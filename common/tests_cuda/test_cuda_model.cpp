@@ -44,12 +44,10 @@ std::vector<int> cached_greedy(const ModelFile& file, WeightFormat format, Backe
 }  // namespace
 
 TEST_CASE("cuda golden: stories260K greedy decoding reproduces llama2.c's output (naive generator, f32)") {
-  const auto dir = stories260k_dir();
-  if (!std::filesystem::exists(golden_text_path()))
-    INFER_SKIP("../shared/models/stories260K is absent (it sits beside the repository in CI)");
-  const std::string expected = read_text(golden_text_path());
-  ModelFile file = load_model_file((dir / "stories260K.bin").string());
-  auto tokenizer = load_llama2c_tokenizer((dir / "tok512.bin").string(), file.config.vocab_size);
+  INFER_GOLDEN_FILES(kStories260K);
+  const std::string expected = read_text(golden_path);
+  ModelFile file = load_model_file(model_path.string());
+  auto tokenizer = load_llama2c_tokenizer(tokenizer_path.string(), file.config.vocab_size);
   auto cuda = make_cuda_backend();
   auto cpu = make_cpu_backend(2);
   // llama2.c's run semantics (golden_util.h): from BOS, stop on BOS.
@@ -63,10 +61,8 @@ TEST_CASE("cuda golden: stories260K greedy decoding reproduces llama2.c's output
 }
 
 TEST_CASE("cuda == cpu greedy tokens on stories260K, decoded with a KV cache (f32, f16, bf16 weights)") {
-  const auto dir = stories260k_dir();
-  if (!std::filesystem::exists(dir / "stories260K.bin"))
-    INFER_SKIP("../shared/models/stories260K is absent (it sits beside the repository in CI)");
-  ModelFile file = load_model_file((dir / "stories260K.bin").string());
+  INFER_MODEL_FILE(model_path, kStories260K);
+  ModelFile file = load_model_file(model_path.string());
   auto cuda = make_cuda_backend();
   auto cpu = make_cpu_backend(2);
   const std::vector<int> prompt = {1};  // BOS
@@ -134,9 +130,7 @@ TEST_CASE("cuda CachedGenerator == cpu CachedGenerator == cuda NaiveGenerator (s
 }
 
 TEST_CASE("cuda CachedGenerator == cpu CachedGenerator == cuda NaiveGenerator (stories260K, f32)") {
-  const auto dir = stories260k_dir();
-  if (!std::filesystem::exists(dir / "stories260K.bin"))
-    INFER_SKIP("../shared/models/stories260K is absent (it sits beside the repository in CI)");
-  ModelFile file = load_model_file((dir / "stories260K.bin").string());
+  INFER_MODEL_FILE(model_path, kStories260K);
+  ModelFile file = load_model_file(model_path.string());
   check_cached_on_gpu(file, {1, 403, 407, 261, 410}, 200);
 }

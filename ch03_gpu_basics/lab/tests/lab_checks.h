@@ -29,7 +29,14 @@ enum class RopeMistake {
   ReversedRotation,     // rotated by -angle (sign of the sin terms swapped)
   OverwroteA,           // b' computed from the already rotated a'
   OnlyFirstHead,        // heads 1.. left as they were
+  ThetaIgnored,         // theta hard-coded to 10000 instead of the model's rope_theta (SmolLM2: 100000)
 };
+
+// Every mistake above, for the hints and for the test that shows each one is caught.
+inline constexpr RopeMistake kRopeMistakes[] = {
+    RopeMistake::OtherLayout,        RopeMistake::PositionIsT,      RopeMistake::PositionIsStart,
+    RopeMistake::ExponentWithoutTwo, RopeMistake::ExponentOverHalf, RopeMistake::ReversedRotation,
+    RopeMistake::OverwroteA,         RopeMistake::OnlyFirstHead,    RopeMistake::ThetaIgnored};
 
 inline const char* rope_hint(RopeMistake mistake, infer::RopeLayout layout) {
   const bool interleaved = layout == infer::RopeLayout::Interleaved;
@@ -51,6 +58,9 @@ inline const char* rope_hint(RopeMistake mistake, infer::RopeLayout layout) {
     case RopeMistake::OverwroteA:
       return "b' used the new a: read both a and b before writing either";
     case RopeMistake::OnlyFirstHead: return "only head 0 of each token was rotated: loop over all n_heads heads";
+    case RopeMistake::ThetaIgnored:
+      return "your angles are those of theta = 10000: use the theta argument (the model's rope_theta; SmolLM2 has "
+             "100000, Llama 3 500000)";
   }
   return "";
 }
@@ -59,6 +69,7 @@ inline const char* rope_hint(RopeMistake mistake, infer::RopeLayout layout) {
 inline std::vector<double> rope_reference(const std::vector<float>& x, const RopeShape& s, double theta,
                                           infer::RopeLayout layout, RopeMistake mistake = RopeMistake::None) {
   std::vector<double> out(x.begin(), x.end());
+  if (mistake == RopeMistake::ThetaIgnored) theta = 10000.0;
   const int half = s.head_dim / 2;
   bool interleaved = layout == infer::RopeLayout::Interleaved;
   if (mistake == RopeMistake::OtherLayout) interleaved = !interleaved;

@@ -1,5 +1,6 @@
 // test_end_to_end.cpp: ch03 lab, both exercises inside the real engine on the real stories260K model
-// (../shared/models/stories260K, a 260K-parameter Llama in llama2.c format; skipped when absent).
+// (stories260K/ in the model folders of infer/core/model_search.h, ../shared/models in CI: a 260K-parameter
+// Llama in llama2.c format; skipped, naming the file, when absent).
 //
 //  rope:  greedy decoding must reproduce llama2.c's text byte for byte. Every layer applies RoPE to every
 //         query and key, so a wrong angle anywhere shows up as a different story.
@@ -13,21 +14,14 @@
 
 using namespace infer;
 
-namespace {
-
-std::filesystem::path stories_dir() { return test::stories260k_dir(); }
-
-}  // namespace
-
 TEST_CASE("rope end to end: stories260K greedy text matches llama2.c's") {
-  if (!std::filesystem::exists(test::golden_text_path()))
-    INFER_SKIP("../shared/models/stories260K is absent (it sits beside the repository)");
+  INFER_GOLDEN_FILES(test::kStories260K);
   // As llama2.c's `run stories260K.bin -z tok512.bin -t 0.0 -n 200`: start from BOS, 200 greedy steps,
   // stop on BOS, each token printed with the previous one as context (golden_util.h).
   auto backend = make_cpu_backend(1);  // one thread: this checks results, and a loaded machine slows OpenMP teams
-  const std::string text = test::stories260k_greedy_text<NaiveGenerator>(stories_dir() / "stories260K.bin", *backend);
+  const std::string text = test::stories260k_greedy_text<NaiveGenerator>(model_path, tokenizer_path, *backend);
 
-  const std::string expected = test::read_text(test::golden_text_path());
+  const std::string expected = test::read_text(golden_path);
   if (text != expected) {
     size_t first = 0;
     while (first < text.size() && first < expected.size() && text[first] == expected[first]) ++first;
@@ -41,10 +35,10 @@ TEST_CASE("rope end to end: stories260K greedy text matches llama2.c's") {
 }
 
 TEST_CASE("top_p end to end: the nucleus of stories260K's next-token distributions") {
-  if (!std::filesystem::exists(stories_dir() / "stories260K.bin"))
-    INFER_SKIP("../shared/models/stories260K is absent (it sits beside the repository)");
-  ModelFile file = load_model_file((stories_dir() / "stories260K.bin").string());
-  auto tokenizer = load_llama2c_tokenizer((stories_dir() / "tok512.bin").string(), file.config.vocab_size);
+  INFER_MODEL_FILE(model_path, test::kStories260K);
+  INFER_MODEL_FILE(tokenizer_path, test::kTok512);
+  ModelFile file = load_model_file(model_path.string());
+  auto tokenizer = load_llama2c_tokenizer(tokenizer_path.string(), file.config.vocab_size);
   auto backend = make_cpu_backend(1);  // one thread: this checks results, and a loaded machine slows OpenMP teams
   Weights weights(file, WeightFormat::F32, *backend);
   const auto prompt = tokenizer->encode("Once upon a time, there was a little girl named Lily. She", true);

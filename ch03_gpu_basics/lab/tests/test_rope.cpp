@@ -16,7 +16,11 @@ using lab::RopeShape;
 
 namespace {
 
-constexpr float kTheta = 10000.0f;
+// The rotation base: the original 10000, SmolLM2's 100000 and Llama 3's 500000. Every shape is checked with
+// each, so a rope that ignores its theta argument fails (with theta 10000 alone it would pass).
+constexpr float kThetas[] = {10000.0f, 100000.0f, 500000.0f};
+constexpr float kSmolLM2Theta = 100000.0f;
+constexpr float kOriginalTheta = 10000.0f;
 
 const char* layout_name(RopeLayout layout) {
   return layout == RopeLayout::Interleaved ? "Interleaved" : "HalfSplit";
@@ -24,10 +28,10 @@ const char* layout_name(RopeLayout layout) {
 
 // Says what is wrong with `actual` (rope of `input`), for the test's failure message.
 std::string diagnose(const std::vector<float>& input, const std::vector<float>& actual, const RopeShape& s,
-                     RopeLayout layout, double tolerance) {
+                     float theta, RopeLayout layout, double tolerance) {
   std::ostringstream out;
-  const auto expected = lab::rope_reference(input, s, kTheta, layout);
-  out << layout_name(layout) << ", n=" << s.n << " tokens, " << s.n_heads << " heads, head_dim=" << s.head_dim
+  const auto expected = lab::rope_reference(input, s, theta, layout);
+  out << layout_name(layout) << ", theta=" << theta << ", n=" << s.n << " tokens, " << s.n_heads << " heads, head_dim=" << s.head_dim
       << ", start_pos=" << s.start_pos << ": max error " << lab::max_abs_diff(actual, expected) << " > tolerance "
       << tolerance << ".";
   if (actual == input) return out.str() + " Nothing was rotated: x came back exactly as it went in.";
@@ -51,10 +55,8 @@ std::string diagnose(const std::vector<float>& input, const std::vector<float>& 
       out << "\n  That pair was not rotated at all: did you apply the " << layout_name(layout) << " layout?";
     break;
   }
-  for (auto mistake : {RopeMistake::OtherLayout, RopeMistake::PositionIsT, RopeMistake::PositionIsStart,
-                       RopeMistake::ExponentWithoutTwo, RopeMistake::ExponentOverHalf, RopeMistake::ReversedRotation,
-                       RopeMistake::OverwroteA, RopeMistake::OnlyFirstHead}) {
-    if (lab::max_abs_diff(actual, lab::rope_reference(input, s, kTheta, layout, mistake)) <= tolerance) {
+  for (auto mistake : lab::kRopeMistakes) {
+    if (lab::max_abs_diff(actual, lab::rope_reference(input, s, theta, layout, mistake)) <= tolerance) {
       out << "\n  HINT: " << lab::rope_hint(mistake, layout);
       break;
     }
@@ -73,21 +75,22 @@ const RopeShape kShapes[] = {
 
 // Rotates seeded random input with infer::cpu::rope and checks it against the reference. Returns false
 // (after one failed check, with the diagnosis) on a mismatch, so a test reports its first failing shape only.
-bool check_rope(const RopeShape& s, RopeLayout layout, int threads, uint64_t seed) {
+bool check_rope(const RopeShape& s, float theta, RopeLayout layout, int threads, uint64_t seed) {
   const auto input = infer::test::random_floats(size_t(s.n) * s.n_heads * s.head_dim, seed);
   auto actual = input;
-  infer::cpu::rope(actual.data(), s.n, s.n_heads, s.head_dim, s.start_pos, kTheta, layout, threads);
+  infer::cpu::rope(actual.data(), s.n, s.n_heads, s.head_dim, s.start_pos, theta, layout, threads);
   const double tolerance = lab::rope_tolerance(s);
-  const double error = lab::max_abs_diff(actual, lab::rope_reference(input, s, kTheta, layout));
-  const std::string why = error > tolerance ? diagnose(input, actual, s, layout, tolerance) : "";
+  const double error = lab::max_abs_diff(actual, lab::rope_reference(input, s, theta, layout));
+  const std::string why = error > tolerance ? diagnose(input, actual, s, theta, layout, tolerance) : "";
   CHECK_MESSAGE(error <= tolerance, why << "\n  (threads=" << threads << ", seed=" << seed << ")");
   return error <= tolerance;
 }
 
 void check_all_shapes(RopeLayout layout, uint64_t seed) {
-  for (const auto& shape : kShapes)
-    for (int threads : {1, 2})
-      if (!check_rope(shape, layout, threads, ++seed)) return;
+  for (float theta : kThetas)
+    for (const auto& shape : kShapes)
+      for (int threads : {1, 2})
+        if (!check_rope(shape, theta, layout, threads, ++seed)) return;
 }
 
 }  // namespace
@@ -108,19 +111,19 @@ TEST_CASE("rope: decoding one token at a time equals one call over the whole seq
     INFO(layout_name(layout));
     const auto input = infer::test::random_floats(size_t(n) * n_heads * head_dim, 300);
     auto batched = input;
-    infer::cpu::rope(batched.data(), n, n_heads, head_dim, start_pos, kTheta, layout, 2);
+    infer::cpu::rope(batched.data(), n, n_heads, head_dim, start_pos, kSmolLM2Theta, layout, 2);
     auto one_by_one = input;
     for (int t = 0; t < n; ++t)
       infer::cpu::rope(one_by_one.data() + size_t(t) * n_heads * head_dim, 1, n_heads, head_dim, start_pos + t,
-                       kTheta, layout, 1);
+                       kSmolLM2Theta, layout, 1);
     const RopeShape shape{n, n_heads, head_dim, start_pos};
-    const auto expected = lab::rope_reference(input, shape, kTheta, layout);
+    const auto expected = lab::rope_reference(input, shape, kSmolLM2Theta, layout);
     const double tolerance = lab::rope_tolerance(shape);
     const double batched_error = lab::max_abs_diff(batched, expected);
     const double decode_error = lab::max_abs_diff(one_by_one, expected);
     CHECK_MESSAGE(batched_error <= tolerance,
                   "one call over " << n << " tokens: "
-                                   << (batched_error > tolerance ? diagnose(input, batched, shape, layout, tolerance) : ""));
+                                   << (batched_error > tolerance ? diagnose(input, batched, shape, kSmolLM2Theta, layout, tolerance) : ""));
     CHECK_MESSAGE(decode_error <= tolerance, "one call per token (n = 1, start_pos = " << start_pos << " + t)");
   }
 }
@@ -129,19 +132,20 @@ TEST_CASE("rope: after rotation q.k depends only on the distance between the two
   // Why RoPE exists: rotating q at position m and k at position n by pos * w leaves q.k a function of
   // m - n. Shift both positions by the same amount and the score must not change; it must also equal
   // the float64 reference's score (a RoPE that rotates nothing would pass the first check alone).
+  // (theta 10000 here: the score's change with distance, checked at the end, is largest for it.)
   const int head_dim = 64;
   const auto q = infer::test::random_floats(head_dim, 400), k = infer::test::random_floats(head_dim, 401);
   auto score = [&](int m, int n) {
     auto qr = q, kr = k;
-    infer::cpu::rope(qr.data(), 1, 1, head_dim, m, kTheta, RopeLayout::Interleaved, 1);
-    infer::cpu::rope(kr.data(), 1, 1, head_dim, n, kTheta, RopeLayout::Interleaved, 1);
+    infer::cpu::rope(qr.data(), 1, 1, head_dim, m, kOriginalTheta, RopeLayout::Interleaved, 1);
+    infer::cpu::rope(kr.data(), 1, 1, head_dim, n, kOriginalTheta, RopeLayout::Interleaved, 1);
     double dot = 0.0;
     for (int d = 0; d < head_dim; ++d) dot += double(qr[d]) * kr[d];
     return dot;
   };
   auto reference_score = [&](int m, int n) {
-    const auto qr = lab::rope_reference(q, {1, 1, head_dim, m}, kTheta, RopeLayout::Interleaved);
-    const auto kr = lab::rope_reference(k, {1, 1, head_dim, n}, kTheta, RopeLayout::Interleaved);
+    const auto qr = lab::rope_reference(q, {1, 1, head_dim, m}, kOriginalTheta, RopeLayout::Interleaved);
+    const auto kr = lab::rope_reference(k, {1, 1, head_dim, n}, kOriginalTheta, RopeLayout::Interleaved);
     double dot = 0.0;
     for (int d = 0; d < head_dim; ++d) dot += qr[d] * kr[d];
     return dot;
@@ -159,4 +163,32 @@ TEST_CASE("rope: after rotation q.k depends only on the distance between the two
   }
   // The score must actually change with the distance (the reference's changes by ~1 here).
   CHECK(std::abs(score(7, 0) - score(0, 0)) > 10 * tolerance);
+}
+
+TEST_CASE("rope: every mistake the hints name is caught: it moves the output of some tested shape past the tolerance") {
+  // The tests above can only fail a mistake that changes the output by more than rope_tolerance on a shape
+  // they use. For each mistake, the reference computed with that mistake must differ from the correct one by
+  // more than the tolerance, on at least one (shape, theta, layout) that the Interleaved/HalfSplit tests check.
+  for (auto mistake : lab::kRopeMistakes) {
+    const std::string hint = lab::rope_hint(mistake, RopeLayout::Interleaved);
+    CAPTURE(hint);
+    int caught = 0, cases = 0;
+    double largest_ratio = 0.0;
+    for (auto layout : {RopeLayout::Interleaved, RopeLayout::HalfSplit})
+      for (float theta : kThetas)
+        for (const auto& shape : kShapes) {
+          const auto input = infer::test::random_floats(size_t(shape.n) * shape.n_heads * shape.head_dim, 7);
+          const auto wrong = lab::rope_reference(input, shape, theta, layout, mistake);
+          const std::vector<float> wrong_as_float(wrong.begin(), wrong.end());  // what a student's code returns
+          const double ratio = lab::max_abs_diff(wrong_as_float, lab::rope_reference(input, shape, theta, layout)) /
+                               lab::rope_tolerance(shape);
+          largest_ratio = std::max(largest_ratio, ratio);
+          caught += ratio > 1.0;
+          ++cases;
+        }
+    MESSAGE("caught on " << caught << " of " << cases << " checked cases, largest error " << largest_ratio
+                         << " x the tolerance: " << hint);
+    CHECK(caught > 0);
+    CHECK(largest_ratio > 100.0);  // not a near miss: a wrong convention moves outputs by ~0.1 to 1
+  }
 }

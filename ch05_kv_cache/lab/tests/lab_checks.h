@@ -31,6 +31,12 @@ enum class AttentionMistake {
   KeysAndValuesSwapped,
 };
 
+// Every mistake above, for the hints and for the test that shows each one is caught.
+inline constexpr AttentionMistake kAttentionMistakes[] = {
+    AttentionMistake::NotCausal, AttentionMistake::StartPosIgnored, AttentionMistake::OnlyNewPositions,
+    AttentionMistake::KvHeadModulo, AttentionMistake::NoScale, AttentionMistake::ScaleByHeadDim,
+    AttentionMistake::KeysAndValuesSwapped};
+
 inline const char* attention_hint(AttentionMistake mistake) {
   switch (mistake) {
     case AttentionMistake::None: return "";

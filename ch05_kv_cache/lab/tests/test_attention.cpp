@@ -69,9 +69,7 @@ std::string diagnose(const Inputs& in, const std::vector<float>& actual, const A
              "would be garbage), or call exp on scores without subtracting their max?";
     break;
   }
-  for (auto mistake : {AttentionMistake::NotCausal, AttentionMistake::StartPosIgnored, AttentionMistake::OnlyNewPositions,
-                       AttentionMistake::KvHeadModulo, AttentionMistake::NoScale, AttentionMistake::ScaleByHeadDim,
-                       AttentionMistake::KeysAndValuesSwapped}) {
+  for (auto mistake : lab::kAttentionMistakes) {
     if (lab::max_abs_diff(actual, lab::attention_reference(in.q, in.k_cache, in.v_cache, s, mistake)) <= tolerance) {
       out << "\n  HINT: " << lab::attention_hint(mistake);
       break;
@@ -95,20 +93,30 @@ bool check_attention(const AttentionShape& s, uint64_t seed) {
   return true;
 }
 
+// (n, start_pos, n_heads, n_kv_heads, head_dim) of the decode-step test.
+const AttentionShape kDecodeShapes[] = {
+    {1, 0, 4, 2, 16},     // the first token: one position to attend to
+    {1, 1, 4, 4, 8},      // multi-head (group 1), two positions
+    {1, 37, 9, 3, 64},    // SmolLM2-135M's heads (group 3)
+    {1, 200, 8, 4, 8},    // stories260K's heads, a long context
+    {1, 129, 6, 2, 10},   // group 3, head_dim 10
+    {1, 63, 3, 1, 7},     // one kv head for all (MQA), head_dim 7
+    {1, 300, 32, 4, 64},  // group 8
+};
+// ... and of the prefill test.
+const AttentionShape kPrefillShapes[] = {
+    {7, 0, 6, 2, 10},   // a prompt of 7 from the start
+    {2, 0, 2, 2, 3},    // the smallest causal case: query 0 must not see position 1
+    {5, 11, 8, 2, 17},  // a chunk continuing a cache of 11, head_dim 17
+    {19, 3, 9, 3, 64},  // SmolLM2's heads
+    {12, 0, 8, 4, 8},   // stories260K's heads
+};
+
 }  // namespace
 
 TEST_CASE("attention: decode steps (n = 1) at positions > 0 match the float64 reference") {
-  const AttentionShape shapes[] = {
-      {1, 0, 4, 2, 16},     // the first token: one position to attend to
-      {1, 1, 4, 4, 8},      // multi-head (group 1), two positions
-      {1, 37, 9, 3, 64},    // SmolLM2-135M's heads (group 3)
-      {1, 200, 8, 4, 8},    // stories260K's heads, a long context
-      {1, 129, 6, 2, 10},   // group 3, head_dim 10
-      {1, 63, 3, 1, 7},     // one kv head for all (MQA), head_dim 7
-      {1, 300, 32, 4, 64},  // group 8
-  };
   uint64_t seed = 10;
-  for (const AttentionShape& s : shapes) {
+  for (const AttentionShape& s : kDecodeShapes) {
     CAPTURE(s.start_pos);
     CAPTURE(s.n_heads);
     CAPTURE(s.n_kv_heads);
@@ -118,15 +126,8 @@ TEST_CASE("attention: decode steps (n = 1) at positions > 0 match the float64 re
 }
 
 TEST_CASE("attention: prefill (n > 1) is causal, from position 0 and after cached positions") {
-  const AttentionShape shapes[] = {
-      {7, 0, 6, 2, 10},   // a prompt of 7 from the start
-      {2, 0, 2, 2, 3},    // the smallest causal case: query 0 must not see position 1
-      {5, 11, 8, 2, 17},  // a chunk continuing a cache of 11, head_dim 17
-      {19, 3, 9, 3, 64},  // SmolLM2's heads
-      {12, 0, 8, 4, 8},   // stories260K's heads
-  };
   uint64_t seed = 50;
-  for (const AttentionShape& s : shapes) {
+  for (const AttentionShape& s : kPrefillShapes) {
     CAPTURE(s.n);
     CAPTURE(s.start_pos);
     CAPTURE(s.n_heads);
@@ -159,5 +160,36 @@ TEST_CASE("attention: scores far from 0 (+100 and -100) neither overflow nor und
                  << "\n  (Scores are about " << offset << " here: subtract the largest score of each (t, h) before "
                  << "std::exp; softmax is unchanged by it and exp's argument is then <= 0.)");
     }
+  }
+}
+
+TEST_CASE("attention: every mistake the hints name is caught: it moves some tested shape's output past the tolerance") {
+  // The decode and prefill tests can only fail a mistake that changes the output by more than
+  // kAttentionTolerance on a shape they check. For each mistake, the reference computed with it must differ
+  // from the correct one by more than the tolerance on at least one of those shapes, with their inputs.
+  for (auto mistake : lab::kAttentionMistakes) {
+    const std::string hint = lab::attention_hint(mistake);
+    CAPTURE(hint);
+    int caught = 0, cases = 0;
+    double largest_ratio = 0.0;
+    auto measure = [&](const AttentionShape& s, uint64_t seed) {
+      const Inputs in = make_inputs(s, seed);
+      const auto wrong = lab::attention_reference(in.q, in.k_cache, in.v_cache, s, mistake);
+      const std::vector<float> wrong_as_float(wrong.begin(), wrong.end());  // what a student's code returns
+      const double ratio =
+          lab::max_abs_diff(wrong_as_float, lab::attention_reference(in.q, in.k_cache, in.v_cache, s)) /
+          lab::kAttentionTolerance;
+      largest_ratio = std::max(largest_ratio, ratio);
+      caught += ratio > 1.0;
+      ++cases;
+    };
+    uint64_t seed = 10;  // the seeds the two tests above use
+    for (const AttentionShape& s : kDecodeShapes) measure(s, seed += 3);
+    seed = 50;
+    for (const AttentionShape& s : kPrefillShapes) measure(s, seed += 3);
+    MESSAGE("caught on " << caught << " of " << cases << " tested shapes, largest error " << largest_ratio
+                         << " x the tolerance: " << hint);
+    CHECK(caught > 0);
+    CHECK(largest_ratio > 100.0);  // not a near miss
   }
 }

@@ -7,28 +7,17 @@
 //    decode steps must match a float64 forward pass written plainly (common/tests/reference_model.h),
 //    and CachedGenerator must pick the same greedy tokens as NaiveGenerator (which recomputes the whole
 //    sequence every step: one prefill-shaped pass per token);
-//  - on the real stories260K (../shared/models/stories260K, skipped when absent), CachedGenerator's
+//  - on the real stories260K (../shared/models/stories260K in CI, skipped naming the file when absent), CachedGenerator's
 //    greedy story must reproduce llama2.c's byte for byte.
 #include "infer/engine/generator.h"
 #include "infer/tokenizer/tokenizer.h"
+#include "golden_util.h"
 #include "reference_model.h"
 #include "test_util.h"
-
-#include <fstream>
-#include <sstream>
 
 using namespace infer;
 
 namespace {
-
-std::filesystem::path stories_dir() { return test::shared_models_dir() / "stories260K"; }
-
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
 
 GenerationOptions greedy(int max_new) {
   GenerationOptions options;
@@ -109,12 +98,11 @@ TEST_CASE("end_to_end: random models: CachedGenerator picks the naive decoder's 
 }
 
 TEST_CASE("end_to_end: stories260K greedy text with the KV cache matches llama2.c's") {
-  if (!std::filesystem::exists(stories_dir() / "expected_greedy_200.txt"))
-    INFER_SKIP("../shared/models/stories260K is absent (it sits beside the repository)");
+  INFER_GOLDEN_FILES(test::kStories260K);
   // As llama2.c's `run stories260K.bin -z tok512.bin -t 0.0 -n 200`: start from BOS, 200 greedy steps,
   // stop on BOS, each token printed with the previous one as context.
-  ModelFile file = load_model_file((stories_dir() / "stories260K.bin").string());
-  auto tokenizer = load_llama2c_tokenizer((stories_dir() / "tok512.bin").string(), file.config.vocab_size);
+  ModelFile file = load_model_file(model_path.string());
+  auto tokenizer = load_llama2c_tokenizer(tokenizer_path.string(), file.config.vocab_size);
   auto backend = make_cpu_backend(1);  // one thread: this checks results, and a loaded machine slows OpenMP teams
   Weights weights(file, WeightFormat::F32, *backend);
   Transformer transformer(weights, *backend, 1);  // the cached decoder runs 1-token passes after a 1-token prompt
@@ -129,7 +117,7 @@ TEST_CASE("end_to_end: stories260K greedy text with the KV cache matches llama2.
     return true;
   });
 
-  const std::string expected = read_text(stories_dir() / "expected_greedy_200.txt");
+  const std::string expected = test::read_text(golden_path);
   if (text != expected) {
     size_t first = 0;
     while (first < text.size() && first < expected.size() && text[first] == expected[first]) ++first;

@@ -2,6 +2,7 @@
 #include "infer/app/app.h"
 
 #include "infer/core/error.h"
+#include "infer/core/model_search.h"
 #include "infer/app/hardware.h"
 #include "infer/formats/synthetic.h"
 
@@ -68,12 +69,13 @@ void fall_back_to_cpu_without_gpu(CommonOptions& options) {
 }
 
 std::string default_model_path() {
+  // models/ under the working directory first (a binary run from another checkout), then the project's
+  // search order (infer/core/model_search.h: INFER_MODELS_DIR, <repository>/models, ../shared/models).
   const std::string name = "SmolLM2-135M-Instruct.Q4_1.gguf";
-  for (const fs::path& dir : {fs::current_path() / "models", fs::path(INFER_SOURCE_DIR) / "models"}) {
-    std::error_code ec;
-    if (fs::is_regular_file(dir / name, ec)) return (dir / name).string();
-  }
-  return {};
+  std::error_code ec;
+  if (!env_flag("INFER_HIDE_SHARED_MODELS") && fs::is_regular_file(fs::current_path() / "models" / name, ec))
+    return (fs::current_path() / "models" / name).string();
+  return find_model_file(name).string();
 }
 
 namespace {

@@ -183,9 +183,15 @@ struct Engine::Impl {
         waiting.pop_front();
       }
     }
+    std::vector<Sequence*> deferred;
     while (!preempted && !queue.empty() && int(running.size()) < options.max_batch && budget > 0) {
       Sequence* seq = queue.front();
       const int cached = blocks.cached_blocks(seq->tokens) * block_size();
+      if (options.prefix_caching && prefix_in_flight(*seq, cached)) {
+        deferred.push_back(seq);  // its prefix is being computed: admit it once the blocks are cached
+        queue.pop_front();
+        continue;
+      }
       const int need = int(seq->tokens.size()) - cached;
       const int n = options.chunked_prefill ? std::min(need, budget) : need;
       // Unchunked: a prompt larger than what is left of the budget waits, unless the step is empty.
@@ -203,7 +209,26 @@ struct Engine::Impl {
       plan.push_back({seq, n, -1});
       budget -= n;
     }
+    queue.insert(queue.begin(), deferred.begin(), deferred.end());  // they keep their place
     return plan;
+  }
+
+  // Whether a running sequence is prefilling full blocks that `seq` could reuse from the prefix cache once
+  // they are computed (requests submitted together with the same system prompt): admitting `seq` now would
+  // compute those positions a second time, deferring it one or a few steps turns them into cache hits.
+  bool prefix_in_flight(const Sequence& seq, int cached) const {
+    const int bs = block_size();
+    const int cacheable = int((seq.tokens.size() - 1) / size_t(bs)) * bs;  // the last token is always computed
+    if (cacheable <= cached) return false;
+    for (const Sequence* other : running) {
+      if (other->computed >= int(other->tokens.size())) continue;  // not prefilling
+      const size_t limit = std::min<size_t>(size_t(cacheable), other->tokens.size());
+      size_t common = 0;
+      while (common < limit && seq.tokens[common] == other->tokens[common]) ++common;
+      const int shared = int(common) / bs * bs;  // full blocks both have
+      if (shared >= cached + bs && other->computed < shared) return true;
+    }
+    return false;
   }
 
   int step() {

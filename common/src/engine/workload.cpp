@@ -137,10 +137,8 @@ RunResult run_workload(Engine& engine, const std::vector<WorkloadRequest>& workl
   RunMetrics& m = result.metrics;
   m.wall_s = seconds(EngineClock::now());
   std::vector<double> ttft, tpot, e2e;
-  int max_len = 0;
   for (size_t i = 0; i < workload.size(); ++i) {
     const RequestRecord& r = result.requests[i];
-    max_len = std::max(max_len, int(workload[i].prompt.size()) + workload[i].max_tokens);
     if (r.finish == FinishReason::error) continue;
     m.prompt_tokens += uint64_t(r.prompt_tokens);
     m.generated_tokens += r.tokens.size();
@@ -160,7 +158,7 @@ RunResult run_workload(Engine& engine, const std::vector<WorkloadRequest>& workl
   m.peak_running = after.peak_running;
   const uint64_t per_block = engine.runner().bytes_per_block();
   m.peak_kv_bytes = uint64_t(m.peak_blocks) * per_block;
-  m.contiguous_kv_bytes = uint64_t(m.peak_running) * uint64_t(max_len) * per_block / uint64_t(engine.runner().block_size());
+  m.kv_bytes_per_position = per_block / uint64_t(engine.runner().block_size());
   m.preemptions = after.preemptions - before.preemptions;
   m.prefix_hit_tokens = after.prefix_cache_hit_tokens - before.prefix_cache_hit_tokens;
   m.prefix_hit_rate = m.prompt_tokens ? double(m.prefix_hit_tokens) / double(m.prompt_tokens) : 0;

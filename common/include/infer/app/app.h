@@ -59,8 +59,8 @@ inline constexpr std::initializer_list<const char*> kSamplingOptionNames = {
 // same, saying why on stdout and running on the CPU (options.device becomes "cpu").
 void fall_back_to_cpu_without_gpu(CommonOptions& options);
 
-// The default model: models/SmolLM2-135M-Instruct.Q4_1.gguf under the working directory or the
-// source tree (scripts/fetch_models.sh puts it there). Empty if not fetched.
+// The default model, SmolLM2-135M-Instruct.Q4_1.gguf: models/ under the working directory, then the
+// search order of infer/core/model_search.h (scripts/fetch_models.sh puts it in models/). Empty if absent.
 std::string default_model_path();
 
 struct LoadedModel {

@@ -19,7 +19,9 @@
 //      preempted (its blocks freed, its prompt + generated tokens recomputed when it is readmitted).
 //   2. waiting requests, first come first served, while the batch, the budget and the pool allow (and no
 //      sequence was preempted this step): each reuses its cached prefix blocks and prefills the rest,
-//      chunked under the budget. With SchedulePolicy::static_batch a batch of max_batch requests is formed
+//      chunked under the budget. A request whose next full prefix blocks a running sequence is prefilling
+//      right now (the same system prompt, submitted together) waits until they are cached, then reuses them.
+//      With SchedulePolicy::static_batch a batch of max_batch requests is formed
 //      only when the previous one has entirely finished (the comparison of the chapter).
 #pragma once
 

@@ -12,10 +12,8 @@
 //   e2e       finish - arrival
 //   pXX       nearest rank: the value at index ceil(XX/100 * n) - 1 of the sorted values
 //   generated tok/s = generated tokens / wall;  total tok/s = (prompt + generated tokens) / wall
-//   paged peak KV bytes = peak blocks in use * bytes per block
-//   contiguous reservation = peak running requests * max_len * bytes per position, max_len = the longest
-//     prompt + max_tokens of the workload: a contiguous cache must reserve the worst case for every slot
-//     because it cannot know in advance which request will run long
+//   paged peak KV bytes = peak blocks in use * bytes per block (compare with a contiguous cache, which reserves
+//     prompt + max_tokens positions for every running request: ch06_batching prints both)
 #pragma once
 
 #include "infer/engine/engine.h"
@@ -86,7 +84,7 @@ struct RunMetrics {
   int peak_blocks = 0;
   int peak_running = 0;
   uint64_t peak_kv_bytes = 0;
-  uint64_t contiguous_kv_bytes = 0; // see the header comment
+  uint64_t kv_bytes_per_position = 0;  // 2 * n_layers * kv_dim * 4 (bytes_per_block / block_size)
   uint64_t preemptions = 0;
   uint64_t prefix_hit_tokens = 0;
   double prefix_hit_rate = 0;       // prompt tokens served from the cache / prompt tokens
