@@ -42,6 +42,9 @@ def stories260k_args():
     model = os.path.join(models, "stories260K", "stories260K.bin")
     tokenizer = os.path.join(models, "stories260K", "tok512.bin")
     if not os.path.exists(model):
+        if os.environ.get("INFER_REQUIRE_MODELS") == "1":  # CI: a missing model is a failure, not a skip
+            print(f"FAILED: {model} missing and INFER_REQUIRE_MODELS=1")
+            sys.exit(1)
         skip(f"{model} missing (../shared/models)")
     return ["--model", model, "--tokenizer", tokenizer]
 
