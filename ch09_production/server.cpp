@@ -27,6 +27,7 @@
 #include <csignal>
 #include <filesystem>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <random>
 #include <thread>
 
@@ -392,6 +393,7 @@ struct HttpServer::Impl {
   httplib::Server server;
   std::thread listener;
   int port = 0;
+  int listening_socket = -1;
 
   Impl(const LoadedModel& loaded, Transformer& transformer, const ServeOptions& options, int default_max_tokens,
        uint64_t seed)
@@ -409,10 +411,19 @@ struct HttpServer::Impl {
     server.set_keep_alive_timeout(20);
     server.set_write_timeout(30, 0);
     api.install(server);
+    // cpp-httplib (Debian's build) listens with a backlog of 5 connections: 32 clients connecting at once
+    // overflow it and some get reset before a byte is read. We keep the listening socket's descriptor when
+    // httplib creates it and raise the backlog after bind (listen() again only updates the backlog).
+    server.set_socket_options([this](int socket) {
+      int yes = 1;
+      setsockopt(socket, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));  // what httplib's default does
+      listening_socket = socket;
+    });
     port = options.port == 0 ? server.bind_to_any_port(options.host) : options.port;
     if (port <= 0 || (options.port != 0 && !server.bind_to_port(options.host, options.port))) {
       fail("cannot listen on {}:{} (in use, or not an address of this machine)", options.host, options.port);
     }
+    if (listening_socket >= 0) ::listen(listening_socket, 1024);
   }
 };
 
