@@ -82,6 +82,11 @@ EngineRun run_engine(const Setup& setup, const std::string& label, const std::ve
   EngineOptions options;
   options.block_size = setup.block_size;
   options.num_blocks = setup.num_blocks;
+  if (options.num_blocks == 0) {  // enough for every running request's full length: no preemption
+    int longest = 0;
+    for (const auto& r : workload) longest = std::max(longest, int(r.prompt.size()) + r.max_tokens);
+    options.num_blocks = std::min(max_batch, int(workload.size())) * ((longest + setup.block_size - 1) / setup.block_size);
+  }
   options.max_batch = max_batch;
   options.max_step_tokens = setup.step_tokens;
   options.prefix_caching = prefix_caching;
@@ -222,15 +227,13 @@ int main(int argc, char** argv) {
 
     // Prompt ids drawn past the first 256 ids (special and byte tokens) of the vocabulary.
     const int token_min = config.vocab_size > 512 ? 256 : 0;
-    const int max_len = std::max({prompt_len + output_len, sweep_prompt + sweep_output, mixed_prompt + mixed_max,
-                                  system_prompt + shared_own + shared_output});
-    const int pool_blocks =
-        num_blocks > 0 ? num_blocks : std::max(max_batch, *std::max_element(sweep.begin(), sweep.end())) * ((max_len + block_size - 1) / block_size);
+    const int pool_blocks = num_blocks;  // 0: each run's pool holds its running requests' full lengths
     Transformer transformer(weights, *backend, std::max({step_tokens, prompt_len, system_prompt + shared_own}));
     transformer.set_check_finite(options.check_numerics);
     const Setup setup{&transformer, block_size, pool_blocks, step_tokens};
-    fmt::print("  engine  max batch {}, step budget {} tokens, KV pool {} blocks x {} positions\n", max_batch,
-               step_tokens, pool_blocks, block_size);
+    fmt::print("  engine  max batch {}, step budget {} tokens, KV blocks of {} positions, pool {}\n", max_batch, step_tokens,
+               block_size, pool_blocks > 0 ? fmt::format("{} blocks", pool_blocks)
+                                           : std::string("per run: max batch x the longest request's blocks (no preemption)"));
 
     MachineInfo machine = describe_machine(threads, bandwidth);
     Report report("ch06_batching", machine, model_json(model, options.weights));
@@ -249,6 +252,7 @@ int main(int argc, char** argv) {
 
     // One at a time: ch05's CachedGenerator, request after request (a subset: it is the slow baseline).
     std::vector<std::vector<int>> solo_outputs;
+    std::vector<double> solo_ttft, solo_tpot;
     double solo_ms = 0;
     uint64_t solo_tokens = 0, solo_bytes = 0;
     if (solo > 0) {
@@ -262,6 +266,8 @@ int main(int argc, char** argv) {
         solo_ms += result.total_ms;
         solo_tokens += result.tokens.size();
         solo_bytes += result.bytes_moved;
+        solo_ttft.push_back(result.first_token_ms);
+        if (result.tokens.size() > 1) solo_tpot.push_back(result.decode_ms / double(result.tokens.size() - 1));
         solo_outputs.push_back(std::move(result.tokens));
       }
       fmt::print(stderr, "\n");
@@ -285,7 +291,10 @@ int main(int argc, char** argv) {
       ReportRow row = Report::make_row("one_at_a_time", int(solo_tokens), solo_ms, solo_bytes);
       row.extra["max_batch"] = 1;
       row.extra["requests_run"] = solo;
-      row.extra["tpot_p50_ms"] = solo_tokens ? solo_ms / double(solo_tokens) : 0.0;
+      // Per request, alone: TTFT = its prefill (no queueing: the requests behind it wait outside this number),
+      // TPOT = its decode steps.
+      row.extra["ttft_p50_ms"] = percentiles(solo_ttft).p50;
+      row.extra["tpot_p50_ms"] = percentiles(solo_tpot).p50;
       report.add_row(std::move(row));
     }
     report.add_row(engine_row("static", static_run, max_batch));
@@ -295,8 +304,8 @@ int main(int argc, char** argv) {
     const double static_rate = static_run.result.metrics.generated_tok_per_s;
     if (solo > 0) {
       const double solo_rate = 1000.0 * double(solo_tokens) / solo_ms;
-      fmt::print("one at a time ran {} of the {} requests (its rate does not depend on how many: each runs alone).\n",
-                 solo, requests);
+      fmt::print("one at a time ran {} of the {} requests (its rate does not depend on how many: each runs alone; its\n"
+                 "TTFT is the prefill alone, without the wait behind the requests before it).\n", solo, requests);
       fmt::print("continuous / one at a time: {:.2f}x generated tokens per second (the book: 3-10x)\n",
                  continuous_rate / solo_rate);
     }

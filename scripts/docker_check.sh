@@ -137,7 +137,7 @@ run_start=$SECONDS
 docker run --rm --network host "${mounts[@]}" -v "${work}/out:/src/out" "$image" $command \
   >"${work}/run.log" 2>&1 || { tail -n 40 "${work}/run.log"; die "the run service's command failed (${work}/run.log)"; }
 echo "ran in $((SECONDS - run_start)) s; its tables:"
-grep -E '^[a-z_0-9]+ +\|' "${work}/run.log" | head -n 20 | sed 's/^/  /' || true
+grep -E '^[a-z_0-9][^|]* +[|]' "${work}/run.log" | head -n 20 | sed 's/^/  /' || true
 
 say "chapter JSON in out/"
 chapters=$(sed -n 's/^ *add_subdirectory(\(ch[0-9][0-9]_[A-Za-z0-9_]*\)).*/\1/p' CMakeLists.txt)

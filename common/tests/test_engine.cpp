@@ -169,3 +169,73 @@ TEST_CASE("engine: bad requests on a real model are refused with the sizes, the 
   CHECK(out == alone(model, Job{{1, 2, 3}, 8, 0}));
   CHECK(engine.stats().blocks_free == 4);
 }
+
+// ch08's path below the request level: a speculative-style loop over TransformerRunner + BlockManager + Batch.
+// Each verification pass runs the last accepted token plus k draft tokens (LogitsFor::all), accepts the drafts
+// the model agrees with, and rolls the sequence back (BlockManager::truncate) past the rejected ones, whose K/V
+// stay in the pool as stale slots and are overwritten by the next pass. The tokens must equal plain greedy
+// decoding: rollback leaves nothing behind that a later pass could read.
+TEST_CASE("engine: multi-token verification passes with rollback give the greedy tokens (ch08's building blocks)") {
+  ModelFile file = model_file_from_synthetic(make_synthetic_model(synthetic_preset("tiny"), 17));
+  auto backend = make_cpu_backend(1);
+  Weights weights(file, WeightFormat::F32, *backend);
+  Transformer model(weights, *backend, 32);
+  const std::vector<int> prompt{1, 9, 33, 4, 70, 12, 5};
+  const int total = 24;
+  const std::vector<int> expected = CachedGenerator(model).generate(prompt, greedy_options(total)).tokens;
+  REQUIRE(expected.size() == size_t(total));
+
+  const int block_size = 4, vocab = file.config.vocab_size;
+  TransformerRunner runner(model, 32, block_size);
+  BlockManager blocks(32, block_size, /*prefix_caching=*/true);
+  const SeqId seq = 1;
+  std::vector<int> tokens = prompt;
+  blocks.allocate(seq, tokens, int(tokens.size()));
+  std::vector<float> logits(size_t(vocab) * 8);
+  {
+    Batch batch(block_size);
+    batch.add_sequence(tokens, 0, blocks.block_table(seq), LogitsFor::last);
+    runner.forward(batch, logits.data());
+  }
+  int computed = int(tokens.size());
+  blocks.mark_computed(seq, tokens, computed);
+  tokens.push_back(argmax(std::span<const float>(logits.data(), size_t(vocab))));  // not yet computed
+
+  std::mt19937_64 rng(3);
+  int rollbacks = 0;
+  while (int(tokens.size() - prompt.size()) < total) {
+    // Drafts: the next k greedy tokens with a wrong one at a random place (or none).
+    const size_t generated = tokens.size() - prompt.size();
+    const int k = 3;
+    std::vector<int> draft;
+    const int wrong_at = std::uniform_int_distribution<int>(0, k)(rng);
+    for (int i = 0; i < k && generated + size_t(i) < expected.size(); ++i)
+      draft.push_back(i == wrong_at ? (expected[generated + size_t(i)] + 1) % vocab : expected[generated + size_t(i)]);
+    // One pass: the pending token + the drafts, logits for every row.
+    std::vector<int> pass{tokens.back()};
+    pass.insert(pass.end(), draft.begin(), draft.end());
+    blocks.reserve(seq, computed + int(pass.size()));
+    Batch batch(block_size);
+    batch.add_sequence(pass, computed, blocks.block_table(seq), LogitsFor::all);
+    runner.forward(batch, logits.data());
+    // Accept drafts while the model agrees; the first disagreement gives the model's own token instead.
+    size_t accepted = 0;
+    int next = argmax(std::span<const float>(logits.data(), size_t(vocab)));
+    while (accepted < draft.size() && next == draft[accepted]) {
+      ++accepted;
+      next = argmax(std::span<const float>(logits.data() + accepted * size_t(vocab), size_t(vocab)));
+    }
+    computed += 1 + int(accepted);  // the pending token and the accepted drafts now have valid K/V
+    tokens.insert(tokens.end(), draft.begin(), draft.begin() + ptrdiff_t(accepted));
+    tokens.push_back(next);
+    if (accepted < draft.size()) ++rollbacks;
+    blocks.truncate(seq, computed);  // the rejected drafts' positions (and any block past them) go back
+    CHECK(int(blocks.block_table(seq).size()) == blocks.blocks_for(computed));
+  }
+  tokens.resize(prompt.size() + size_t(total));
+  CHECK(std::vector<int>(tokens.begin() + ptrdiff_t(prompt.size()), tokens.end()) == expected);
+  CHECK(rollbacks > 0);
+  blocks.free(seq);
+  CHECK(blocks.num_free() == 32);
+  blocks.check_invariants();
+}

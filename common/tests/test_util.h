@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -47,7 +48,15 @@ struct SkipListener : doctest::IReporter {
   explicit SkipListener(const doctest::ContextOptions&) {}
   void report_query(const doctest::QueryData&) override {}
   void test_run_start() override {}
-  void test_run_end(const doctest::TestRunStats&) override {}
+  // ctest runs one case per process, selected by name (doctest_discover_tests); a name that selects nothing
+  // (one CMake split at a ';', say) would otherwise pass with zero assertions.
+  void test_run_end(const doctest::TestRunStats& stats) override {
+    if (stats.numTestCases > 0 && stats.numTestCasesPassingFilters == 0) {
+      std::printf("ERROR: no test case matched the filters, so nothing ran\n");
+      std::fflush(stdout);
+      std::_Exit(3);
+    }
+  }
   void test_case_start(const doctest::TestCaseData&) override { pending_skip_reason().clear(); }
   void test_case_reenter(const doctest::TestCaseData&) override {}
   void test_case_end(const doctest::CurrentTestCaseStats& stats) override {

@@ -73,7 +73,7 @@ TEST_CASE("cuda == cpu greedy tokens on stories260K, decoded with a KV cache (f3
   }
 }
 
-TEST_CASE("cuda == cpu greedy tokens on a synthetic model (naive f32; cached f32, f16, bf16)") {
+TEST_CASE("cuda == cpu greedy tokens on a synthetic model (naive f32, cached f32, f16, bf16)") {
   // "tiny": GQA (4 heads / 2 kv heads), hidden 96, untied classifier, vocab 300: none of it a
   // multiple of the kernels' block sizes.
   ModelFile file = model_file_from_synthetic(make_synthetic_model(synthetic_preset("tiny"), 7));
