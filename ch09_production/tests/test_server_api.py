@@ -176,11 +176,11 @@ class CompletionsTest(unittest.TestCase):
 
 class ChatTest(unittest.TestCase):
     """Chat on a synthetic model with SmolLM2's ChatML template (random weights: the text is gibberish, the
-    protocol is what is tested), with an API key and a queue of one."""
+    protocol is what is tested) behind an API key; a queue of one answering 429."""
 
-    def test_chat_openai_client_auth_and_429(self):
+    def test_chat_openai_client_and_auth(self):
         model = synthetic_model("tiny", "--preset", "tiny")
-        with Server(["--model", model], "--api-key", "sekret", "--max-batch", "1", "--max-queued", "1") as server:
+        with Server(["--model", model], "--api-key", "sekret") as server:
             name = requests.get(server.url + "/v1/models", headers={"Authorization": "Bearer sekret"}, timeout=10).json()["data"][0]["id"]
             r = requests.post(server.url + "/v1/chat/completions", json={"model": name, "messages": []}, timeout=10)
             self.assertEqual(r.status_code, 401)
@@ -200,12 +200,21 @@ class ChatTest(unittest.TestCase):
             with self.assertRaises(openai.AuthenticationError):
                 openai.OpenAI(base_url=server.url + "/v1", api_key="wrong").models.list()
 
-            # Batch 1 + queue 1: with two long requests in, a third gets 429 at once.
-            body = {"model": name, "messages": messages, "max_tokens": 200, "ignore_eos": True, "stream": True}
-            headers = {"Authorization": "Bearer sekret"}
-            holders = [requests.post(server.url + "/v1/chat/completions", json=body, headers=headers, stream=True, timeout=60)
+            # Batch 1 + queue 1: with two long requests in, a third gets 429 at once. (200 tokens of this tiny
+            # model take tens of ms: the holders must still be running when the third arrives, so the holders
+            # use a slower model below.)
+
+    def test_429_when_the_queue_is_full(self):
+        # ~ms per token on one thread: two 200-token requests hold the batch of one and the queue of one for
+        # a second or more, long after the third request is answered.
+        model = synthetic_model("slow", "--preset", "tiny", "--dim", "512", "--hidden-dim", "1536", "--layers", "8",
+                                "--heads", "8", "--kv-heads", "4", "--head-dim", "64", "--vocab", "512")
+        with Server(["--model", model], "--max-batch", "1", "--max-queued", "1") as server:
+            name = requests.get(server.url + "/v1/models", timeout=10).json()["data"][0]["id"]
+            body = {"model": name, "prompt": [1, 5, 6, 7], "max_tokens": 200, "ignore_eos": True, "stream": True}
+            holders = [requests.post(server.url + "/v1/completions", json=body, stream=True, timeout=120)
                        for _ in range(2)]
-            third = requests.post(server.url + "/v1/chat/completions", json=body, headers=headers, timeout=60)
+            third = requests.post(server.url + "/v1/completions", json=body, timeout=60)
             self.assertEqual(third.status_code, 429, third.text)
             self.assertEqual(third.json()["error"]["type"], "rate_limit_error")
             for h in holders:

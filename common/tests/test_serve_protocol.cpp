@@ -70,7 +70,7 @@ TEST_CASE("serve protocol: a completions request with every field") {
   CHECK(!tokens.stream);
 }
 
-TEST_CASE("serve protocol: a chat request; max_completion_tokens wins; content parts") {
+TEST_CASE("serve protocol: a chat request, max_completion_tokens winning, content parts") {
   const auto request = parse_generation_request(
       R"({"model": "m", "messages": [{"role": "system", "content": "Be brief."},
           {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": "there"}]}],
@@ -140,7 +140,7 @@ TEST_CASE("serve protocol: the bad-request corpus, each a 400 naming the field")
   CHECK_THROWS_AS(parse_generation_request(R"({"model": "m", "prompt": "12345"})", C, small), ApiError);
 }
 
-TEST_CASE("serve protocol: response, chunk and usage JSON; SSE framing; error body") {
+TEST_CASE("serve protocol: response, chunk and usage JSON, SSE framing, error body") {
   ResponseHeader completion{Endpoint::completions, "cmpl-1", 1700000000, "m"};
   const json response = completion_response(completion, "Paris", "stop", {5, 1});
   CHECK(response["object"] == "text_completion");
@@ -311,7 +311,7 @@ TEST_CASE("serve detokenizer: never emits half a UTF-8 character, whatever the t
 
 // ==== chat templates =======================================================================================
 
-TEST_CASE("serve chat templates: the four styles recognised and rendered; another is refused by name") {
+TEST_CASE("serve chat templates: the four styles recognised and rendered, another refused by name") {
   const std::vector<ChatMessage> chat = {{"system", "S"}, {"user", "U1"}, {"assistant", "A1"}, {"user", "U2"}};
   // Each template text below is the distinctive part of a real GGUF's tokenizer.chat_template.
   CHECK(detect_chat_style("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' ...") == ChatStyle::chatml);
