@@ -156,5 +156,11 @@ BENCHMARK(BM_decode_attention<infer::cpu::attention_v2_grouped>)
     ->Arg(128)->Arg(512)->Arg(2048)->Arg(8192)
     ->Unit(benchmark::kMicrosecond)
     ->UseRealTime();
+BENCHMARK(BM_decode_attention<infer::cpu::attention_v3_tiled>)
+    ->Name("BM_decode_attention_v3_tiled")
+    ->ArgName("context")
+    ->Arg(128)->Arg(512)->Arg(2048)->Arg(8192)
+    ->Unit(benchmark::kMicrosecond)
+    ->UseRealTime();
 
 }  // namespace

@@ -88,10 +88,12 @@ if ! cmake --build "$build_dir" -j "$jobs" --target "$target"; then
   exit 1
 fi
 
-say "test (ctest --test-dir ${build_dir} -L lab_${lab} --output-on-failure -j ${jobs} ${ctest_args[*]})"
+# -LE lab_self_check: the checks of the lab's tests themselves (each hinted mistake is caught) are not part of
+# the grade; they pass on the stubs too, and run with the rest of the suite in scripts/test.sh.
+say "test (ctest --test-dir ${build_dir} -L lab_${lab} -LE lab_self_check --output-on-failure -j ${jobs} ${ctest_args[*]})"
 log="${build_dir}/lab-ctest.log"
 status=0
-ctest --test-dir "$build_dir" -L "lab_${lab}" --output-on-failure -j "$jobs" "${ctest_args[@]}" 2>&1 | tee "$log" \
+ctest --test-dir "$build_dir" -L "lab_${lab}" -LE lab_self_check --output-on-failure -j "$jobs" "${ctest_args[@]}" 2>&1 | tee "$log" \
   || status=$?
 
 # ---- Grade summary -------------------------------------------------------------------------------

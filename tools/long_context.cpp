@@ -39,17 +39,22 @@ int main(int argc, char** argv) {
     const auto rows = infer::measure_long_context(model, contexts, decode_steps, repeats, block_size);
     fmt::print("{} | {} weights | {} | {} thread(s)\n", loaded.description, options.weights, backend->name(),
                infer::resolve_threads(options.threads));
-    fmt::print("{:>8} {:>12} {:>14} {:>14} {:>14}\n", "context", "prefill ms", "prefill tok/s", "decode ms/tok",
-               "decode tok/s");
+    fmt::print("{:>8} {:>12} {:>14} {:>14} {:>14} {:>16} {:>18}\n", "context", "prefill ms", "prefill tok/s",
+               "decode ms/tok", "decode tok/s", "prefill cpu ms", "decode cpu ms/tok");
     for (const auto& r : rows)
-      fmt::print("{:>8} {:>12.1f} {:>14.1f} {:>14.2f} {:>14.2f}\n", r.context, r.prefill_ms, r.prefill_tok_per_s,
-                 r.decode_ms_per_token, r.decode_tok_per_s);
+      fmt::print("{:>8} {:>12.1f} {:>14.1f} {:>14.2f} {:>14.2f} {:>16.1f} {:>18.2f}\n", r.context, r.prefill_ms,
+                 r.prefill_tok_per_s, r.decode_ms_per_token, r.decode_tok_per_s, r.prefill_cpu_ms,
+                 r.decode_cpu_ms_per_token);
     if (rows.size() >= 2) {
       fmt::print("decode ratio  (context {} / {}): {:.3f}\n", rows.back().context, rows.front().context,
                  rows.back().decode_tok_per_s / rows.front().decode_tok_per_s);
       const auto& base = rows.size() >= 3 ? rows[1] : rows[0];
       fmt::print("prefill ratio (prompt {} / {}): {:.3f}\n", rows.back().context, base.context,
                  rows.back().prefill_tok_per_s / base.prefill_tok_per_s);
+      // The same ratios from the CPU time (work per token), steadier on a loaded machine.
+      fmt::print("cpu-time decode ratio: {:.3f}   cpu-time prefill ratio: {:.3f}\n",
+                 rows.front().decode_cpu_ms_per_token / rows.back().decode_cpu_ms_per_token,
+                 (base.prefill_cpu_ms / base.context) / (rows.back().prefill_cpu_ms / rows.back().context));
     }
     return 0;
   });

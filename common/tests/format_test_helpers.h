@@ -84,6 +84,17 @@ inline float quantization_bound(DType type, const float* block, float x) {
       const float d = (hi - lo) / 15.0f;
       return 0.5f * d + 15.0f * std::fabs(d - f16_round(d)) + std::fabs(lo - f16_round(lo)) + slack;
     }
+    case DType::Q5_0: {  // as Q4_0 with 32 levels: the far extreme may clamp by one step
+      const float d = extreme / -16.0f;
+      return std::fabs(d) + 16.0f * std::fabs(d - f16_round(d)) + slack;
+    }
+    case DType::Q5_1: {
+      const float d = (hi - lo) / 31.0f;
+      return 0.5f * d + 31.0f * std::fabs(d - f16_round(d)) + std::fabs(lo - f16_round(lo)) + slack;
+    }
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K: break;  // not quantized by this engine
   }
   return 0.0f;
 }

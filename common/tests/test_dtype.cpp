@@ -157,13 +157,21 @@ TEST_CASE("dtype: sizes and names") {
   CHECK(dtype_block_bytes(DType::Q4_1) == 20);
   CHECK(dtype_row_bytes(DType::Q4_1, 96) == 60);
   CHECK(dtype_row_bytes(DType::F16, 7) == 14);
-  for (DType type : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+  CHECK(dtype_block_bytes(DType::Q5_0) == 22);
+  CHECK(dtype_block_bytes(DType::Q5_1) == 24);
+  CHECK(dtype_block_bytes(DType::Q4_K) == 144);
+  CHECK(dtype_block_bytes(DType::Q5_K) == 176);
+  CHECK(dtype_block_bytes(DType::Q6_K) == 210);
+  CHECK(dtype_block_size(DType::Q6_K) == 256);
+  CHECK(dtype_row_bytes(DType::Q4_K, 512) == 288);
+  for (DType type : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
+                     DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     DType parsed;
     REQUIRE(dtype_from_name(dtype_name(type), parsed));
     CHECK(parsed == type);
   }
   DType unused;
-  CHECK_FALSE(dtype_from_name("q5_k", unused));
+  CHECK_FALSE(dtype_from_name("q3_k", unused));
   std::vector<float> values(40, 1.0f);
   std::vector<uint8_t> out(100);
   CHECK_THROWS_AS(quantize_row(DType::Q8_0, values.data(), out.data(), 40), infer::Error);  // not whole blocks
@@ -246,7 +254,7 @@ TEST_CASE("dtype: quantize -> dequantize error within the step-size bound") {
   uint64_t seed = 100;
   for (Range range : {Range{-1.0f, 1.0f}, Range{-0.02f, 0.02f}, Range{0.5f, 3.0f}, Range{-300.0f, 100.0f}}) {
     const auto values = infer::test::random_floats(4096, seed++, range.lo, range.hi);
-    for (DType type : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+    for (DType type : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1}) {
       CAPTURE(dtype_name(type));
       CAPTURE(range.lo);
       std::vector<uint8_t> stored(dtype_row_bytes(type, 4096));

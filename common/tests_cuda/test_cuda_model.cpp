@@ -9,12 +9,16 @@
 #include "cuda_test_util.h"
 #include "golden_util.h"
 #include "infer/engine/generator.h"
+#include "infer/model/batch.h"
 #include "infer/model/kv_cache.h"
+#include "infer/model/paged_kv_cache.h"
 #include "infer/engine/sampler.h"
 #include "infer/formats/synthetic.h"
 #include "infer/tokenizer/tokenizer.h"
 #include "infer/model/transformer.h"
 #include "infer/model/weights.h"
+
+#include <cmath>
 
 using namespace infer;
 using namespace infer::test;
@@ -133,4 +137,50 @@ TEST_CASE("cuda CachedGenerator == cpu CachedGenerator == cuda NaiveGenerator (s
   INFER_MODEL_FILE(model_path, kStories260K);
   ModelFile file = load_model_file(model_path.string());
   check_cached_on_gpu(file, {1, 403, 407, 261, 410}, 200);
+}
+
+TEST_CASE("cuda forward(Batch): a ragged batch's logits match the CPU's, and each sequence's logits alone") {
+  // stories260K, f32: three sequences prefilled together (interleaved blocks of 4), then two steps of one
+  // decode row each. The CUDA pass must agree with the CPU pass (which is exact against each sequence run
+  // alone, common/tests/test_batch_forward.cpp) within fp32 reordering: cuBLAS and the split-context kernel
+  // sum in other orders; the measured gap is printed (not asserted tighter than the bound below).
+  INFER_MODEL_FILE(path, kStories260K);
+  ModelFile file = load_model_file(path.string());
+  auto cuda = make_cuda_backend();
+  auto cpu = make_cpu_backend(2);
+  const std::vector<std::vector<int>> sequences = {{1, 20, 31, 400, 7, 8, 9}, {1, 300}, {1, 45, 46, 47, 48}};
+  const size_t vocab = size_t(file.config.vocab_size);
+  auto run = [&](Backend& backend) {
+    Weights weights(file, WeightFormat::F32, backend);
+    Transformer transformer(weights, backend, 32);
+    PagedKVCache pool(backend, file.config, 3 * 4, 4);
+    std::vector<float> all;
+    std::vector<int> lengths(sequences.size(), 0);
+    for (int step = 0; step < 3; ++step) {
+      Batch batch(4);
+      for (size_t s = 0; s < sequences.size(); ++s) {
+        const int start = step == 0 ? 0 : lengths[s];
+        const std::vector<int> tokens = step == 0 ? sequences[s] : std::vector<int>{int(10 + step + s)};
+        const std::vector<int> blocks = {int(s), int(3 + s), int(6 + s), int(9 + s)};
+        batch.add_sequence(tokens, start, blocks, LogitsFor::last);
+        lengths[s] = start + int(tokens.size());
+      }
+      std::vector<float> logits(batch.logits_rows.size() * vocab);
+      transformer.forward(batch, pool, logits.data());
+      all.insert(all.end(), logits.begin(), logits.end());
+    }
+    return all;
+  };
+  const std::vector<float> on_cpu = run(*cpu), on_cuda = run(*cuda);
+  REQUIRE(on_cpu.size() == on_cuda.size());
+  double worst = 0.0, largest = 0.0;
+  for (size_t i = 0; i < on_cpu.size(); ++i) {
+    worst = std::max(worst, double(std::fabs(on_cpu[i] - on_cuda[i])));
+    largest = std::max(largest, double(std::fabs(on_cpu[i])));
+  }
+  MESSAGE("cuda vs cpu forward(Batch), stories260K f32: max |logit difference| " << worst << " (largest logit "
+                                                                                 << largest << ")");
+  // 1e-4 relative to the largest logit: 5 layers of fp32 sums of at most a few hundred terms in different
+  // orders stay orders of magnitude below it, while a wrong row, slot or block is off by the logits' own scale.
+  CHECK(worst <= 1e-4 * largest);
 }

@@ -165,7 +165,9 @@ TEST_CASE("rope: after rotation q.k depends only on the distance between the two
   CHECK(std::abs(score(7, 0) - score(0, 0)) > 10 * tolerance);
 }
 
-TEST_CASE("rope: every mistake the hints name is caught: it moves the output of some tested shape past the tolerance") {
+// A check of the tests themselves, not of the student's code: suite lab_self_check, which scripts/lab.sh
+// leaves out of the grade (it passes on the untouched stubs too); the full ctest run keeps it.
+TEST_CASE("rope: every mistake the hints name is caught: it moves the output of some tested shape past the tolerance" * doctest::test_suite("lab_self_check")) {
   // The tests above can only fail a mistake that changes the output by more than rope_tolerance on a shape
   // they use. For each mistake, the reference computed with that mistake must differ from the correct one by
   // more than the tolerance, on at least one (shape, theta, layout) that the Interleaved/HalfSplit tests check.

@@ -46,7 +46,9 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
   app.add_option("--frequency-penalty", o.frequency_penalty, "Subtracted per occurrence of every recent token");
   app.add_option("--seed", o.seed, "Sampling seed");
   app.add_option("--json", o.json, "Write the results as JSON to this file");
-  app.add_option("--weights", o.weights, "Weight storage format: f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
+  app.add_option("--weights", o.weights,
+                 "Weight storage format: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, or native (each matrix as the file stores it)")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "native"}));
   app.add_flag("--chat", o.chat, "Wrap the prompt in the model's chat template");
   app.add_flag("--check-numerics", o.check_numerics,
                "Debug: after every op of the forward pass, stop at the first NaN/Inf naming the layer and op (slow)");

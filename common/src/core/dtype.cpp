@@ -5,6 +5,7 @@
 #include "infer/core/dtype.h"
 
 #include "infer/core/error.h"
+#include "infer/core/dtype_blocks.h"
 
 #include <algorithm>
 #include <cmath>
@@ -23,12 +24,18 @@ std::string_view dtype_name(DType type) {
     case DType::Q8_0: return "q8_0";
     case DType::Q4_0: return "q4_0";
     case DType::Q4_1: return "q4_1";
+    case DType::Q5_0: return "q5_0";
+    case DType::Q5_1: return "q5_1";
+    case DType::Q4_K: return "q4_k";
+    case DType::Q5_K: return "q5_k";
+    case DType::Q6_K: return "q6_k";
   }
   return "unknown";
 }
 
 bool dtype_from_name(std::string_view name, DType& out) {
-  for (DType type : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+  for (DType type : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0,
+                     DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     if (dtype_name(type) == name) {
       out = type;
       return true;
@@ -38,7 +45,6 @@ bool dtype_from_name(std::string_view name, DType& out) {
 }
 
 namespace {
-constexpr int kQuantBlock = 32;  // weights per block in every ggml block format used here
 
 // On-disk block layouts (little-endian, packed: the structs are only documentation + sizeof).
 struct BlockQ8_0 {
@@ -58,7 +64,10 @@ static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(Block
               "ggml block layouts must have no padding");
 }  // namespace
 
-int dtype_block_size(DType type) { return dtype_is_quantized(type) ? kQuantBlock : 1; }
+int dtype_block_size(DType type) {
+  if (type == DType::Q4_K || type == DType::Q5_K || type == DType::Q6_K) return kSuperBlock;
+  return dtype_is_quantized(type) ? kQuantBlock : 1;
+}
 
 size_t dtype_block_bytes(DType type) {
   switch (type) {
@@ -68,6 +77,11 @@ size_t dtype_block_bytes(DType type) {
     case DType::Q8_0: return sizeof(BlockQ8_0);
     case DType::Q4_0: return sizeof(BlockQ4_0);
     case DType::Q4_1: return sizeof(BlockQ4_1);
+    case DType::Q5_0: return kBlockBytesQ5_0;
+    case DType::Q5_1: return kBlockBytesQ5_1;
+    case DType::Q4_K: return kBlockBytesQ4_K;
+    case DType::Q5_K: return kBlockBytesQ5_K;
+    case DType::Q6_K: return kBlockBytesQ6_K;
   }
   return 0;
 }
@@ -77,7 +91,11 @@ size_t dtype_row_bytes(DType type, int64_t n_elements) {
 }
 
 bool dtype_is_quantized(DType type) {
-  return type == DType::Q8_0 || type == DType::Q4_0 || type == DType::Q4_1;
+  return type != DType::F32 && type != DType::F16 && type != DType::BF16;
+}
+
+bool dtype_can_quantize(DType type) {
+  return type != DType::Q4_K && type != DType::Q5_K && type != DType::Q6_K;
 }
 
 // ================================================================================================
@@ -158,15 +176,6 @@ uint16_t fp32_to_bf16(float f) {
 
 namespace {
 
-void dequantize_q8_0(const BlockQ8_0* blocks, float* dst, int64_t n_blocks) {
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    BlockQ8_0 block;
-    std::memcpy(&block, blocks + b, sizeof(block));  // blocks are only 2-byte aligned on disk
-    const float d = fp16_to_fp32(block.d);
-    for (int j = 0; j < kQuantBlock; ++j) dst[b * kQuantBlock + j] = d * float(block.q[j]);
-  }
-}
-
 void dequantize_q4_0(const BlockQ4_0* blocks, float* dst, int64_t n_blocks) {
   for (int64_t b = 0; b < n_blocks; ++b) {
     BlockQ4_0 block;
@@ -199,21 +208,6 @@ int clamp_to_int(float value, int lo, int hi) {
   if (!(value >= float(lo))) return lo;  // also catches NaN
   if (value > float(hi)) return hi;
   return int(value);
-}
-
-// Q8_0: d = max|x| / 127 so the largest weight maps to +-127; q = round(x / d).
-void quantize_q8_0(const float* src, BlockQ8_0* blocks, int64_t n_blocks) {
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const float* x = src + b * kQuantBlock;
-    float max_abs = 0.0f;
-    for (int j = 0; j < kQuantBlock; ++j) max_abs = std::max(max_abs, std::fabs(x[j]));
-    const float d = max_abs / 127.0f;
-    const float inverse_d = d != 0.0f ? 1.0f / d : 0.0f;
-    BlockQ8_0 block;
-    block.d = fp32_to_fp16(d);
-    for (int j = 0; j < kQuantBlock; ++j) block.q[j] = int8_t(clamp_to_int(std::round(x[j] * inverse_d), -127, 127));
-    std::memcpy(blocks + b, &block, sizeof(block));
-  }
 }
 
 // Q4_0: the signed weight of largest magnitude maps to -8 exactly (d = that / -8), so the full
@@ -297,9 +291,14 @@ void dequantize_row(DType type, const void* src, float* dst, int64_t n) {
         dst[i] = bf16_to_fp32(h);
       }
       return;
-    case DType::Q8_0: dequantize_q8_0(static_cast<const BlockQ8_0*>(src), dst, n / kQuantBlock); return;
+    case DType::Q8_0: dequantize_row_q8_0(bytes, dst, n / kQuantBlock); return;  // q8_0_codec.cpp
     case DType::Q4_0: dequantize_q4_0(static_cast<const BlockQ4_0*>(src), dst, n / kQuantBlock); return;
     case DType::Q4_1: dequantize_q4_1(static_cast<const BlockQ4_1*>(src), dst, n / kQuantBlock); return;
+    case DType::Q5_0: dequantize_row_q5_0(bytes, dst, n / kQuantBlock); return;
+    case DType::Q5_1: dequantize_row_q5_1(bytes, dst, n / kQuantBlock); return;
+    case DType::Q4_K: dequantize_row_q4_k(bytes, dst, n / kSuperBlock); return;
+    case DType::Q5_K: dequantize_row_q5_k(bytes, dst, n / kSuperBlock); return;
+    case DType::Q6_K: dequantize_row_q6_k(bytes, dst, n / kSuperBlock); return;
   }
 }
 
@@ -320,9 +319,14 @@ void quantize_row(DType type, const float* src, void* dst, int64_t n) {
         std::memcpy(bytes + 2 * i, &h, 2);
       }
       return;
-    case DType::Q8_0: quantize_q8_0(src, static_cast<BlockQ8_0*>(dst), n / kQuantBlock); return;
+    case DType::Q8_0: quantize_row_q8_0(src, bytes, n / kQuantBlock); return;  // q8_0_codec.cpp
     case DType::Q4_0: quantize_q4_0(src, static_cast<BlockQ4_0*>(dst), n / kQuantBlock); return;
     case DType::Q4_1: quantize_q4_1(src, static_cast<BlockQ4_1*>(dst), n / kQuantBlock); return;
+    case DType::Q5_0: quantize_row_q5_0(src, bytes, n / kQuantBlock); return;
+    case DType::Q5_1: quantize_row_q5_1(src, bytes, n / kQuantBlock); return;
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K: fail("quantizing to {} is not supported (the K formats are read, not written)", dtype_name(type));
   }
 }
 

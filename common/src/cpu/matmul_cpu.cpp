@@ -28,6 +28,7 @@
 // Every lane step of every dot here is lane_fma (fused where the target has FMA), so no kernel's
 // result depends on whether the compiler chose to contract a * b + c.
 #include "infer/cpu/cpu_kernels.h"
+#include "infer/cpu/quant_kernels.h"
 #include "infer/core/error.h"
 
 #include <omp.h>
@@ -136,8 +137,9 @@ void rows_to_f32(const Matrix& weight, int row, int count, float* dst) {
     case DType::BF16:
       bf16_to_f32_row(static_cast<const uint16_t*>(weight.data) + first, dst, int(n));
       return;
-    default:
-      fail("cpu matmul: weights of dtype {} are not supported (dequantize to f32/f16 at load)", dtype_name(weight.dtype));
+    default:  // block formats without an integer kernel (the K formats): dequantized row by row
+      dequantize_row(weight.dtype, static_cast<const uint8_t*>(weight.data) + size_t(row) * dtype_row_bytes(weight.dtype, weight.cols),
+                     dst, int64_t(n));
   }
 }
 
@@ -379,7 +381,9 @@ void gemm_v2_register_blocked_portable(const Matrix& weight, const float* x, flo
 }
 
 void matmul(const Matrix& weight, const float* x, float* y, int n, int threads) {
-  if (n == 1) {
+  if (quant_kernel_supports(weight.dtype)) {  // integer dot products on the blocks (matmul_quant_cpu.cpp)
+    gemm_quantized(weight, x, y, n, threads, best_quant_path());
+  } else if (n == 1) {
     gemv_v2_fused(weight, x, y, threads);
   } else {
     gemm_v2_register_blocked(weight, x, y, n, threads);

@@ -73,6 +73,11 @@ uint32_t ggml_type_id(DType type) {
     case DType::Q4_1: return 3;
     case DType::Q8_0: return 8;
     case DType::BF16: return 30;
+    case DType::Q5_0: return 6;
+    case DType::Q5_1: return 7;
+    case DType::Q4_K: return 12;
+    case DType::Q5_K: return 13;
+    case DType::Q6_K: return 14;
   }
   return 0;
 }
@@ -83,7 +88,12 @@ std::optional<DType> dtype_from_ggml_type(uint32_t id) {
     case 1: return DType::F16;
     case 2: return DType::Q4_0;
     case 3: return DType::Q4_1;
+    case 6: return DType::Q5_0;
+    case 7: return DType::Q5_1;
     case 8: return DType::Q8_0;
+    case 12: return DType::Q4_K;
+    case 13: return DType::Q5_K;
+    case 14: return DType::Q6_K;
     case 30: return DType::BF16;
     default: return std::nullopt;
   }

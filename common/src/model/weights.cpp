@@ -17,6 +17,12 @@ std::string_view weight_format_name(WeightFormat format) {
     case WeightFormat::F32: return "f32";
     case WeightFormat::F16: return "f16";
     case WeightFormat::BF16: return "bf16";
+    case WeightFormat::Q8_0: return "q8_0";
+    case WeightFormat::Q4_0: return "q4_0";
+    case WeightFormat::Q4_1: return "q4_1";
+    case WeightFormat::Q5_0: return "q5_0";
+    case WeightFormat::Q5_1: return "q5_1";
+    case WeightFormat::Native: return "native";
   }
   return "?";
 }
@@ -24,8 +30,11 @@ std::string_view weight_format_name(WeightFormat format) {
 WeightFormat parse_weight_format(const std::string& name) {
   if (name == "f32") return WeightFormat::F32;
   if (name == "f16") return WeightFormat::F16;
-  if (name == "bf16") return WeightFormat::BF16;
-  fail("unknown weight format '{}' (expected f32, f16 or bf16)", name);
+  for (WeightFormat format : {WeightFormat::F32, WeightFormat::F16, WeightFormat::BF16, WeightFormat::Q8_0, WeightFormat::Q4_0,
+                              WeightFormat::Q4_1, WeightFormat::Q5_0, WeightFormat::Q5_1, WeightFormat::Native}) {
+    if (weight_format_name(format) == name) return format;
+  }
+  fail("unknown weight format '{}' (expected f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 or native)", name);
 }
 
 namespace {
@@ -35,6 +44,12 @@ DType storage_dtype(WeightFormat format) {
     case WeightFormat::F32: return DType::F32;
     case WeightFormat::F16: return DType::F16;
     case WeightFormat::BF16: return DType::BF16;
+    case WeightFormat::Q8_0: return DType::Q8_0;
+    case WeightFormat::Q4_0: return DType::Q4_0;
+    case WeightFormat::Q4_1: return DType::Q4_1;
+    case WeightFormat::Q5_0: return DType::Q5_0;
+    case WeightFormat::Q5_1: return DType::Q5_1;
+    case WeightFormat::Native: return DType::F32;  // per tensor: see Weights::target_dtype
   }
   return DType::F32;
 }
@@ -67,6 +82,24 @@ NonFinite scan_row(const float* row, int64_t n, int64_t base, DType target) {
 
 }  // namespace
 
+DType Weights::target_dtype(WeightFormat format, DType source, int64_t cols) {
+  if (format == WeightFormat::Native) return source;
+  const DType target = storage_dtype(format);
+  return cols % dtype_block_size(target) == 0 ? target : DType::F32;
+}
+
+uint64_t Weights::resident_bytes_for(const ModelFile& file, WeightFormat format) {
+  uint64_t total = 0;
+  for (const auto& [name, tensor] : file.tensors) {
+    if (tensor.shape.size() == 2) {
+      total += dtype_row_bytes(target_dtype(format, tensor.dtype, tensor.shape[1]), tensor.n_elements());
+    } else {
+      total += uint64_t(tensor.n_elements()) * sizeof(float);
+    }
+  }
+  return total;
+}
+
 uint64_t Weights::resident_bytes_for(const ModelConfig& c, WeightFormat format) {
   const DType target = storage_dtype(format);
   auto matrix = [&](int64_t rows, int64_t cols) { return uint64_t(dtype_row_bytes(target, rows * cols)); };
@@ -81,9 +114,40 @@ uint64_t Weights::resident_bytes_for(const ModelConfig& c, WeightFormat format) 
 Matrix Weights::upload_matrix(const TensorView& tensor, Backend& backend) {
   if (tensor.shape.size() != 2) fail("tensor '{}' should be a matrix", tensor.name);
   const int rows = int(tensor.shape[0]), cols = int(tensor.shape[1]);
-  const DType target = storage_dtype(format_);
+  const DType target = target_dtype(format_, tensor.dtype, cols);
   const size_t src_row_bytes = dtype_row_bytes(tensor.dtype, cols);
   const size_t dst_row_bytes = dtype_row_bytes(target, cols);
+
+  // Kept as stored: on the CPU straight from the mapped file, elsewhere uploaded as is. Its values
+  // are still checked (dequantized row by row, a NaN/Inf scale is refused like any bad value).
+  const auto* mapped_begin = mapping_ ? mapping_->data() : nullptr;
+  const bool in_mapping = mapped_begin != nullptr && static_cast<const uint8_t*>(tensor.data) >= mapped_begin &&
+                          static_cast<const uint8_t*>(tensor.data) + tensor.n_bytes <= mapped_begin + mapping_->size();
+  if (target == tensor.dtype && dtype_is_quantized(target)) {
+    int64_t bad_count = 0, bad_first = INT64_MAX;
+#pragma omp parallel reduction(+ : bad_count) reduction(min : bad_first)
+    {
+      std::vector<float> row(cols);
+#pragma omp for schedule(static)
+      for (int r = 0; r < rows; ++r) {
+        dequantize_row(tensor.dtype, static_cast<const uint8_t*>(tensor.data) + size_t(r) * src_row_bytes, row.data(), cols);
+        const NonFinite found = scan_row(row.data(), cols, int64_t(r) * cols, DType::F32);
+        bad_count += found.count;
+        bad_first = std::min(bad_first, found.first);
+      }
+    }
+    if (bad_count != 0) fail_non_finite(tensor, {bad_count, bad_first}, cols, DType::F32);
+    resident_bytes_ += tensor.n_bytes;
+    if (in_mapping && backend.name() == "cpu") {
+      mapped_bytes_ += tensor.n_bytes;
+      return Matrix{target, rows, cols, tensor.data};
+    }
+    DeviceArray<uint8_t> storage(backend, tensor.n_bytes);
+    backend.upload(storage.data(), tensor.data, tensor.n_bytes);
+    Matrix matrix{target, rows, cols, storage.data()};
+    storage_.push_back(std::move(storage));
+    return matrix;
+  }
 
   // Convert row by row on the host: dequantize to fp32, then store in the target format.
   std::vector<uint8_t> host(dst_row_bytes * rows);
@@ -122,10 +186,10 @@ DeviceArray<float> Weights::upload_vector(const TensorView& tensor, Backend& bac
 }
 
 Weights::Weights(const ModelFile& file, WeightFormat format, Backend& backend)
-    : config_(file.config), format_(format) {
+    : config_(file.config), format_(format), mapping_(file.mapping) {
   file.validate_llama_tensors();
   check_fits_in_memory(fmt::format("{}: the weights in {}", file.path, weight_format_name(format)),
-                       resident_bytes_for(config_, format), backend.available_memory(), backend.name());
+                       resident_bytes_for(file, format), backend.available_memory(), backend.name());
   token_embedding_ = upload_matrix(file.tensor("token_embd.weight"), backend);
   classifier_ = config_.tied_embeddings ? token_embedding_ : upload_matrix(file.tensor("output.weight"), backend);
   final_norm_ = upload_vector(file.tensor("output_norm.weight"), backend);

@@ -25,6 +25,10 @@ struct ContextSpeed {
   double decode_tok_per_s = 0.0;
   uint64_t decode_kv_bytes = 0;     // K/V bytes one decode step reads and writes (ForwardStats), first step
   uint64_t decode_weight_bytes = 0; // weight bytes of one decode step
+  // Process CPU time (all threads) of the same fastest runs: on a machine shared with other work, the work
+  // done is steadier than the wall time (with one thread, CPU time ~ the unloaded wall time).
+  double prefill_cpu_ms = 0.0;
+  double decode_cpu_ms_per_token = 0.0;
 };
 
 // `model` must take max(contexts) tokens per pass (Transformer max_tokens) and the model's context must hold

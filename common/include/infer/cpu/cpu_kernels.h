@@ -20,7 +20,8 @@ float dot_f16_f32(const uint16_t* w, const float* x, int n);
 void f16_to_f32_row(const uint16_t* src, float* dst, int n);
 void bf16_to_f32_row(const uint16_t* src, float* dst, int n);
 
-// y (n, W.rows) = x (n, W.cols) . W^T for W in F32, F16 or BF16 (other dtypes: infer::Error).
+// y (n, W.rows) = x (n, W.cols) . W^T for W in any dtype. Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 run the
+// integer kernels of quant_kernels.h; the K formats are dequantized a few rows at a time (below).
 //  n == 1 (decode): a GEMV, one output row per iteration, threads split the rows. It streams W once,
 //                   so its speed is bandwidth / W.n_bytes().
 //  n > 1 (prefill): a block of 16 weight rows is converted to fp32 once and kept in cache while
@@ -53,6 +54,11 @@ void attention_v1_naive(const float* q, const float* k_cache, const float* v_cac
                         int start_pos, int n_heads, int n_kv_heads, int head_dim, int threads);
 void attention_v2_grouped(const float* q, const float* k_cache, const float* v_cache, float* out, int n,
                           int start_pos, int n_heads, int n_kv_heads, int head_dim, int threads);
+// v3_tiled: 16-position tiles (K transposed once per tile, shared by the group's heads and up to 8 queries),
+//           vectorised scores and exp, the context split in 512-position chunks merged by log-sum-exp; its own
+//           arithmetic, the same bits in every layout, batch, block size and thread count.
+void attention_v3_tiled(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
+                        int n_heads, int n_kv_heads, int head_dim, int threads);
 void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
                int n_heads, int n_kv_heads, int head_dim, int threads);
 
@@ -73,6 +79,8 @@ void paged_attention_v1_naive(const float* q, const float* k_pool, const float* 
                               const BatchView& batch, int n_heads, int n_kv_heads, int head_dim, int threads);
 void paged_attention_v2_grouped(const float* q, const float* k_pool, const float* v_pool, float* out,
                                 const BatchView& batch, int n_heads, int n_kv_heads, int head_dim, int threads);
+void paged_attention_v3_tiled(const float* q, const float* k_pool, const float* v_pool, float* out,
+                              const BatchView& batch, int n_heads, int n_kv_heads, int head_dim, int threads);
 void paged_attention(const float* q, const float* k_pool, const float* v_pool, float* out, const BatchView& batch,
                      int n_heads, int n_kv_heads, int head_dim, int threads);
 

@@ -47,7 +47,8 @@ struct GgufValue {
   bool operator==(const GgufValue& other) const;
 };
 
-// ggml type ids of the tensor types this engine reads (F32=0, F16=1, Q4_0=2, Q4_1=3, Q8_0=8, BF16=30).
+// ggml type ids of the tensor types this engine reads (F32=0, F16=1, Q4_0=2, Q4_1=3, Q5_0=6, Q5_1=7,
+// Q8_0=8, Q4_K=12, Q5_K=13, Q6_K=14, BF16=30).
 uint32_t ggml_type_id(DType type);
 std::optional<DType> dtype_from_ggml_type(uint32_t id);
 

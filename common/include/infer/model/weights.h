@@ -1,7 +1,10 @@
 // weights.h: the model's weights resident on a backend, in the storage format a chapter chose.
 //
 // Built once from a ModelFile: every matrix is converted to the requested WeightFormat on the host
-// (F32 or F16; Q8_0/Q4_0/Q4_1 file tensors are dequantized first), then uploaded to the backend.
+// (dequantized to f32 first, then stored as f32, f16, bf16 or quantized to Q8_0/Q4_0/Q4_1/Q5_0/Q5_1),
+// then uploaded to the backend. Native keeps every matrix in the dtype the file stores; so does a
+// block format equal to the file's. On the CPU such a matrix is used straight from the memory-mapped
+// file (no copy). A matrix whose rows are not whole blocks of the target stays f32.
 // Norm weights are always fp32. Every value is checked as it is converted: a NaN or Inf in the file
 // (or a value too large for f16) is refused naming the tensor, the count and the first position.
 #pragma once
@@ -15,8 +18,8 @@
 
 namespace infer {
 
-enum class WeightFormat : uint8_t { F32, F16, BF16 };
-std::string_view weight_format_name(WeightFormat format);
+enum class WeightFormat : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Native };
+std::string_view weight_format_name(WeightFormat format);  // "f32", ..., "q4_1", "q5_0", "q5_1", "native"
 WeightFormat parse_weight_format(const std::string& name);  // throws infer::Error on unknown
 
 struct LayerWeights {
@@ -49,7 +52,14 @@ class Weights {
   uint64_t resident_bytes() const { return resident_bytes_; }
   // The same number computed from the file's config before anything is converted: the constructor
   // refuses (infer::Error naming both sizes) a model whose weights exceed backend.available_memory().
+  // (Native: counted as f32 here; the constructor uses the file's own dtypes, see below.)
   static uint64_t resident_bytes_for(const ModelConfig& config, WeightFormat format);
+  // The bytes of the file's matrices in `format` (Native: as stored), plus the f32 norms.
+  static uint64_t resident_bytes_for(const ModelFile& file, WeightFormat format);
+  // Bytes of matrices used in place from the memory-mapped file (counted in resident_bytes too).
+  uint64_t mapped_bytes() const { return mapped_bytes_; }
+  // The dtype `format` stores a tensor of dtype `source` with rows of `cols` values in.
+  static DType target_dtype(WeightFormat format, DType source, int64_t cols);
 
  private:
   Matrix upload_matrix(const TensorView& tensor, Backend& backend);
@@ -63,6 +73,8 @@ class Weights {
   DeviceArray<float> final_norm_;
   std::vector<LayerWeights> layers_;
   uint64_t resident_bytes_ = 0;
+  uint64_t mapped_bytes_ = 0;
+  std::shared_ptr<MappedFile> mapping_;  // keeps matrices used in place alive
 };
 
 }  // namespace infer

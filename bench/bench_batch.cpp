@@ -1,0 +1,170 @@
+// bench_batch.cpp: the kernels of ch06's batched passes: paged attention at several context lengths
+// (decode rows and prefill), and the matmul at n = 1, 4, 16, 64 rows (a batch of decode rows).
+//
+// Paged attention: SmolLM2-135M's heads (9 query heads, 3 kv heads, head_dim 64), a pool of 16-position
+// blocks handed out in a shuffled order (as a block manager's free list leaves them).
+//   BM_paged_decode_attention_<v>/context:C     one decode row at position C - 1 (all C positions read);
+//                                               bytes = K and V rows read once per kv head.
+//   BM_paged_prefill_attention_<v>/prompt:P     a P-token prompt in one pass (causal, P^2/2 query-key pairs
+//                                               per head); the GFLOP counter counts 4 * head_dim flops per
+//                                               pair and query head (q.k and the weighted V sum).
+// v2_grouped is ch05's kernel through the block table (one position at a time, scalar exp); v3_tiled the
+// backend's (16-position tiles, query blocks, context chunks of 512 spread over the threads).
+// Matmul: y (n, rows) = x (n, cols) . W^T through cpu::matmul (GEMV at n = 1, the register-blocked GEMM
+// above), SmolLM2's gate/up shape (1536 x 576, f32), cycling through copies of W larger than the last-level
+// cache so every step reads W from memory as a forward pass does. A batch pays when the time per step
+// grows much slower than n: the tok/s counter (rows n per step) against n = 1.
+// Threads: OMP_NUM_THREADS, as for bench_cpu.cpp.
+#include "infer/cpu/cpu_kernels.h"
+#include "infer/model/backend.h"
+#include "infer/model/batch.h"
+
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <random>
+#include <vector>
+
+namespace {
+
+constexpr int kHeads = 9, kKvHeads = 3, kHeadDim = 64, kBlockSize = 16;
+
+std::vector<float> random_values(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> values(n);
+  for (auto& x : values) x = dist(rng);
+  return values;
+}
+
+// One sequence whose `context` positions are in shuffled blocks; its last `n_new` positions are the queries.
+struct PagedInput {
+  infer::Batch batch{kBlockSize};
+  std::vector<float> k, v, q, out;
+  infer::BatchView view;
+  PagedInput(int context, int n_new) {
+    const int n_blocks = (context + kBlockSize - 1) / kBlockSize;
+    std::vector<int> blocks(static_cast<size_t>(n_blocks));
+    std::iota(blocks.begin(), blocks.end(), 0);
+    std::mt19937_64 rng(7);
+    std::shuffle(blocks.begin(), blocks.end(), rng);
+    batch.add_sequence(std::vector<int>(static_cast<size_t>(n_new), 0), context - n_new, blocks, infer::LogitsFor::last);
+    const size_t pool = size_t(n_blocks) * kBlockSize * kKvHeads * kHeadDim;
+    k = random_values(pool, 1);
+    v = random_values(pool, 2);
+    q = random_values(size_t(n_new) * kHeads * kHeadDim, 3);
+    out.resize(q.size());
+    view.n_tokens = batch.n_tokens();
+    view.n_sequences = batch.n_sequences();
+    view.block_size = kBlockSize;
+    view.max_blocks = batch.max_blocks;
+    view.max_context = context;
+    view.positions = batch.positions.data();
+    view.slot_mapping = batch.slot_mapping.data();
+    view.query_start = batch.query_start.data();
+    view.context_lens = batch.context_lens.data();
+    view.block_tables = batch.block_tables.data();
+  }
+};
+
+using PagedKernel = void (*)(const float*, const float*, const float*, float*, const infer::BatchView&, int, int, int,
+                             int);
+
+template <PagedKernel Kernel>
+void BM_paged_decode_attention(benchmark::State& state) {
+  const int context = int(state.range(0));
+  PagedInput in(context, 1);
+  const int threads = omp_get_max_threads();
+  for (auto _ : state) {
+    Kernel(in.q.data(), in.k.data(), in.v.data(), in.out.data(), in.view, kHeads, kKvHeads, kHeadDim, threads);
+    benchmark::DoNotOptimize(in.out.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(2 * size_t(context) * kKvHeads * kHeadDim * sizeof(float)));
+  state.counters["threads"] = threads;
+}
+
+template <PagedKernel Kernel>
+void BM_paged_prefill_attention(benchmark::State& state) {
+  const int prompt = int(state.range(0));
+  PagedInput in(prompt, prompt);
+  const int threads = omp_get_max_threads();
+  for (auto _ : state) {
+    Kernel(in.q.data(), in.k.data(), in.v.data(), in.out.data(), in.view, kHeads, kKvHeads, kHeadDim, threads);
+    benchmark::DoNotOptimize(in.out.data());
+    benchmark::ClobberMemory();
+  }
+  const double pairs = double(prompt) * (prompt + 1) / 2.0;
+  state.counters["GFLOP"] = benchmark::Counter(pairs * kHeads * 4.0 * kHeadDim * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tok/s"] = benchmark::Counter(double(prompt), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["threads"] = threads;
+}
+
+BENCHMARK(BM_paged_decode_attention<infer::cpu::paged_attention_v2_grouped>)
+    ->Name("BM_paged_decode_attention_v2_grouped")->ArgName("context")
+    ->Arg(32)->Arg(512)->Arg(2048)->Arg(8192)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_paged_decode_attention<infer::cpu::paged_attention_v3_tiled>)
+    ->Name("BM_paged_decode_attention_v3_tiled")->ArgName("context")
+    ->Arg(32)->Arg(512)->Arg(2048)->Arg(8192)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_paged_prefill_attention<infer::cpu::paged_attention_v2_grouped>)
+    ->Name("BM_paged_prefill_attention_v2_grouped")->ArgName("prompt")
+    ->Arg(128)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_paged_prefill_attention<infer::cpu::paged_attention_v3_tiled>)
+    ->Name("BM_paged_prefill_attention_v3_tiled")->ArgName("prompt")
+    ->Arg(128)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// ---- the matmul of a batch of n rows, W from memory --------------------------------------------------
+void BM_matmul_batch(benchmark::State& state) {
+  constexpr int rows = 1536, cols = 576;  // SmolLM2's ffn gate/up
+  const int n = int(state.range(0));
+  const size_t count = size_t(rows) * cols;
+  const size_t copies = std::max<size_t>(2, (size_t(768) << 20) / (count * sizeof(float)) + 1);
+  std::vector<std::vector<float>> storage(copies, random_values(count, 1));
+  const auto x = random_values(size_t(n) * cols, 2);
+  std::vector<float> y(size_t(n) * rows);
+  const int threads = omp_get_max_threads();
+  size_t next = 0;
+  for (auto _ : state) {
+    const infer::Matrix weight{infer::DType::F32, rows, cols, storage[next].data()};
+    next = (next + 1) % copies;
+    infer::cpu::matmul(weight, x.data(), y.data(), n, threads);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(count * sizeof(float)));
+  state.counters["GFLOP"] = benchmark::Counter(2.0 * n * rows * cols * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["rows/s"] = benchmark::Counter(double(n), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["threads"] = threads;
+}
+BENCHMARK(BM_matmul_batch)->ArgName("n")->Arg(1)->Arg(4)->Arg(16)->Arg(64)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+}  // namespace
+
+namespace {
+
+// ---- the prefill GEMM at a short and a long prompt: the same work per token? ------------------------
+// range(0) rows x range(1) cols f32 weights, range(2) tokens. GFLOP/s at n = 2048 against n = 128 shows
+// whether the long prompt's tokens (x: n * cols floats, 4.7 MB for 2048 x 576) still meet the weights in cache.
+void BM_gemm_prefill(benchmark::State& state) {
+  const int rows = int(state.range(0)), cols = int(state.range(1)), n = int(state.range(2));
+  const auto w = random_values(size_t(rows) * cols, 1);
+  const auto x = random_values(size_t(n) * cols, 2);
+  std::vector<float> y(size_t(n) * rows);
+  const infer::Matrix weight{infer::DType::F32, rows, cols, w.data()};
+  const int threads = omp_get_max_threads();
+  for (auto _ : state) {
+    infer::cpu::matmul(weight, x.data(), y.data(), n, threads);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOP"] = benchmark::Counter(2.0 * n * rows * cols * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["threads"] = threads;
+}
+BENCHMARK(BM_gemm_prefill)->ArgNames({"rows", "cols", "n"})
+    ->Args({1536, 576, 128})->Args({1536, 576, 2048})->Args({576, 1536, 128})->Args({576, 1536, 2048})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace

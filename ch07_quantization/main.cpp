@@ -1,0 +1,317 @@
+// ch07_quantization: the same model with its weights in f32 and in GGUF block formats, one row each:
+// what a format costs (bits per weight, model bytes), what it buys (decode and prefill speed, GB/s,
+// % of the measured bandwidth) and what it loses (perplexity, KL divergence of the next-token
+// distribution from f32's, top-1 agreement with f32), all measured in one run on the same tokens.
+//
+// Quality: every format runs the project's evaluation text (ch07_quantization/eval.txt, written for
+// the project) in chunks through its own KV cache, side by side with f32, so each position's two
+// distributions are compared without storing them. Speed: greedy decode of --max-tokens tokens
+// (end-of-text ignored, fastest of --repeat runs) and one prefill pass of --prefill-tokens tokens.
+//
+// With a GGUF of quantized weights (the default model is shipped as Q4_1), "f32" is that file
+// dequantized: the baseline every format is compared with, so "native" (the file as stored) shows the
+// shipped quantization's own cost, and q8_0 / q4_0 / q4_1 are quantized again from those f32 values.
+#include "infer/app/app.h"
+#include "infer/app/hardware.h"
+#include "infer/core/error.h"
+#include "infer/cpu/quant_kernels.h"
+#include "infer/engine/generator.h"
+#include "infer/model/save_gguf.h"
+
+#include <fmt/core.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <span>
+#include <sstream>
+
+using namespace infer;
+
+namespace {
+
+struct Variant {
+  std::string name;
+  WeightFormat format;
+  std::unique_ptr<Weights> weights;
+  std::unique_ptr<Transformer> transformer;
+  std::unique_ptr<KVCache> eval_cache;
+  // quality, summed over the evaluated positions
+  double nll = 0.0, kl = 0.0;
+  int64_t top1_same = 0, positions = 0;
+  // speed
+  GenerationResult decode;
+  double prefill_ms = 0.0;
+};
+
+std::string default_eval_text_path() {
+  for (const std::filesystem::path& path : {std::filesystem::current_path() / "ch07_quantization" / "eval.txt",
+                                            std::filesystem::path(INFER_SOURCE_DIR) / "ch07_quantization" / "eval.txt"}) {
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(path, ec)) return path.string();
+  }
+  return {};
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot read the evaluation text", path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> items;
+  std::stringstream stream(text);
+  for (std::string item; std::getline(stream, item, ',');)
+    if (!item.empty()) items.push_back(item);
+  return items;
+}
+
+// log-softmax of one row of logits, in double.
+void log_softmax(const float* logits, int n, std::vector<double>& out) {
+  out.resize(size_t(n));
+  const double max = *std::max_element(logits, logits + n);
+  double sum = 0.0;
+  for (int i = 0; i < n; ++i) sum += std::exp(double(logits[i]) - max);
+  const double log_sum = max + std::log(sum);
+  for (int i = 0; i < n; ++i) out[size_t(i)] = double(logits[i]) - log_sum;
+}
+
+int argmax(const float* logits, int n) { return int(std::max_element(logits, logits + n) - logits); }
+
+// Bytes and count of the weight matrices (what the block formats change; norms stay f32).
+std::pair<uint64_t, uint64_t> matrix_bytes_and_weights(const Weights& weights) {
+  uint64_t bytes = 0, count = 0;
+  auto add = [&](const Matrix& m) {
+    bytes += m.n_bytes();
+    count += uint64_t(m.rows) * uint64_t(m.cols);
+  };
+  add(weights.token_embedding());
+  if (!weights.config().tied_embeddings) add(weights.classifier());
+  for (const LayerWeights& layer : weights.layers())
+    for (const Matrix* m : {&layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.w_gate, &layer.w_up, &layer.w_down}) add(*m);
+  return {bytes, count};
+}
+
+// "q4_1 x210, q8_0 x1": the dtypes of the file's matrices, as stored.
+std::string dtype_mix(const ModelFile& file) {
+  std::map<std::string, int> counts;
+  for (const auto& [name, tensor] : file.tensors)
+    if (tensor.shape.size() == 2) counts[std::string(dtype_name(tensor.dtype))]++;
+  std::string text;
+  for (const auto& [name, count] : counts) text += fmt::format("{}{} x{}", text.empty() ? "" : ", ", name, count);
+  return text;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ch07_quantization: weights in int8/int4 GGUF blocks: speed, bandwidth and quality vs f32, one run"};
+  CommonOptions options;
+  options.max_tokens = 64;
+  options.weights = "native";  // from this chapter on, each matrix as the file stores it
+  add_common_options(app, options);
+  std::string formats_text = "f32,q8_0,q4_1,q4_0,native";
+  std::string eval_path;
+  std::string save_path;
+  int eval_tokens = 0;
+  int chunk = 128;
+  int repeat = 2;
+  int prefill_tokens = 128;
+  int bandwidth_mib = 1024;
+  double given_bandwidth = 0.0;
+  app.add_option("--formats", formats_text, "Rows of the table, comma-separated: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, native");
+  app.add_option("--eval-text", eval_path, "Text for perplexity / KL / top-1 (default: ch07_quantization/eval.txt)");
+  app.add_option("--eval-tokens", eval_tokens, "Evaluate only the first N tokens of the text (0 = all)")->check(CLI::Range(0, 1 << 20));
+  app.add_option("--eval-chunk", chunk, "Tokens per forward pass of the evaluation")->check(CLI::Range(1, 4096));
+  app.add_option("--repeat", repeat, "Decode and prefill runs per format; the fastest is reported")->check(CLI::Range(1, 100));
+  app.add_option("--prefill-tokens", prefill_tokens, "Prompt length of the prefill measurement")->check(CLI::Range(1, 1 << 16));
+  app.add_option("--bandwidth-mib", bandwidth_mib, "Buffer size for the bandwidth measurement")->check(CLI::Range(16, 65536));
+  app.add_option("--bandwidth-gb-s", given_bandwidth, "Use this bandwidth instead of measuring it");
+  app.add_option("--save-gguf", save_path, "Write the model with --weights' format as a GGUF to PATH and exit");
+  CLI11_PARSE(app, argc, argv);
+
+  return run_reporting_errors([&] {
+    const int threads = resolve_threads(options.threads);
+    auto backend = make_backend(options.device, threads);
+    LoadedModel model = load_model(options);
+    const ModelConfig& config = model.file.config;
+
+    if (!save_path.empty()) {
+      if (model.synthetic) fail("--save-gguf needs a model file (--model), not the synthetic fallback");
+      const auto start = std::chrono::steady_clock::now();
+      save_gguf(model.file, parse_weight_format(options.weights), save_path);
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      fmt::print("wrote {} ({} weights, {:.1f} MB) in {:.0f} ms\n", save_path, options.weights,
+                 std::filesystem::file_size(save_path) / 1e6, ms);
+      return 0;
+    }
+
+    // ---- the evaluation tokens ------------------------------------------------------------------
+    if (eval_path.empty()) eval_path = default_eval_text_path();
+    if (eval_path.empty()) fail("ch07_quantization/eval.txt not found; pass --eval-text PATH");
+    std::vector<int> eval = model.tokenizer->encode(read_file(eval_path), model.tokenizer->add_bos_by_default());
+    if (eval_tokens > 0 && int(eval.size()) > eval_tokens) eval.resize(size_t(eval_tokens));
+    if (int(eval.size()) > config.max_seq_len) eval.resize(size_t(config.max_seq_len));
+    if (eval.size() < 2) fail("{}: the evaluation text needs at least 2 tokens", eval_path);
+    const std::vector<int> prompt = encode_prompt(model, options);
+    check_generation_length(config, prompt.size(), options.max_tokens, config.max_seq_len);
+
+    // ---- the formats, all resident at once ------------------------------------------------------
+    std::vector<std::string> names = split_list(formats_text);
+    if (names.empty() || names[0] != "f32") names.insert(names.begin(), "f32");  // the baseline comes first
+    const int buffer_tokens = std::max({chunk, std::min(prefill_tokens, config.max_seq_len), int(prompt.size())});
+    std::vector<Variant> variants;
+    for (const std::string& name : names) {
+      Variant v;
+      v.name = name;
+      v.format = parse_weight_format(name);
+      fmt::print(stderr, "loading {} weights\n", name);
+      v.weights = std::make_unique<Weights>(model.file, v.format, *backend);
+      v.transformer = std::make_unique<Transformer>(*v.weights, *backend, buffer_tokens);
+      variants.push_back(std::move(v));
+    }
+
+    fmt::print("ch07_quantization: weights in GGUF block formats vs f32, one run\n");
+    fmt::print("  cpu      {} ({} threads; integer dot path: {})\n", cpu_model_name(), threads,
+               cpu::quant_path_name(cpu::best_quant_path()));
+    fmt::print("  model    {} ({:.1f} M params; native = {})\n", model.description, config.n_params() / 1e6,
+               dtype_mix(model.file));
+    fmt::print("  eval     {} ({} tokens, chunks of {}); decode {} tokens greedy, prefill {} tokens, best of {}\n",
+               eval_path, eval.size(), chunk, options.max_tokens, prefill_tokens, repeat);
+
+    double bandwidth = given_bandwidth;
+    if (bandwidth <= 0.0) {
+      fmt::print(stderr, "measuring memory bandwidth ({} MiB buffer, {} threads)...\n", bandwidth_mib, threads);
+      bandwidth = measure_read_bandwidth(size_t(bandwidth_mib) << 20, threads, 5).gb_per_s;
+    }
+    fmt::print("  memory read bandwidth {:.1f} GB/s ({} threads, measured in this run)\n", bandwidth, threads);
+
+    // ---- quality: every format beside f32 on the same tokens -------------------------------------
+    const int vocab = config.vocab_size;
+    for (Variant& v : variants) v.eval_cache = std::make_unique<KVCache>(*backend, config, int(eval.size()));
+    const size_t chunk_floats = static_cast<size_t>(chunk) * static_cast<size_t>(vocab);
+    std::vector<float> reference_logits(chunk_floats), logits(chunk_floats), last(static_cast<size_t>(vocab));
+    std::vector<std::vector<double>> reference_log_p(static_cast<size_t>(chunk));
+    for (size_t start = 0; start + 1 < eval.size(); start += size_t(chunk)) {
+      const size_t n = std::min(size_t(chunk), eval.size() - 1 - start);  // positions with a next token
+      fmt::print(stderr, "\r  evaluating tokens {:5}/{}", start + n, eval.size() - 1);
+      const std::span<const int> tokens(eval.data() + start, n);
+      for (size_t vi = 0; vi < variants.size(); ++vi) {
+        Variant& v = variants[vi];
+        float* out = vi == 0 ? reference_logits.data() : logits.data();
+        v.transformer->forward(tokens, int(start), *v.eval_cache, last.data(), out);
+        if (vi == 0) {
+#pragma omp parallel for num_threads(threads)
+          for (size_t i = 0; i < n; ++i) log_softmax(reference_logits.data() + i * vocab, vocab, reference_log_p[i]);
+        }
+        double nll = 0.0, kl = 0.0;
+        int64_t same = 0;
+#pragma omp parallel for num_threads(threads) reduction(+ : nll, kl, same)
+        for (size_t i = 0; i < n; ++i) {
+          std::vector<double> log_q;
+          log_softmax(out + i * vocab, vocab, log_q);
+          const std::vector<double>& log_p = reference_log_p[i];
+          double sum = 0.0;
+          for (int k = 0; k < vocab; ++k) sum += std::exp(log_p[k]) * (log_p[k] - log_q[k]);
+          kl += sum;
+          nll -= log_q[size_t(eval[start + i + 1])];
+          same += argmax(out + i * vocab, vocab) == argmax(reference_logits.data() + i * vocab, vocab);
+        }
+        v.nll += nll;
+        v.kl += kl;
+        v.top1_same += same;
+        v.positions += int64_t(n);
+      }
+    }
+    fmt::print(stderr, "\n");
+    for (Variant& v : variants) v.eval_cache.reset();
+
+    // ---- speed: decode and prefill ---------------------------------------------------------------
+    GenerationOptions generation;
+    generation.sampler = options.sampler();
+    generation.sampler.temperature = 0.0f;  // greedy, no stop tokens: every run generates max_tokens
+    generation.max_new_tokens = options.max_tokens;
+    std::vector<int> prefill_prompt;
+    for (int i = 0; int(prefill_prompt.size()) < std::min(prefill_tokens, config.max_seq_len); ++i)
+      prefill_prompt.push_back(eval[size_t(i) % eval.size()]);
+    std::vector<float> prefill_logits(static_cast<size_t>(vocab));
+    for (Variant& v : variants) {
+      CachedGenerator generator(*v.transformer);
+      for (int run = 0; run < repeat; ++run) {
+        fmt::print(stderr, "{}: decode run {}/{}\n", v.name, run + 1, repeat);
+        GenerationResult result = generator.generate(prompt, generation);
+        if (run == 0 || result.decode_ms < v.decode.decode_ms) v.decode = std::move(result);
+      }
+      KVCache cache(*backend, config, int(prefill_prompt.size()));
+      for (int run = 0; run < repeat; ++run) {
+        const auto start = std::chrono::steady_clock::now();
+        v.transformer->forward(prefill_prompt, 0, cache, prefill_logits.data());
+        const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+        if (run == 0 || ms < v.prefill_ms) v.prefill_ms = ms;
+      }
+    }
+
+    // ---- the table ---------------------------------------------------------------------------------
+    Report report("ch07_quantization", describe_machine(threads, bandwidth), model_json(model, formats_text));
+    for (Variant& v : variants) {
+      const GenerationResult& d = v.decode;
+      const int decode_tokens = int(d.tokens.size()) - 1;
+      // Bytes of the decode steps only (the first token's bytes are the prefill's).
+      const uint64_t decode_bytes = d.token_bytes.back() - d.token_bytes.front();
+      ReportRow row = Report::make_row(v.name, decode_tokens, d.decode_ms, decode_bytes);
+      const auto [matrix_bytes, matrix_weights] = matrix_bytes_and_weights(*v.weights);
+      row.extra["bits_per_weight"] = std::round(800.0 * double(matrix_bytes) / double(matrix_weights)) / 100.0;
+      row.extra["model_mb"] = std::round(double(v.weights->resident_bytes()) / 1e5) / 10.0;
+      row.extra["prefill_tok_per_s"] = std::round(10.0 * 1000.0 * double(prefill_prompt.size()) / v.prefill_ms) / 10.0;
+      row.extra["perplexity"] = std::round(1e4 * std::exp(v.nll / double(v.positions))) / 1e4;
+      row.extra["kl"] = v.kl / double(v.positions);
+      row.extra["top1_agreement"] = std::round(1e5 * double(v.top1_same) / double(v.positions)) / 1e5;
+      report.add_row(std::move(row));
+    }
+    fmt::print("\n");
+    report.print_table(stdout);
+    fmt::print("rows: decode of {} tokens after a {}-token prompt (GB/s counts weight + KV bytes read per step);\n"
+               "bits_per_weight over the weight matrices; model_mb = weights resident (norms included);\n"
+               "perplexity over {} positions of the eval text; kl = mean KL(f32 || format) in nats; top1_agreement =\n"
+               "share of positions whose most likely next token is f32's.\n",
+               options.max_tokens - 1, prompt.size(), variants[0].positions);
+
+    fmt::print("\ngreedy text (\"{}\", {} tokens):\n", options.prompt, options.max_tokens);
+    for (const Variant& v : variants) {
+      std::string text = model.tokenizer->decode(v.decode.tokens);
+      std::replace(text.begin(), text.end(), '\n', ' ');
+      if (text.size() > 110) text = text.substr(0, 110) + "...";
+      fmt::print("  {:7} {}\n", v.name, text);
+    }
+
+    // ---- the book's claim against this run ----------------------------------------------------------
+    const ReportRow& base = report.rows()[0];
+    fmt::print("\nthe book: ~4x lower cost, <1% accuracy loss. This run, against f32:\n");
+    for (const ReportRow& row : report.rows()) {
+      if (row.variant == "f32") continue;
+      const double ppl = row.extra["perplexity"].get<double>(), base_ppl = base.extra["perplexity"].get<double>();
+      fmt::print("  {:7} {:4.2f}x the decode speed, {:4.2f}x less weight memory, perplexity {:+.2f}%, top-1 {:.2f}%\n",
+                 row.variant, row.speedup,
+                 base.extra["model_mb"].get<double>() / row.extra["model_mb"].get<double>(), 100.0 * (ppl / base_ppl - 1.0),
+                 100.0 * row.extra["top1_agreement"].get<double>());
+    }
+
+    if (!options.json.empty()) {
+      report.set_field("eval_text", eval_path);
+      report.set_field("eval_positions", variants[0].positions);
+      report.set_field("quant_path", std::string(cpu::quant_path_name(cpu::best_quant_path())));
+      nlohmann::ordered_json texts = nlohmann::ordered_json::object();
+      for (const Variant& v : variants) texts[v.name] = model.tokenizer->decode(v.decode.tokens);
+      report.set_field("greedy_text", texts);
+      write_report_json(report, options.json);
+    }
+    return 0;
+  });
+}
