@@ -1,6 +1,7 @@
 // test_sampler.cpp: the sampler chain, step by step, on seeded and hand-made inputs.
 #include "infer/core/error.h"
 #include "infer/engine/sampler.h"
+#include "infer/engine/sampling_filters.h"
 #include "test_util.h"
 
 #include <algorithm>
@@ -325,4 +326,115 @@ TEST_CASE("invalid configurations are rejected with the parameter's name") {
   CHECK(error_message(SamplerConfig{.frequency_penalty = NAN}).find("frequency_penalty") != std::string::npos);
   CHECK(error_message(SamplerConfig{.penalty_last_n = -1}).find("penalty_last_n") != std::string::npos);
   CHECK(error_message(SamplerConfig{.temperature = 0.8f, .top_k = 40, .top_p = 0.9f, .min_p = 0.05f}).empty());
+}
+
+// ---- The filtered distribution (ch08) -----------------------------------------------------------------
+
+namespace {
+
+// The sampler as it was before distribution() / draw() were split out of sample() (a readable copy):
+// penalties, greedy, top-k, softmax, top-p, min-p, then a draw scaled by the kept mass.
+int reference_sample(const SamplerConfig& config, std::mt19937_64& rng, std::vector<float> logits,
+                     const std::vector<int>& history) {
+  if (config.penalty_last_n > 0 && (config.repetition_penalty != 1.0f || config.presence_penalty != 0.0f ||
+                                    config.frequency_penalty != 0.0f)) {
+    const size_t window = std::min(history.size(), size_t(config.penalty_last_n));
+    std::map<int, int> counts;
+    for (size_t i = history.size() - window; i < history.size(); ++i) ++counts[history[i]];
+    for (const auto& [token, count] : counts) {
+      float& logit = logits[size_t(token)];
+      logit = logit > 0.0f ? logit / config.repetition_penalty : logit * config.repetition_penalty;
+      logit -= float(count) * config.frequency_penalty + config.presence_penalty;
+    }
+  }
+  if (config.temperature == 0.0f) return infer::argmax(logits);
+  std::vector<std::pair<float, int>> candidates;
+  for (size_t id = 0; id < logits.size(); ++id) candidates.emplace_back(logits[id], int(id));
+  if (config.top_k > 0 && size_t(config.top_k) < candidates.size()) {
+    std::partial_sort(candidates.begin(), candidates.begin() + config.top_k, candidates.end(), infer::ranks_before);
+    candidates.resize(size_t(config.top_k));
+  }
+  float max_logit = -INFINITY;
+  for (const auto& c : candidates) max_logit = std::max(max_logit, c.first);
+  double total = 0.0;
+  for (auto& c : candidates) {
+    c.first = std::exp((c.first - max_logit) * (1.0f / config.temperature));
+    total += c.first;
+  }
+  for (auto& c : candidates) c.first = float(c.first / total);
+  if (config.top_p < 1.0f) candidates.resize(infer::select_nucleus(candidates, config.top_p));
+  if (config.min_p > 0.0f) {
+    float p_max = 0.0f;
+    for (const auto& c : candidates) p_max = std::max(p_max, c.first);
+    std::erase_if(candidates, [&](const auto& c) { return c.first < config.min_p * p_max; });
+  }
+  double kept = 0.0;
+  for (const auto& c : candidates) kept += c.first;
+  const double target = double(rng() >> 11) * 0x1.0p-53 * kept;
+  double cumulative = 0.0;
+  for (const auto& c : candidates) {
+    cumulative += c.first;
+    if (target < cumulative) return c.second;
+  }
+  return candidates.back().second;
+}
+
+}  // namespace
+
+TEST_CASE("sample() = distribution() + draw(), token for token the sampler before the split, every filter") {
+  const int vocab = 1000;
+  std::mt19937_64 pick(77);
+  for (int trial = 0; trial < 60; ++trial) {
+    SamplerConfig config;
+    config.temperature = trial % 6 == 0 ? 0.0f : 0.3f + float(trial % 5) * 0.4f;
+    config.top_k = trial % 3 == 0 ? 0 : int(pick() % 200) + 1;
+    config.top_p = trial % 4 == 0 ? 1.0f : 0.5f + float(pick() % 50) / 100.0f;
+    config.min_p = trial % 5 == 0 ? 0.05f : 0.0f;
+    config.repetition_penalty = trial % 2 == 0 ? 1.3f : 1.0f;
+    config.frequency_penalty = trial % 7 == 0 ? 0.4f : 0.0f;
+    config.presence_penalty = trial % 7 == 0 ? 0.2f : 0.0f;
+    config.seed = 100 + uint64_t(trial);
+    Sampler sampler(config);
+    std::mt19937_64 reference_rng(config.seed);
+    std::vector<int> history;
+    for (int step = 0; step < 20; ++step) {
+      const std::vector<float> logits = infer::test::random_floats(size_t(vocab), uint64_t(trial * 100 + step), -4.0f, 4.0f);
+      std::vector<float> row = logits;
+      const int got = sampler.sample(row, history);
+      const int expected = reference_sample(config, reference_rng, logits, history);
+      INFO("trial " << trial << ", step " << step);
+      REQUIRE(got == expected);
+      history.push_back(got);
+    }
+  }
+}
+
+TEST_CASE("distribution() exposes the filtered probabilities that draw() samples from") {
+  SamplerConfig config;
+  config.temperature = 1.0f;
+  config.top_k = 3;
+  Sampler sampler(config);
+  // softmax over the 3 best of {log .5, log .3, log .1, log .1 - 1e-3}: the 4th is cut by top-k.
+  std::vector<float> logits = logits_from_probs({0.5, 0.3, 0.1, 0.0999});
+  infer::TokenDistribution dist;
+  sampler.distribution(logits, {}, dist);
+  CHECK(dist.candidates.size() == 3);
+  CHECK(dist.probability(0) == doctest::Approx(0.5 / 0.9));
+  CHECK(dist.probability(2) == doctest::Approx(0.1 / 0.9));
+  CHECK(dist.probability(3) == 0.0);
+  std::vector<float> dense(4);
+  dist.to_dense(dense);
+  CHECK(dense[1] == doctest::Approx(0.3 / 0.9));
+  CHECK(dense[3] == 0.0f);
+  // Draws follow it.
+  std::map<int, int> counts;
+  for (int i = 0; i < 20000; ++i) ++counts[sampler.draw(dist)];
+  check_frequencies(counts, {0.5 / 0.9, 0.3 / 0.9, 0.1 / 0.9, 0.0}, 20000);
+  // Temperature 0: the point mass on the argmax, drawn without the RNG.
+  Sampler greedy(SamplerConfig{});
+  std::vector<float> row{0.1f, 2.0f, -1.0f};
+  greedy.distribution(row, {}, dist);
+  CHECK(dist.greedy);
+  CHECK(dist.probability(1) == 1.0);
+  CHECK(greedy.draw(dist) == 1);
 }

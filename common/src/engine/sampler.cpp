@@ -93,61 +93,97 @@ int argmax(std::span<const float> values) {
 Sampler::Sampler(SamplerConfig config) : config_(config), rng_(config.seed) { validate(config_); }
 
 int Sampler::sample(std::span<float> logits, std::span<const int> history) {
+  distribution(logits, history, scratch_);
+  return draw(scratch_);
+}
+
+void Sampler::distribution(std::span<float> logits, std::span<const int> history, TokenDistribution& out) const {
   if (logits.empty()) fail("sampler: empty logits");
   if (penalties_enabled(config_)) apply_penalties(logits, history, config_);
+  std::vector<std::pair<float, int>>& candidates = out.candidates;
+  candidates.clear();
 
-  // Step 2: temperature 0 means "always the most likely token".
-  if (config_.temperature == 0.0f) return argmax(logits);
+  // Step 2: temperature 0 means "always the most likely token": a point mass.
+  out.greedy = config_.temperature == 0.0f;
+  if (out.greedy) {
+    candidates.emplace_back(1.0f, argmax(logits));
+    out.mass = 1.0;
+    return;
+  }
 
   // Step 3a: top-k. partial_sort leaves the k best, already in order, at the front.
-  candidates_.clear();
-  candidates_.reserve(logits.size());
-  for (size_t id = 0; id < logits.size(); ++id) candidates_.emplace_back(logits[id], static_cast<int>(id));
-  if (config_.top_k > 0 && static_cast<size_t>(config_.top_k) < candidates_.size()) {
-    const auto kth = candidates_.begin() + config_.top_k;
-    std::partial_sort(candidates_.begin(), kth, candidates_.end(), ranks_before);
-    candidates_.erase(kth, candidates_.end());
+  candidates.reserve(logits.size());
+  for (size_t id = 0; id < logits.size(); ++id) candidates.emplace_back(logits[id], static_cast<int>(id));
+  if (config_.top_k > 0 && static_cast<size_t>(config_.top_k) < candidates.size()) {
+    const auto kth = candidates.begin() + config_.top_k;
+    std::partial_sort(candidates.begin(), kth, candidates.end(), ranks_before);
+    candidates.erase(kth, candidates.end());
   }
 
   // Step 3b: softmax(l / T). Subtracting the max logit first keeps exp() in (0, 1]: no overflow,
   // and the result is unchanged because the common factor exp(-max / T) cancels in the ratio.
   float max_logit = -INFINITY;
-  for (const auto& [logit, id] : candidates_) max_logit = std::max(max_logit, logit);
+  for (const auto& [logit, id] : candidates) max_logit = std::max(max_logit, logit);
   if (!std::isfinite(max_logit)) fail("sampler: logits have no finite maximum (got {})", max_logit);
   const float inv_temperature = 1.0f / config_.temperature;
   double total = 0.0;
-  for (auto& [value, id] : candidates_) {
+  for (auto& [value, id] : candidates) {
     value = std::exp((value - max_logit) * inv_temperature);  // unnormalised probability
     total += value;
   }
   // The max term contributes exp(0) = 1, so total >= 1 unless a logit was NaN.
   if (!std::isfinite(total)) fail("sampler: logits contain NaN");
-  for (auto& [value, id] : candidates_) value = static_cast<float>(value / total);
+  for (auto& [value, id] : candidates) value = static_cast<float>(value / total);
 
   // Step 3c: top-p (nucleus): the smallest prefix of the sorted distribution whose mass reaches
   // top_p. The first token is always kept, so a tiny top_p degrades to greedy, never to nothing.
-  if (config_.top_p < 1.0f) candidates_.resize(select_nucleus(candidates_, config_.top_p));
+  if (config_.top_p < 1.0f) candidates.resize(select_nucleus(candidates, config_.top_p));
 
   // Step 3d: min-p: keep p >= min_p * p_max. The token holding p_max always passes.
   if (config_.min_p > 0.0f) {
     float p_max = 0.0f;
-    for (const auto& [p, id] : candidates_) p_max = std::max(p_max, p);
+    for (const auto& [p, id] : candidates) p_max = std::max(p_max, p);
     const float threshold = config_.min_p * p_max;
-    std::erase_if(candidates_, [threshold](const auto& candidate) { return candidate.first < threshold; });
+    std::erase_if(candidates, [threshold](const auto& candidate) { return candidate.first < threshold; });
   }
 
+  // What the filters kept; draw() and probability() divide by it instead of renormalising each entry.
+  out.mass = 0.0;
+  for (const auto& [p, id] : candidates) out.mass += p;
+}
+
+int Sampler::draw(const TokenDistribution& dist) {
+  if (dist.candidates.empty()) fail("sampler: drawing from an empty distribution");
+  if (dist.greedy) return dist.candidates.front().second;
   // Step 4: draw. Rather than renormalising every entry, scale the uniform by the kept mass: the
   // token whose cumulative interval [c_(i-1), c_i) contains u * mass is chosen with p_i / mass.
-  double kept_mass = 0.0;
-  for (const auto& [p, id] : candidates_) kept_mass += p;
-  const double target = uniform_01(rng_) * kept_mass;
+  const double target = uniform_01(rng_) * dist.mass;
   double cumulative = 0.0;
-  for (const auto& [p, id] : candidates_) {
+  for (const auto& [p, id] : dist.candidates) {
     cumulative += p;
     if (target < cumulative) return id;
   }
   // Only reachable through rounding when target lands at the very top: the last kept token.
-  return candidates_.back().second;
+  return dist.candidates.back().second;
+}
+
+double Sampler::uniform() { return uniform_01(rng_); }
+
+// ---- TokenDistribution ---------------------------------------------------------------------------
+
+double TokenDistribution::probability(int id) const {
+  for (const auto& [p, candidate] : candidates)
+    if (candidate == id) return double(p) / mass;
+  return 0.0;
+}
+
+void TokenDistribution::to_dense(std::span<float> probs) const {
+  std::fill(probs.begin(), probs.end(), 0.0f);
+  for (const auto& [p, id] : candidates) {
+    if (id < 0 || size_t(id) >= probs.size())
+      fail("sampler: token {} is outside the vocabulary of {}", id, probs.size());
+    probs[size_t(id)] = float(double(p) / mass);
+  }
 }
 
 }  // namespace infer

@@ -71,7 +71,7 @@ ForwardStats Transformer::forward(const Batch& batch, PagedKVCache& cache, float
   be.embed(weights_.token_embedding(), batch.tokens.data(), n, x_.data());
   if (check_finite_) check_activation(x_.data(), size_t(n) * c.dim, -1, "token embedding");
 
-  for (int l = 0; l < c.n_layers; ++l) {
+  for (int l = 0; l < layers_run(); ++l) {
     const LayerWeights& w = weights_.layers()[l];
 
     // ---- attention block: x += Wo . attention(rope(Wq xn), rope(Wk xn), Wv xn) -------------------
@@ -138,7 +138,18 @@ ForwardStats Transformer::forward(const Batch& batch, PagedKVCache& cache, float
   }
 
   stats.weight_bytes = weights_.bytes_per_forward(n);
+  for (int l = layers_run(); l < c.n_layers; ++l) {  // early exit: the layers skipped are not read
+    const LayerWeights& w = weights_.layers()[l];
+    for (const Matrix* m : {&w.wq, &w.wk, &w.wv, &w.wo, &w.w_gate, &w.w_up, &w.w_down}) stats.weight_bytes -= m->n_bytes();
+    stats.weight_bytes -= w.attn_norm.bytes() + w.ffn_norm.bytes();
+  }
   return stats;
+}
+
+void Transformer::set_layer_limit(int layers) {
+  if (layers < 0 || layers > config().n_layers)
+    fail("Transformer: layer limit {} is outside [0, {}] (0 = every layer)", layers, config().n_layers);
+  layer_limit_ = layers;
 }
 
 // ---- the one-sequence case (ch05) ----------------------------------------------------------------------

@@ -6,6 +6,9 @@
 //   2. temperature == 0 -> greedy argmax (ties go to the lowest id)
 //   3. top-k, then softmax(logits / temperature), then top-p (nucleus) and min-p filters
 //   4. draw from the renormalised distribution with the seeded RNG
+// Steps 1-3 are distribution() (no randomness), step 4 is draw(); sample() is the two in a row.
+// Speculative decoding (ch08) needs steps 1-3 alone: it compares the target's and the draft's
+// filtered distributions, p(x) and q(x), token by token.
 #pragma once
 
 #include <cstdint>
@@ -27,17 +30,39 @@ struct SamplerConfig {
   uint64_t seed = 42;
 };
 
+// The filtered next-token distribution: what survives penalties, temperature, top-k, top-p and
+// min-p. `candidates` hold (probability, id) in the order draw() walks them; the probabilities are
+// the softmax's before the filters cut it, so they sum to `mass` (<= 1), and token id is drawn with
+// probability p / mass. Temperature 0 is the point mass {(1, argmax)}.
+struct TokenDistribution {
+  std::vector<std::pair<float, int>> candidates;
+  double mass = 0.0;
+  bool greedy = false;  // temperature 0: one candidate, drawn without consuming the RNG
+
+  // Probability of `id` after renormalisation (0 if filtered out). Linear in the candidates.
+  double probability(int id) const;
+  // Every probability after renormalisation, into `probs` (vocab_size floats; filtered tokens get 0).
+  void to_dense(std::span<float> probs) const;
+};
+
 class Sampler {
  public:
   explicit Sampler(SamplerConfig config);
   // `logits` is modified in place. `history` holds the tokens so far (prompt + generated).
   int sample(std::span<float> logits, std::span<const int> history);
+  // Steps 1-3 only: the distribution sample() would draw from, into `out` (its storage is reused).
+  // `logits` is modified in place (penalties). Consumes no randomness.
+  void distribution(std::span<float> logits, std::span<const int> history, TokenDistribution& out) const;
+  // Step 4: one draw from `dist` (one uniform from the RNG, none when dist.greedy).
+  int draw(const TokenDistribution& dist);
+  // A uniform double in [0, 1) from the same seeded stream (speculative acceptance tests use it).
+  double uniform();
   const SamplerConfig& config() const { return config_; }
 
  private:
   SamplerConfig config_;
   std::mt19937_64 rng_;
-  std::vector<std::pair<float, int>> candidates_;  // scratch, reused between calls
+  TokenDistribution scratch_;  // sample()'s distribution, reused between calls
 };
 
 // Index of the largest value; ties go to the lowest index.

@@ -51,6 +51,13 @@ class Transformer {
   void set_check_finite(bool on) { check_finite_ = on; }
   bool check_finite() const { return check_finite_; }
 
+  // Early exit (ch08's layer-skipping draft): every pass runs only the first `layers` layers, then the final
+  // norm and the classifier as usual (0 = all layers, the default). A second Transformer over the same Weights
+  // with a limit is a draft that shares every weight. The cache is still the full model's (only the first
+  // `layers` layers of it are used). Throws infer::Error outside [0, n_layers].
+  void set_layer_limit(int layers);
+  int layers_run() const { return layer_limit_ > 0 ? layer_limit_ : weights_.config().n_layers; }
+
   const ModelConfig& config() const { return weights_.config(); }
   const Weights& weights() const { return weights_; }
   Backend& backend() { return backend_; }
@@ -61,6 +68,7 @@ class Transformer {
   Backend& backend_;
   int max_tokens_;
   bool check_finite_ = false;
+  int layer_limit_ = 0;  // 0: every layer
   std::vector<float> check_host_;  // host copy of the activation being checked
   // Throws when `count` floats at `data` (backend memory) hold a NaN/Inf; `layer` < 0: outside the layers.
   void check_activation(const float* data, size_t count, int layer, const char* op);

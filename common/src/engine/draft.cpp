@@ -1,0 +1,93 @@
+// draft.cpp: the drafts of speculative decoding (draft.h).
+#include "infer/engine/draft.h"
+
+#include "infer/core/error.h"
+
+#include <algorithm>
+
+namespace infer {
+
+// ---- (a) (b) (c): a model decodes gamma tokens ------------------------------------------------------
+
+ModelDraft::ModelDraft(std::string name, Transformer& model, int capacity, KVStorage storage)
+    : name_(std::move(name)),
+      runner_(make_sequence_runner(model, capacity, storage)),
+      logits_(size_t(model.config().vocab_size)) {}
+
+void ModelDraft::begin(std::span<const int> prompt) {
+  runner_->truncate(0);
+  runner_->sync(prompt, /*keep_out=*/1, logits_.data());
+}
+
+void ModelDraft::propose(std::span<const int> sequence, int gamma, Sampler& sampler, DraftProposal& out) {
+  out.clear();
+  if (gamma <= 0) return;
+  const size_t vocab = logits_.size();
+  // Catch up: keep the cached prefix still in the sequence (the rejected guesses of the last round go)
+  // and run the rest in one pass (the target's correction or bonus token, plus the last guess when every
+  // guess was accepted); its last row is the distribution of the first guess.
+  if (runner_->sync(sequence, /*keep_out=*/0, logits_.data()) == 0) {
+    // Everything was cached already (propose() twice on one sequence): rerun the last token for its logits.
+    runner_->truncate(int(sequence.size()) - 1);
+    runner_->extend(sequence.subspan(sequence.size() - 1), logits_.data(), /*all_rows=*/false);
+  }
+  ++passes_;
+  history_.assign(sequence.begin(), sequence.end());
+  for (int i = 0; i < gamma; ++i) {
+    sampler.distribution(logits_, history_, dist_);
+    const int token = sampler.draw(dist_);
+    out.tokens.push_back(token);
+    if (!dist_.greedy) {
+      out.q.resize(out.tokens.size() * vocab);
+      dist_.to_dense(std::span<float>(out.q).subspan(out.q.size() - vocab));
+    }
+    history_.push_back(token);
+    if (i + 1 == gamma) break;  // the last guess is run at the next catch-up, if it is accepted
+    runner_->extend(std::span<const int>(&history_.back(), 1), logits_.data(), /*all_rows=*/false);
+    ++passes_;
+  }
+}
+
+// ---- (d): prompt lookup ---------------------------------------------------------------------------
+
+NgramDraft::NgramDraft(int max_ngram, int min_ngram) : max_ngram_(max_ngram), min_ngram_(min_ngram) {
+  if (min_ngram < 1 || max_ngram < min_ngram)
+    fail("prompt lookup: n-gram sizes must satisfy 1 <= min ({}) <= max ({})", min_ngram, max_ngram);
+}
+
+void NgramDraft::propose(std::span<const int> sequence, int gamma, Sampler& /*sampler*/, DraftProposal& out) {
+  out.clear();
+  const int length = int(sequence.size());
+  if (gamma <= 0) return;
+  // Longest n first: a longer match is more specific, so its continuation is more likely right.
+  for (int n = std::min(max_ngram_, length - 1); n >= min_ngram_; --n) {
+    const std::span<const int> suffix = sequence.subspan(size_t(length - n));
+    // Most recent earlier occurrence first (start < length - n, so it is not the suffix itself).
+    for (int start = length - n - 1; start >= 0; --start) {
+      if (!std::equal(suffix.begin(), suffix.end(), sequence.begin() + start)) continue;
+      const int follow = start + n;  // the token after the match, < length
+      const int count = std::min(gamma, length - follow);
+      out.tokens.assign(sequence.begin() + follow, sequence.begin() + follow + count);
+      return;
+    }
+  }
+}
+
+// ---- compatibility --------------------------------------------------------------------------------
+
+void check_draft_compatible(const ModelConfig& target, const ModelConfig& draft, const Tokenizer* target_tokenizer,
+                            const Tokenizer* draft_tokenizer) {
+  if (draft.vocab_size != target.vocab_size)
+    fail("draft model: its vocabulary has {} tokens, the target's {}; a draft must share the target's vocabulary",
+         draft.vocab_size, target.vocab_size);
+  if (target_tokenizer == nullptr || draft_tokenizer == nullptr) return;
+  if (draft_tokenizer->bos_id() != target_tokenizer->bos_id() || draft_tokenizer->eos_id() != target_tokenizer->eos_id())
+    fail("draft model: special tokens differ (BOS {} / EOS {} in the draft, {} / {} in the target)",
+         draft_tokenizer->bos_id(), draft_tokenizer->eos_id(), target_tokenizer->bos_id(), target_tokenizer->eos_id());
+  for (int id = 0; id < target.vocab_size; ++id)
+    if (draft_tokenizer->piece(id) != target_tokenizer->piece(id))
+      fail("draft model: token {} is '{}' in the draft's vocabulary but '{}' in the target's", id,
+           draft_tokenizer->piece(id), target_tokenizer->piece(id));
+}
+
+}  // namespace infer
