@@ -148,13 +148,7 @@ int main(int argc, char** argv) {
 
   return run_reporting_errors([&] {
     const int threads = resolve_threads(options.threads);
-    if (options.device == "cuda") {
-      const std::string reason = cuda_unavailable_reason();
-      if (!reason.empty()) {
-        fmt::print("--device cuda: no usable GPU ({}).\nRunning the CPU part of this chapter instead.\n\n", reason);
-        options.device = "cpu";
-      }
-    }
+    fall_back_to_cpu_without_gpu(options);
     const bool on_gpu = options.device == "cuda";
     auto backend = make_backend(options.device, threads);
     LoadedModel model = load_model(options);

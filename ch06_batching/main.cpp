@@ -139,6 +139,10 @@ int main(int argc, char** argv) {
   options.max_tokens = 64;  // output tokens per request
   options.threads = 2;
   add_common_options(app, options);
+  // The workloads are seeded token ids decoded greedily (outputs compared token for token): the prompt, chat
+  // and sampling flags would not be honoured, so they are not offered (--seed seeds the workloads).
+  remove_options(app, {"--prompt", "--chat", "--temperature", "--top-p", "--top-k", "--min-p", "--repeat-penalty",
+                       "--presence-penalty", "--frequency-penalty"});
   int requests = 64;
   int prompt_len = 64;
   int solo = 8;
@@ -197,6 +201,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   return run_reporting_errors([&] {
+    fall_back_to_cpu_without_gpu(options);  // no usable GPU: the same notice and CPU run as every chapter
     if (options.device != "cpu") fail("ch06_batching runs on the CPU (--device cpu); the paged CUDA path is not wired here");
     const int threads = resolve_threads(options.threads);
     auto backend = make_backend(options.device, threads);
@@ -224,6 +229,7 @@ int main(int argc, char** argv) {
     const int token_min = config.vocab_size > 512 ? 256 : 0;
     const int pool_blocks = num_blocks;  // 0: each run's pool holds its running requests' full lengths
     Transformer transformer(weights, *backend, std::max({step_tokens, prompt_len, system_prompt + shared_own}));
+    transformer.set_check_finite(options.check_numerics);
     const Setup setup{&transformer, block_size, pool_blocks, step_tokens};
     fmt::print("  engine  max batch {}, step budget {} tokens, KV blocks of {} positions, pool {}\n", max_batch, step_tokens,
                block_size, pool_blocks > 0 ? fmt::format("{} blocks", pool_blocks)
@@ -427,6 +433,7 @@ int main(int argc, char** argv) {
         fmt::print("\n== Part 5: long contexts: one sequence, prefill of C tokens, then decode with C tokens cached ==\n");
         fmt::print(stderr, "long contexts {} (prefill + 16 decode steps each, fastest of 2)\n", contexts_text);
         Transformer long_model(weights, *backend, longest);
+        long_model.set_check_finite(options.check_numerics);
         const std::vector<ContextSpeed> speeds = measure_long_context(long_model, contexts, 16, 2, block_size);
         fmt::print("{:>8} | {:>10} | {:>13} | {:>13} | {:>12}\n", "context", "prefill ms", "prefill tok/s", "decode ms/tok",
                    "decode tok/s");

@@ -30,12 +30,28 @@ source "${repo_root}/scripts/lib/packages.sh"
 source "${repo_root}/scripts/lib/preset.sh"
 
 say "packages"
-check_packages
+check_packages "${test_packages[@]}"
 check_preset
 reset_foreign_cache
 jobs=$(build_jobs)
 nvcc=$(nvcc_path)
 echo "preset: ${preset}   jobs: ${jobs}   nvcc: ${nvcc:-none}   source: ${repo_root}"
+
+# The ch09 server's loopback tests use real HTTP clients: requests and the official openai package from PyPI,
+# in a venv inside the build folder (Debian's python3 with --system-site-packages, so python3-selenium from
+# scripts/lib/packages.sh is seen too). Without the network the venv stays without them and those tests skip.
+say "python test clients (build/${preset}/serve-venv)"
+venv="build/${preset}/serve-venv"
+system_python=/usr/bin/python3
+[[ -x "$system_python" ]] || system_python=$(command -v python3 || true)
+if [[ -n "$system_python" && ! -x "${venv}/bin/python3" ]]; then
+  mkdir -p "build/${preset}"
+  "$system_python" -m venv --system-site-packages "$venv" || echo "test.sh: could not create ${venv}; the ch09 tests will skip"
+fi
+if [[ -x "${venv}/bin/python3" ]]; then
+  "${venv}/bin/python3" -m pip install -q --disable-pip-version-check 'requests>=2.28' 'openai>=1.30' ||
+    echo "test.sh: pip could not install requests/openai (offline?); the ch09 loopback tests will skip"
+fi
 
 say "configure (cmake --preset ${preset})"
 cmake --preset "$preset"

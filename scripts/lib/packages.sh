@@ -3,7 +3,7 @@
 # One list for everyone: scripts/test.sh and scripts/run.sh source this file, and the Dockerfiles run it.
 #
 #   source scripts/lib/packages.sh; check_packages             # from a script (test.sh, run.sh)
-#   bash scripts/lib/packages.sh [EXTRA_PACKAGE...]            # standalone: the list plus extras (Dockerfiles)
+#   bash scripts/lib/packages.sh [EXTRA_PACKAGE...]            # standalone: both lists plus extras (Dockerfiles)
 #
 # As root the missing packages are installed (apt-get update + install, no recommends); as another user the
 # check stops with the exact command to run. INFER_SKIP_DEPS=1 skips the check (non-Debian systems; CMake still
@@ -15,9 +15,15 @@
 #   needs no libomp-dev), pkg-config (for libpcre2-8.pc), libfmt-dev (fmtConfig.cmake),
 #   libcli11-dev (CLI11Config.cmake), nlohmann-json3-dev (nlohmann_jsonConfig.cmake),
 #   doctest-dev (doctestConfig.cmake + doctest.cmake), libbenchmark-dev (benchmarkConfig.cmake),
-#   libpcre2-dev (libpcre2-8.pc).
+#   libpcre2-dev (libpcre2-8.pc), libcpp-httplib-dev (cpp-httplib.pc, ch09's HTTP server and client; it brings
+#   libssl-dev, zlib1g-dev and libbrotli-dev; zlib also deflates ch09's PNG plot).
 required_packages=(cmake ninja-build g++ pkg-config libfmt-dev libcli11-dev nlohmann-json3-dev doctest-dev
-                   libbenchmark-dev libpcre2-dev)
+                   libbenchmark-dev libpcre2-dev libcpp-httplib-dev)
+
+# Only for the tests (scripts/test.sh checks them too, scripts/run.sh does not): ch09's loopback tests need
+#   python3-venv (a venv for requests + openai from PyPI) and a real headless browser for the chat page:
+#   chromium, chromium-driver, python3-selenium.
+test_packages=(python3-venv chromium chromium-driver python3-selenium)
 
 # Only for the libFuzzer build (the `fuzz` preset, scripts/fuzz.sh and CI's fuzz stage), not for building or testing:
 #   clang (clang++ with -fsanitize=fuzzer), libclang-rt-dev (the libFuzzer, ASan and UBSan runtimes: on Debian 12 it
@@ -56,8 +62,9 @@ check_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
 }
 
-# Run as a program (not sourced): check the list plus the packages named on the command line.
+# Run as a program (not sourced; the Dockerfiles, whose images run the tests): check both lists plus the
+# packages named on the command line.
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
   set -euo pipefail
-  check_packages "$@"
+  check_packages "${test_packages[@]}" "$@"
 fi

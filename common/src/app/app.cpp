@@ -55,6 +55,21 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
   app.add_option("--synthetic", o.synthetic_preset, "Shape of the synthetic fallback model (tiny, stories260k, smollm2-135m, tinyllama-1.1b)");
 }
 
+void remove_options(CLI::App& app, std::initializer_list<const char*> names) {
+  for (const char* name : names) {
+    if (!app.remove_option(app.get_option(name))) fail("remove_options: {} is not an option", name);
+  }
+}
+
+void fall_back_to_cpu_without_gpu(CommonOptions& options) {
+  if (options.device != "cuda") return;
+  const std::string reason = cuda_unavailable_reason();
+  if (reason.empty()) return;
+  fmt::print("--device cuda: no usable GPU ({}).\nRunning on the CPU instead.\n\n", reason);
+  std::fflush(stdout);
+  options.device = "cpu";
+}
+
 std::string default_model_path() {
   // models/ under the working directory first (a binary run from another checkout), then the project's
   // search order (infer/core/model_search.h: INFER_MODELS_DIR, <repository>/models, ../shared/models).

@@ -80,6 +80,10 @@ std::string default_system_message(std::string_view chat_template) {
 
 }  // namespace
 
+std::string chat_template_default_system(std::string_view chat_template) {
+  return default_system_message(chat_template);
+}
+
 std::string apply_chat_template(const TokenizerData& data, std::string_view user_prompt,
                                 std::string_view system_prompt) {
   if (data.chat_template.find("<|im_start|>") == std::string::npos) return std::string(user_prompt);

@@ -46,6 +46,19 @@ struct CommonOptions {
 // --json, --weights, --chat, --synthetic, --check-numerics on `app`.
 void add_common_options(CLI::App& app, CommonOptions& options);
 
+// Removes shared flags a program does not honour (a greedy comparison has no use for --temperature; a server
+// takes its prompts over HTTP): every flag a program offers is one it honours (DESIGN.md section 3).
+void remove_options(CLI::App& app, std::initializer_list<const char*> names);
+// The flags of the sampler (--temperature, --top-p, --top-k, --min-p, --repeat-penalty, --presence-penalty,
+// --frequency-penalty, --seed), for programs that decode greedily by construction.
+inline constexpr std::initializer_list<const char*> kSamplingOptionNames = {
+    "--temperature", "--top-p", "--top-k", "--min-p", "--repeat-penalty", "--presence-penalty", "--frequency-penalty",
+    "--seed"};
+
+// --device cuda where no GPU is usable (no device, no driver, or a CPU-only build): every chapter behaves the
+// same, saying why on stdout and running on the CPU (options.device becomes "cpu").
+void fall_back_to_cpu_without_gpu(CommonOptions& options);
+
 // The default model, SmolLM2-135M-Instruct.Q4_1.gguf: models/ under the working directory, then the
 // search order of infer/core/model_search.h (scripts/fetch_models.sh puts it in models/). Empty if absent.
 std::string default_model_path();

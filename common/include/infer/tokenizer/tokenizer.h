@@ -59,4 +59,8 @@ TokenizerData load_hf_tokenizer_json(const std::string& path);
 std::string apply_chat_template(const TokenizerData& data, std::string_view user_prompt,
                                 std::string_view system_prompt = "");
 
+// The system turn a ChatML template writes when the conversation has none, when it is a plain literal
+// (SmolLM2: "You are a helpful AI assistant named SmolLM, trained by Hugging Face"); "" otherwise.
+std::string chat_template_default_system(std::string_view chat_template);
+
 }  // namespace infer
