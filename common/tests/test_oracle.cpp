@@ -3,16 +3,20 @@
 //  - every tensor of the shipped SmolLM2-135M-Instruct Q4_1 file, and of the oracle's Q4_K_M file, dequantizes
 //    to exactly llama.cpp's float32 bytes (272 sha256 each, smollm2-oracle/<type>.dequantized.tsv);
 //  - greedy decoding with f32 weights reproduces llama.cpp's four continuations
-//    (smollm2-oracle/greedy_f32.jsonl) through the naive and the cached generators.
+//    (smollm2-oracle/greedy_f32.jsonl) through the naive and the cached generators and the batching engine
+//    (the four prompts decoded together).
 // Each test names the file it misses (skipped on a reader's machine, failed in CI: test_util.h).
 #include "golden_util.h"
+#include "infer/engine/engine.h"
 #include "infer/engine/generator.h"
 #include "infer/formats/model_file.h"
 #include "infer/tokenizer/tokenizer.h"
 #include "oracle_util.h"
 #include "sha256.h"
 
+#include <functional>
 #include <map>
+#include <memory>
 
 using namespace infer;
 
@@ -92,9 +96,13 @@ TEST_CASE("oracle: every tensor of the Q4_K_M file dequantizes to llama.cpp's ex
 
 namespace {
 
-// The four greedy continuations of greedy_f32.jsonl with GeneratorType on 2 CPU threads, f32 weights.
-template <typename GeneratorType>
-void check_oracle_continuations(const std::string& path_name) {
+// Builds the decoding path to check, given the model and the four cases (a batched path runs them all at once).
+using MakeGreedyPath = std::function<test::GreedyPath(Transformer&, const Tokenizer&,
+                                                      const std::vector<test::OracleContinuation>&)>;
+
+// The four greedy continuations of greedy_f32.jsonl through the path make_path builds, on 2 CPU threads,
+// f32 weights.
+void check_oracle_continuations(const std::string& path_name, const MakeGreedyPath& make_path) {
   INFER_MODEL_FILE(model_path, test::kSmolLM2);
   INFER_MODEL_FILE(greedy_path, test::kOracleGreedy);
   const std::vector<test::OracleContinuation> cases = test::read_oracle_greedy(greedy_path);
@@ -109,21 +117,61 @@ void check_oracle_continuations(const std::string& path_name) {
   size_t longest = 0;
   for (const auto& oracle : cases) longest = std::max(longest, tokenizer->encode(oracle.prompt, false).size());
   Transformer transformer(weights, *backend, int(longest) + cases.front().max_tokens);
-  test::check_greedy_oracle(
-      cases, *tokenizer,
-      [&](const std::vector<int>& prompt, int max_new, const std::vector<int>& stop) {
-        GeneratorType generator(transformer);
-        return generator.generate(prompt, test::greedy_options(max_new, stop)).tokens;
-      },
-      path_name);
+  test::check_greedy_oracle(cases, *tokenizer, make_path(transformer, *tokenizer, cases), path_name);
+}
+
+// One request at a time through a single-sequence generator.
+template <typename GeneratorType>
+test::GreedyPath generator_path(Transformer& transformer, const Tokenizer&,
+                                const std::vector<test::OracleContinuation>&) {
+  return [&transformer](const std::vector<int>& prompt, int max_new, const std::vector<int>& stop) {
+    GeneratorType generator(transformer);
+    return generator.generate(prompt, test::greedy_options(max_new, stop)).tokens;
+  };
+}
+
+// The batching engine (ch06): the four prompts submitted at once, decoded together in shared steps over the
+// paged KV cache (small blocks, a small step budget so prefill is chunked); the path then hands back each
+// prompt's tokens. Also checks that every block is free again afterwards.
+test::GreedyPath engine_path(Transformer& transformer, const Tokenizer& tokenizer,
+                             const std::vector<test::OracleContinuation>& cases) {
+  std::vector<int> end_of_generation;  // the same stop set check_greedy_oracle passes to the path
+  for (int id = 0; id < tokenizer.vocab_size(); ++id)
+    if (tokenizer.is_end_of_generation(id)) end_of_generation.push_back(id);
+  EngineOptions options;
+  options.block_size = 8;
+  options.num_blocks = 64;
+  options.max_batch = 4;
+  options.max_step_tokens = 16;
+  Engine engine(transformer, options);
+  auto outputs = std::make_shared<std::map<std::vector<int>, std::vector<int>>>();
+  for (const auto& oracle : cases) {
+    const std::vector<int> prompt = tokenizer.encode(oracle.prompt, /*add_bos=*/false);
+    RequestParams params;
+    params.max_tokens = oracle.max_tokens;
+    params.stop_tokens = end_of_generation;
+    std::vector<int>& tokens = (*outputs)[prompt];
+    engine.add_request(prompt, params, [&tokens](const RequestEvent& event) {
+      REQUIRE_MESSAGE((event.finish != FinishReason::error && event.finish != FinishReason::aborted), event.error);
+      if (event.token >= 0) tokens.push_back(event.token);
+    });
+  }
+  while (engine.has_work()) engine.step();
+  const EngineStats stats = engine.stats();
+  CHECK(stats.blocks_free == stats.blocks_total);
+  return [outputs](const std::vector<int>& prompt, int, const std::vector<int>&) { return outputs->at(prompt); };
 }
 
 }  // namespace
 
 TEST_CASE("oracle: greedy f32 continuations equal llama.cpp's (cached generator)") {
-  check_oracle_continuations<CachedGenerator>("cached generator");
+  check_oracle_continuations("cached generator", generator_path<CachedGenerator>);
 }
 
 TEST_CASE("oracle: greedy f32 continuations equal llama.cpp's (naive generator)") {
-  check_oracle_continuations<NaiveGenerator>("naive generator");
+  check_oracle_continuations("naive generator", generator_path<NaiveGenerator>);
+}
+
+TEST_CASE("oracle: greedy f32 continuations equal llama.cpp's (batching engine, all four in one batch)") {
+  check_oracle_continuations("batching engine", engine_path);
 }
