@@ -36,10 +36,13 @@
 #include <cstring>
 
 #if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
 #include <immintrin.h>
 // GCC 12's 512-bit insert/convert intrinsics start from an undefined vector: false -Wmaybe-uninitialized.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 #define INFER_QUANT_X86 1
 #else
 #define INFER_QUANT_X86 0
@@ -361,16 +364,24 @@ std::string_view quant_path_name(QuantPath path) {
   return "?";
 }
 
+#if INFER_QUANT_X86
+// F16C (CPUID leaf 1, ECX bit 29), asked through CPUID: clang 14's __builtin_cpu_supports does not know "f16c".
+static bool cpu_has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && ((ecx >> 29) & 1u) != 0;
+}
+#endif
+
 bool quant_path_supported(QuantPath path) {
   switch (path) {
     case QuantPath::Reference: return true;
 #if INFER_QUANT_X86
     case QuantPath::Avx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     case QuantPath::Avx512Vnni:
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-             __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+             __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("fma") && cpu_has_f16c();
 #else
     default: return false;
 #endif
