@@ -37,15 +37,28 @@ def env_path(name):
     return value
 
 
+def find_model_file(name):
+    """The model search order of common/include/infer/core/model_search.h: INFER_MODELS_DIR, the repository's
+    models/, then ../shared/models (SHARED_MODELS); none of them with INFER_HIDE_SHARED_MODELS=1."""
+    if os.environ.get("INFER_HIDE_SHARED_MODELS") == "1":
+        return None
+    repo_models = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "models")
+    folders = [os.environ.get("INFER_MODELS_DIR"), repo_models, env_path("SHARED_MODELS")]
+    for folder in folders:
+        if folder and os.path.exists(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return None
+
+
 def stories260k_args():
-    models = env_path("SHARED_MODELS")
-    model = os.path.join(models, "stories260K", "stories260K.bin")
-    tokenizer = os.path.join(models, "stories260K", "tok512.bin")
-    if not os.path.exists(model):
-        if os.environ.get("INFER_REQUIRE_MODELS") == "1":  # CI: a missing model is a failure, not a skip
-            print(f"FAILED: {model} missing and INFER_REQUIRE_MODELS=1")
+    model = find_model_file(os.path.join("stories260K", "stories260K.bin"))
+    tokenizer = find_model_file(os.path.join("stories260K", "tok512.bin"))
+    if model is None or tokenizer is None:
+        hidden = os.environ.get("INFER_HIDE_SHARED_MODELS") == "1"
+        if os.environ.get("INFER_REQUIRE_MODELS") == "1" and not hidden:  # CI: a missing model fails
+            print("FAILED: stories260K/stories260K.bin or tok512.bin missing and INFER_REQUIRE_MODELS=1")
             sys.exit(1)
-        skip(f"{model} missing (../shared/models)")
+        skip("stories260K/stories260K.bin or tok512.bin missing (searched INFER_MODELS_DIR, models/, ../shared/models)")
     return ["--model", model, "--tokenizer", tokenizer]
 
 
