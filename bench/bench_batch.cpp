@@ -142,29 +142,3 @@ void BM_matmul_batch(benchmark::State& state) {
 BENCHMARK(BM_matmul_batch)->ArgName("n")->Arg(1)->Arg(4)->Arg(16)->Arg(64)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 }  // namespace
-
-namespace {
-
-// ---- the prefill GEMM at a short and a long prompt: the same work per token? ------------------------
-// range(0) rows x range(1) cols f32 weights, range(2) tokens. GFLOP/s at n = 2048 against n = 128 shows
-// whether the long prompt's tokens (x: n * cols floats, 4.7 MB for 2048 x 576) still meet the weights in cache.
-void BM_gemm_prefill(benchmark::State& state) {
-  const int rows = int(state.range(0)), cols = int(state.range(1)), n = int(state.range(2));
-  const auto w = random_values(size_t(rows) * cols, 1);
-  const auto x = random_values(size_t(n) * cols, 2);
-  std::vector<float> y(size_t(n) * rows);
-  const infer::Matrix weight{infer::DType::F32, rows, cols, w.data()};
-  const int threads = omp_get_max_threads();
-  for (auto _ : state) {
-    infer::cpu::matmul(weight, x.data(), y.data(), n, threads);
-    benchmark::DoNotOptimize(y.data());
-    benchmark::ClobberMemory();
-  }
-  state.counters["GFLOP"] = benchmark::Counter(2.0 * n * rows * cols * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["threads"] = threads;
-}
-BENCHMARK(BM_gemm_prefill)->ArgNames({"rows", "cols", "n"})
-    ->Args({1536, 576, 128})->Args({1536, 576, 2048})->Args({576, 1536, 128})->Args({576, 1536, 2048})
-    ->Unit(benchmark::kMillisecond)->UseRealTime();
-
-}  // namespace
