@@ -10,6 +10,7 @@
 #include "infer/app/hardware.h"
 
 #include "infer/core/error.h"
+#include "infer/core/host_memory.h"
 
 #include <omp.h>
 
@@ -108,8 +109,9 @@ BandwidthResult measure_read_bandwidth(size_t bytes, int threads, int repetition
   if (repetitions < 1) fail("measure_read_bandwidth: repetitions = {} (must be >= 1)", repetitions);
 
   const size_t n = bytes / sizeof(float);
-  // for_overwrite: no value-initialisation, so no single-threaded first touch of every page.
-  auto buffer = std::make_unique_for_overwrite<float[]>(n);
+  // Allocated as the CPU backend allocates weights (host_memory.h: huge pages from 2 MiB), so the probe
+  // and the decode it is compared with read through the same kind of pages.
+  const std::unique_ptr<float, void (*)(void*)> buffer(static_cast<float*>(allocate_host(n * sizeof(float))), free_host);
   // Ones keep every partial sum finite; the value does not matter, only that the reads happen.
   parallel_fill(buffer.get(), n, 1.0f, threads);
 
