@@ -9,8 +9,11 @@
 #include "infer/engine/engine.h"
 
 #include "infer/core/error.h"
+#include "infer/engine/draft.h"
+#include "infer/engine/speculative.h"
 
 #include <algorithm>
+#include <cmath>
 #include <deque>
 #include <unordered_map>
 #include <unordered_set>
@@ -47,11 +50,52 @@ struct Sequence {
 
 struct Scheduled {
   Sequence* seq;
-  int n;           // new tokens this step
+  int n;           // new tokens this step (1 + guesses.size() for a speculative round)
   int logits_row;  // index into the step's logits rows, -1 for none
+  std::vector<int> guesses;  // a speculative round's draft tokens (empty otherwise)
 };
 
+// C(n) of the cost curve (EngineSpeculation::pass_cost): linear between its points, along its last slope past them.
+double pass_cost(const std::vector<std::pair<int, double>>& curve, double n) {
+  size_t i = 1;
+  while (i + 1 < curve.size() && double(curve[i].first) < n) ++i;
+  if (curve.size() == 1) return curve.front().second;
+  const auto [n0, c0] = curve[i - 1];
+  const auto [n1, c1] = curve[i];
+  return std::max(c0 + (c1 - c0) * (n - n0) / double(n1 - n0), curve.front().second);
+}
+
+void check_speculation(const EngineSpeculation& spec) {
+  if (spec.gamma < 1) fail("engine speculation: gamma must be >= 1 (got {})", spec.gamma);
+  if (spec.ngram_min < 1 || spec.ngram_max < spec.ngram_min)
+    fail("engine speculation: n-gram sizes must satisfy 1 <= min ({}) <= max ({})", spec.ngram_min, spec.ngram_max);
+  if (spec.pass_cost.empty() || spec.pass_cost.front().first != 1 || !(spec.pass_cost.front().second > 0.0))
+    fail("engine speculation: pass_cost must start with (1, C(1) > 0) (got {} points)", spec.pass_cost.size());
+  for (size_t i = 1; i < spec.pass_cost.size(); ++i)
+    if (spec.pass_cost[i].first <= spec.pass_cost[i - 1].first || !(spec.pass_cost[i].second >= spec.pass_cost[i - 1].second))
+      fail("engine speculation: pass_cost must rise with n (C({}) = {} after C({}) = {})", spec.pass_cost[i].first,
+           spec.pass_cost[i].second, spec.pass_cost[i - 1].first, spec.pass_cost[i - 1].second);
+  if (!(spec.acceptance_prior > 0.0 && spec.acceptance_prior < 1.0))
+    fail("engine speculation: acceptance_prior must be in (0, 1) (got {})", spec.acceptance_prior);
+}
+
 }  // namespace
+
+std::vector<std::pair<int, double>> default_pass_cost() { return {{1, 1.0}, {2, 1.3}, {4, 1.45}, {5, 1.5}, {8, 1.85}}; }
+
+double speculation_gain(const EngineSpeculation& spec, int decoding, double acceptance) {
+  check_speculation(spec);
+  const double b = std::max(decoding, 1);
+  return expected_tokens_per_round(acceptance, spec.gamma) * pass_cost(spec.pass_cost, b) /
+         pass_cost(spec.pass_cost, b * (1.0 + spec.gamma));
+}
+
+int speculation_batch_limit(const EngineSpeculation& spec, double acceptance, int max_batch) {
+  if (spec.max_batch > 0) return spec.max_batch;
+  for (int b = 1; b <= max_batch; ++b)
+    if (speculation_gain(spec, b, acceptance) < spec.min_gain) return b;
+  return max_batch + 1;
+}
 
 struct Engine::Impl {
   std::unique_ptr<BatchRunner> runner;
@@ -68,6 +112,16 @@ struct Engine::Impl {
   std::vector<std::pair<RequestCallback, RequestEvent>> pending_events;
   std::unordered_set<RequestId> aborted_during_dispatch;
   bool dispatching = false;
+  // Speculation (EngineOptions::speculation)
+  std::unique_ptr<Draft> draft;          // null: off
+  bool (*accept_rule)(double, double, double) = accept_draft_token;
+  double spec_accepted = 0.0, spec_compared = 0.0;  // decayed counts: the running acceptance rate
+  bool speculating_now = false;          // this step's decision
+  std::vector<int> verify_history;       // scratch of verify()
+  std::vector<int> round_tokens;         // scratch: the tokens a round yields
+  std::vector<float> p_dense, q_dense;   // scratch of a rejection (sampling)
+  TokenDistribution dist;
+  DraftProposal proposal;
 
   Impl(std::unique_ptr<BatchRunner> runner_, EngineOptions options_)
       : runner(std::move(runner_)), options(std::move(options_)),
@@ -80,6 +134,84 @@ struct Engine::Impl {
       fail("engine: the step token budget must be >= 1 (max_step_tokens {}, the model takes {} per pass)",
            options.max_step_tokens, runner->max_pass_tokens());
     stats.blocks_total = blocks.num_blocks();
+    const EngineSpeculation& spec = options.speculation;
+    if (spec.draft != EngineDraft::none) {
+      check_speculation(spec);
+      draft = std::make_unique<NgramDraft>(spec.ngram_max, spec.ngram_min);
+      if (spec.accept_rule != nullptr) accept_rule = spec.accept_rule;
+      spec_accepted = spec.acceptance_prior * kPriorWeight;
+      spec_compared = kPriorWeight;
+    }
+  }
+
+  static constexpr double kPriorWeight = 4.0;  // the prior counts as this many compared guesses
+  static constexpr double kDecay = 0.98;       // per compared guess: forgets over ~50 guesses (all sequences)
+
+  double acceptance() const { return spec_compared > 0.0 ? spec_accepted / spec_compared : 0.0; }
+
+  // The policy, once per step: speculate while fewer sequences decode than the cost curve's limit.
+  void decide_speculation() {
+    if (!draft) return;
+    int decoding = 0;
+    for (const Sequence* seq : running)
+      if (seq->computed + 1 == int(seq->tokens.size())) ++decoding;
+    const int limit = speculation_batch_limit(options.speculation, acceptance(), options.max_batch);
+    const bool on = decoding < limit;
+    if (on != stats.speculating) {
+      if (on) ++stats.spec_switched_on;
+      else ++stats.spec_switched_off;
+    }
+    stats.speculating = speculating_now = on;
+    stats.spec_batch_limit = limit;
+    if (on) ++stats.spec_steps;
+  }
+
+  // The guesses of a decoding sequence this step (at most gamma, what is left of max_tokens but one, and what
+  // fits the step's budget after its own token), empty when it does not speculate.
+  void propose(Sequence& seq, int budget, std::vector<int>& guesses) {
+    guesses.clear();
+    if (!speculating_now) return;
+    const int limit = std::min({options.speculation.gamma, seq.params.max_tokens - seq.times.generated - 1, budget - 1});
+    if (limit <= 0) return;
+    draft->propose(seq.tokens, limit, seq.sampler, proposal);
+    guesses = proposal.tokens;
+  }
+
+  // Verifies a round's guesses against its k + 1 rows of logits with the sequence's own sampler: writes the
+  // tokens it yields (the accepted guesses, then the target's token) to round_tokens; returns the accepted count.
+  int verify(Sequence& seq, std::span<const int> guesses, float* rows) {
+    const size_t vocab = size_t(runner->vocab_size());
+    const int k = int(guesses.size());
+    round_tokens.clear();
+    verify_history = seq.tokens;
+    for (int i = 0; i <= k; ++i) {
+      const std::span<float> row(rows + size_t(i) * vocab, vocab);
+      seq.sampler.distribution(row, verify_history, dist);
+      if (i == k) {  // every guess accepted: the bonus token
+        round_tokens.push_back(seq.sampler.draw(dist));
+        return k;
+      }
+      const int guess = guesses[size_t(i)];
+      // A prompt-lookup guess is deterministic: q is its point mass, so min(1, p/q) = p(guess).
+      const bool accept = dist.greedy ? dist.candidates.front().second == guess
+                                      : accept_rule(dist.probability(guess), 1.0, seq.sampler.uniform());
+      if (accept) {
+        round_tokens.push_back(guess);
+        verify_history.push_back(guess);
+        continue;
+      }
+      if (dist.greedy) {
+        round_tokens.push_back(dist.candidates.front().second);
+      } else {
+        p_dense.resize(vocab);
+        q_dense.assign(vocab, 0.0f);
+        dist.to_dense(p_dense);
+        q_dense[size_t(guess)] = 1.0f;
+        round_tokens.push_back(sample_residual(p_dense, q_dense, seq.sampler.uniform()));
+      }
+      return i;
+    }
+    return k;  // not reached
   }
 
   int block_size() const { return blocks.block_size(); }
@@ -149,7 +281,9 @@ struct Engine::Impl {
     int budget = step_budget;
     bool preempted = false;
 
-    // 1. Running sequences, oldest first: next token or next prefill chunk.
+    // 1. Running sequences, oldest first: next token (plus the draft's guesses while speculating) or next
+    //    prefill chunk.
+    decide_speculation();
     for (size_t i = 0; i < running.size() && budget > 0;) {
       Sequence* seq = running[i];
       const int need = int(seq->tokens.size()) - seq->computed;
@@ -157,6 +291,13 @@ struct Engine::Impl {
       if (n > budget) {  // an unchunked prompt waits for a step with room for all of it
         ++i;
         continue;
+      }
+      std::vector<int> guesses;
+      if (need == 1) {
+        propose(*seq, budget, guesses);
+        // No room in the pool for its guesses: a plain step rather than a preemption.
+        if (!guesses.empty() && !blocks.can_reserve(seq->id, seq->computed + 1 + int(guesses.size()))) guesses.clear();
+        n = 1 + int(guesses.size());
       }
       bool self_preempted = false;
       while (!blocks.can_reserve(seq->id, seq->computed + n)) {
@@ -170,7 +311,7 @@ struct Engine::Impl {
       }
       if (self_preempted) break;  // it was the newest: nothing after it
       blocks.reserve(seq->id, seq->computed + n);
-      plan.push_back({seq, n, -1});
+      plan.push_back({seq, n, -1, std::move(guesses)});
       budget -= n;
       ++i;
     }
@@ -206,7 +347,7 @@ struct Engine::Impl {
       stats.prefix_cache_hit_tokens += uint64_t(got);
       queue.pop_front();
       running.push_back(seq);
-      plan.push_back({seq, n, -1});
+      plan.push_back({seq, n, -1, {}});
       budget -= n;
     }
     queue.insert(queue.begin(), deferred.begin(), deferred.end());  // they keep their place
@@ -231,6 +372,43 @@ struct Engine::Impl {
     return false;
   }
 
+  // After the pass: verifies a speculative round, rolls back the rejected guesses' positions and emits the
+  // tokens it yields (stopping at a stop token or max_tokens like plain decoding). Returns the tokens produced.
+  int finish_round(Sequence& seq, std::span<const int> guesses, float* rows) {
+    const int k = int(guesses.size());
+    const int accepted = verify(seq, guesses, rows);
+    ++stats.spec_rounds;
+    stats.spec_proposed += uint64_t(k);
+    stats.spec_accepted += uint64_t(accepted);
+    const int compared = accepted + (accepted < k ? 1 : 0);
+    const double keep = std::pow(kDecay, compared);
+    spec_accepted = keep * spec_accepted + accepted;
+    spec_compared = keep * spec_compared + compared;
+    // The K/V now valid: the last token's and the accepted guesses'; the rejected ones' blocks go back.
+    seq.computed += 1 + accepted;
+    blocks.truncate(seq.id, seq.computed);
+    int produced = 0;
+    for (const int token : round_tokens) {
+      ++produced;
+      const RequestParams& params = seq.params;
+      if (!params.ignore_eos &&
+          std::find(params.stop_tokens.begin(), params.stop_tokens.end(), token) != params.stop_tokens.end()) {
+        finish(&seq, FinishReason::stop);
+        return produced;
+      }
+      seq.tokens.push_back(token);
+      ++stats.generated_tokens;
+      if (seq.times.generated++ == 0) seq.times.first_token = EngineClock::now();
+      if (seq.times.generated >= params.max_tokens) {
+        finish(&seq, FinishReason::length, token);
+        return produced;
+      }
+      emit(seq, token, FinishReason::none);
+    }
+    blocks.mark_computed(seq.id, seq.tokens, seq.computed);
+    return produced;
+  }
+
   int step() {
     if (running.empty() && waiting.empty() && static_batch.empty()) return 0;
     std::vector<Scheduled> plan = schedule();
@@ -242,8 +420,16 @@ struct Engine::Impl {
 
     Batch batch(block_size());
     int rows = 0;
+    std::vector<int> round;  // a speculative round's query tokens: [last token, guesses]
     for (Scheduled& s : plan) {
       Sequence& seq = *s.seq;
+      if (!s.guesses.empty()) {
+        round.assign(1, seq.tokens.back());
+        round.insert(round.end(), s.guesses.begin(), s.guesses.end());
+        s.logits_row = batch.add_sequence(round, seq.computed, blocks.block_table(seq.id), LogitsFor::all);
+        rows += s.n;
+        continue;
+      }
       const bool last = seq.computed + s.n == int(seq.tokens.size());
       const std::span<const int> fresh(seq.tokens.data() + seq.computed, size_t(s.n));
       const int row = batch.add_sequence(fresh, seq.computed, blocks.block_table(seq.id),
@@ -262,6 +448,10 @@ struct Engine::Impl {
     const size_t vocab = size_t(runner->vocab_size());
     for (const Scheduled& s : plan) {
       Sequence* seq = s.seq;
+      if (!s.guesses.empty()) {
+        produced += finish_round(*seq, s.guesses, logits.data() + size_t(s.logits_row) * vocab);
+        continue;
+      }
       seq->computed += s.n;
       blocks.mark_computed(seq->id, seq->tokens, seq->computed);
       if (s.logits_row < 0) continue;
@@ -348,6 +538,7 @@ EngineStats Engine::stats() const {
   s.blocks_free = impl_->blocks.num_free();
   s.prefix_cache_lookups = impl_->blocks.stats().lookups;
   s.prefix_cache_hit_blocks = impl_->blocks.stats().hit_blocks;
+  s.spec_acceptance = impl_->draft ? impl_->acceptance() : 0.0;
   return s;
 }
 

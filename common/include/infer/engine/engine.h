@@ -35,6 +35,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace infer {
@@ -81,6 +82,47 @@ enum class SchedulePolicy {
   static_batch,  // a batch of up to max_batch requests runs until its longest member ends, then the next
 };
 
+// Speculative decoding inside the engine (ch08, issue 13 item 3). While it is on, every decoding sequence asks its
+// draft for up to `gamma` guesses and runs [last token, guesses] as 1 + k query tokens of the step's one ragged
+// Batch (LogitsFor::all); its own sampler verifies them (greedy: the longest prefix agreeing with the target's
+// choice; sampling: accept with min(1, p/q), on rejection draw from normalize(max(0, p - q))), so every request
+// gets exactly the tokens (greedy) or the distribution (sampling) of plain decoding. The rejected guesses' K/V
+// positions are rolled back with BlockManager::truncate.
+//
+// Policy: the extra query tokens are nearly free only while a step is bandwidth-bound. A step that decodes B
+// sequences plainly runs B tokens; speculating, about B (1 + gamma) tokens yielding E(a, gamma) tokens per
+// sequence (expected_tokens_per_round, a = the running acceptance rate of the guesses). With C(n) the cost of
+// a pass over n tokens relative to one token (pass_cost: a measured GEMM cost curve), speculation is predicted
+// to gain
+//     gain(B) = E(a, gamma) * C(B) / C(B (1 + gamma))
+// and runs while gain(B) >= min_gain, i.e. while B is below the threshold speculation_batch_limit() derives
+// from the curve. Crossing it switches speculation off (or back on), counted in EngineStats.
+enum class EngineDraft {
+  none,           // plain decoding
+  prompt_lookup,  // NgramDraft (draft.h): the continuation of the longest recent n-gram match; no draft model
+};
+
+// The default cost curve of EngineSpeculation::pass_cost (see there).
+std::vector<std::pair<int, double>> default_pass_cost();
+
+struct EngineSpeculation {
+  EngineDraft draft = EngineDraft::none;
+  int gamma = 4;                // guesses per sequence and step at most
+  int ngram_max = 4;            // prompt lookup's n-gram sizes
+  int ngram_min = 2;
+  // The cost curve C(n) = (a pass over n tokens) / (a pass over 1), as (n, C(n)) points with n ascending and
+  // C(1) = 1 first: linear between the points, along the last two points' slope past the end. Default: the f32
+  // GEMM of SmolLM2-135M's 1536 x 576 layer (bench_kernels BM_matmul_batch), 2 threads, on the 2-core AMD EPYC
+  // (Zen 5) of 2026-11-30, aligned huge-page weights. Measure your machine's with that benchmark.
+  std::vector<std::pair<int, double>> pass_cost = default_pass_cost();
+  double min_gain = 1.05;       // speculate only when predicted >= min_gain x plain decoding
+  double acceptance_prior = 0.6;  // a before any guess was verified
+  int max_batch = 0;            // > 0: speculate while fewer sequences decode than this (ignores the curve)
+  // The sampling acceptance test, null = accept_draft_token (speculative.h). Replaceable only so that the tests
+  // can show a wrong rule changing the output distribution; leave it alone otherwise.
+  bool (*accept_rule)(double p_x, double q_x, double u) = nullptr;
+};
+
 struct EngineOptions {
   int block_size = 16;            // positions per KV block
   int num_blocks = 0;             // KV pool size; 0 = sized from kv_cache_bytes
@@ -90,7 +132,14 @@ struct EngineOptions {
   bool prefix_caching = true;     // reuse full cached blocks of identical prompt prefixes
   bool chunked_prefill = true;    // split a long prompt over several steps under the budget
   SchedulePolicy policy = SchedulePolicy::continuous;
+  EngineSpeculation speculation;  // off by default (draft == none)
 };
+
+// The predicted gain of speculation with B sequences decoding (see EngineSpeculation), and the threshold: the
+// smallest B >= 1 at which the gain falls below min_gain (speculation runs while decoding < the limit), or
+// `max_batch` + 1 when it never does up to max_batch. Both throw infer::Error for a malformed cost curve.
+double speculation_gain(const EngineSpeculation& spec, int decoding, double acceptance);
+int speculation_batch_limit(const EngineSpeculation& spec, double acceptance, int max_batch);
 
 struct EngineStats {
   uint64_t steps = 0;
@@ -109,6 +158,16 @@ struct EngineStats {
   int blocks_free = 0;
   int peak_blocks_used = 0;
   int peak_running = 0;
+  // Speculation (EngineOptions::speculation): a round is one sequence's 1 + k query tokens in a step, k >= 1.
+  uint64_t spec_rounds = 0;
+  uint64_t spec_proposed = 0;        // guesses run
+  uint64_t spec_accepted = 0;        // guesses accepted
+  uint64_t spec_steps = 0;           // steps with speculation on (whether or not a draft had a guess)
+  uint64_t spec_switched_off = 0;    // times the policy switched it off (the batch grew past the limit) ...
+  uint64_t spec_switched_on = 0;     // ... and back on (the first step counts as on when it speculates)
+  bool speculating = false;          // the policy's state after the last step
+  int spec_batch_limit = 0;          // the last threshold: speculation runs while decoding < this
+  double spec_acceptance = 0.0;      // the running acceptance rate the policy uses
 };
 
 class Engine {
