@@ -8,11 +8,15 @@
 // Leviathan et al.'s formula predicts from the acceptance rate and the measured draft / target cost ratio. Every
 // speculative output must equal plain decoding's token for token (greedy); the run checks it.
 // Part 3 is the mix: each method over all prompts (total tokens / total time), the rows of --json.
+// Part 4 runs prompt lookup inside ch06's batching Engine (EngineOptions::speculation) with B copies of the
+// input-copying prompt, against the plain engine: the policy, fed Part 1's measured cost curve, speculates only
+// while fewer than its limit of sequences decode (the `json` field "engine").
 #include "infer/app/app.h"
 #include "infer/app/hardware.h"
 #include "infer/core/error.h"
 #include "infer/core/timer.h"
 #include "infer/engine/draft.h"
+#include "infer/engine/engine.h"
 #include "infer/engine/generator.h"
 #include "infer/engine/speculative.h"
 
@@ -90,6 +94,21 @@ double pass_ms(Transformer& model, int width, int repeat) {
   return best;
 }
 
+// The prediction with this machine's costs: Leviathan et al.'s expected tokens per round, but each round of g
+// guesses costing g c + V(g + 1) one-token target passes (V = Part 1's measured verification cost, not 1), over
+// the mix of rounds the run actually chose (gamma_rounds, plain steps included). `verify_cost[n]` = V(n).
+double predicted_with_costs(const std::vector<int>& gamma_rounds, double acceptance, double cost_ratio,
+                            const std::vector<double>& verify_cost) {
+  double tokens = 0.0, passes = 0.0;
+  for (size_t g = 0; g < gamma_rounds.size(); ++g) {
+    if (gamma_rounds[g] == 0) continue;
+    const double v = g + 1 < verify_cost.size() ? verify_cost[g + 1] : verify_cost.back();
+    tokens += gamma_rounds[g] * (g == 0 ? 1.0 : expected_tokens_per_round(acceptance, double(g)));
+    passes += gamma_rounds[g] * (double(g) * cost_ratio + v);
+  }
+  return passes > 0.0 ? tokens / passes : 1.0;
+}
+
 std::string switches_text(const SpeculativeStats& stats) {
   if (stats.switches.empty()) return "-";
   std::string text;
@@ -105,13 +124,17 @@ int main(int argc, char** argv) {
   CommonOptions options;
   options.max_tokens = 128;
   add_common_options(app, options);
-  std::string draft_model_path, draft_weights = "f32", self_drafts = "bf16,f16", early_exits = "8,15";
+  std::string draft_model_path, draft_weights = "f32", self_drafts = "q8_0,q4_0", early_exits = "8";
   int gamma = 4, max_gamma = 8, ngram_max = 4, ngram_min = 2, repeat = 5, block_size = 16, runs = 2;
   bool fixed_gamma = false, no_fallback = false, ignore_eos = false;
+  std::string engine_batches = "1,4,16";
   double given_bandwidth = 0.0;
   app.add_option("--draft-model", draft_model_path, "A draft model with the target's vocabulary (draft kind a)");
-  app.add_option("--draft-weights", draft_weights, "Weight format of --draft-model: f32, f16, bf16");
-  app.add_option("--self-draft", self_drafts, "Comma-separated weight formats of the target's self-drafts (kind b); '' for none");
+  app.add_option("--draft-weights", draft_weights, "Weight format of --draft-model: f32, f16, bf16, q8_0, q4_0, ...");
+  app.add_option("--target-weights", options.weights,
+                 "Weight format of the target (the same as --weights): f32, or a quantized target such as q8_0");
+  app.add_option("--self-draft", self_drafts,
+                 "Comma-separated weight formats of the target's self-drafts (kind b: q8_0, q4_0, bf16, f16); '' for none");
   app.add_option("--early-exit", early_exits, "Comma-separated layer counts k of early-exit drafts (kind c); '' for none");
   app.add_option("--block-size", block_size, "Positions per KV block of the speculative runs' paged cache")
       ->check(CLI::Range(1, 1 << 16));
@@ -119,6 +142,8 @@ int main(int argc, char** argv) {
   app.add_option("--max-gamma", max_gamma, "Largest gamma the controller may choose")->check(CLI::Range(1, 16));
   app.add_option("--ngram-max", ngram_max, "Longest n-gram prompt lookup matches")->check(CLI::Range(1, 16));
   app.add_option("--ngram-min", ngram_min, "Shortest n-gram prompt lookup matches")->check(CLI::Range(1, 16));
+  app.add_option("--engine-batches", engine_batches,
+                 "Part 4: comma-separated batch sizes of the engine with prompt lookup; '' to leave Part 4 out");
   app.add_flag("--fixed-gamma", fixed_gamma, "Keep gamma fixed (no adaptive gamma)");
   app.add_flag("--no-fallback", no_fallback, "Never switch speculation off");
   app.add_flag("--ignore-eos", ignore_eos, "Generate --max-tokens tokens whatever the model emits");
@@ -240,8 +265,10 @@ int main(int argc, char** argv) {
     fmt::print("\n== Part 1: what a pass costs (fastest of {}, 32 positions cached) ==\n", repeat);
     const double one_pass = pass_ms(target, 1, repeat);
     fmt::print("  target ({}), one pass over n tokens:\n  n  |   ms   | vs n=1\n", options.weights);
+    std::vector<double> verify_cost(size_t(max_gamma) + 2, 1.0);  // V(n) = a pass over n tokens / a pass over 1
     for (int width = 1; width <= max_gamma + 1; ++width) {
       const double ms = width == 1 ? one_pass : pass_ms(target, width, repeat);
+      verify_cost[size_t(width)] = ms / one_pass;
       fmt::print("  {:2} | {:6.2f} | {:5.2f}x\n", width, ms, ms / one_pass);
     }
     std::map<std::string, double> draft_cost;  // per-token cost / one target pass: Leviathan's c
@@ -304,6 +331,9 @@ int main(int argc, char** argv) {
         row.extra["predicted"] = speculative_row && s.rounds > 0
                                      ? predicted_speedup(s.acceptance_rate(), s.mean_gamma(), draft_cost[methods[m].name])
                                      : 1.0;
+        row.extra["predicted_v"] =
+            speculative_row ? predicted_with_costs(s.gamma_rounds, s.acceptance_rate(), draft_cost[methods[m].name], verify_cost)
+                            : 1.0;
         row.extra["spec_rounds"] = s.rounds;
         row.extra["plain_steps"] = speculative_row ? s.plain_steps : int(o.result.tokens.size());
         row.extra["switches"] = switches_text(s);
@@ -318,6 +348,7 @@ int main(int argc, char** argv) {
     Report report("ch08_speculative", machine, model_json(model, options.weights));
     for (size_t m = 0; m < methods.size(); ++m) {
       int tokens = 0, rounds = 0, drafted = 0, accepted = 0, rejected = 0, passes = 0, switches = 0;
+      std::vector<int> gamma_rounds(size_t(max_gamma) + 1, 0);
       double ms = 0.0;
       uint64_t bytes = 0;
       bool identical = true;
@@ -332,6 +363,8 @@ int main(int argc, char** argv) {
         rejected += o.stats.rejected;
         passes += methods[m].draft ? o.stats.target_passes() : int(o.result.tokens.size());
         switches += int(o.stats.switches.size());
+        for (size_t g = 0; g < o.stats.gamma_rounds.size() && g < gamma_rounds.size(); ++g)
+          gamma_rounds[g] += o.stats.gamma_rounds[g];
         identical = identical && o.identical;
       }
       ReportRow row = Report::make_row(methods[m].name, tokens, ms, bytes);
@@ -341,6 +374,9 @@ int main(int argc, char** argv) {
       row.extra["acceptance"] = acceptance;
       row.extra["tok_per_pass"] = double(tokens) / std::max(passes, 1);
       row.extra["predicted"] = rounds > 0 ? predicted_speedup(acceptance, mean_gamma, draft_cost[methods[m].name]) : 1.0;
+      row.extra["predicted_v"] =
+          methods[m].draft ? predicted_with_costs(gamma_rounds, acceptance, draft_cost[methods[m].name], verify_cost) : 1.0;
+      row.extra["draft_cost"] = methods[m].draft ? draft_cost[methods[m].name] : 0.0;
       row.extra["switches"] = switches;
       row.extra["outputs_identical"] = identical;
       report.add_row(std::move(row));
@@ -357,6 +393,9 @@ int main(int argc, char** argv) {
                               {"tok_per_s", o.result.tokens_per_second()},
                               {"speedup", o.result.tokens_per_second() / plain_tps},
                               {"acceptance", o.stats.acceptance_rate()},
+                              {"predicted_v", methods[m].draft ? predicted_with_costs(o.stats.gamma_rounds, o.stats.acceptance_rate(),
+                                                                                       draft_cost[methods[m].name], verify_cost)
+                                                               : 1.0},
                               {"gamma", o.stats.mean_gamma()},
                               {"target_passes", methods[m].draft ? o.stats.target_passes() : int(o.result.tokens.size())},
                               {"switches", switches_text(o.stats)},
@@ -371,8 +410,142 @@ int main(int argc, char** argv) {
     fmt::print("gamma: mean guesses per speculative round; acceptance: per-token rate a = accepted / (accepted + rejected);\n"
                "predicted: Leviathan et al., (1 - a^(gamma+1)) / ((1 - a)(gamma c + 1)), c = a draft token's cost / a\n"
                "target pass (Part 1); it assumes a pass over gamma + 1 tokens costs one pass over 1 (Part 1 shows it does not).\n");
+    fmt::print("predicted_v: the same with this machine's costs: a round of g guesses costs g c + V(g + 1) one-token\n"
+               "passes (V from Part 1), over the rounds the controller actually ran (plain steps included).\n");
+
+    // ---- the best model draft, chosen by measurement, and the targets -------------------------
+    auto mix_speedup = [&](size_t m) {
+      int tokens = 0;
+      double ms = 0.0;
+      for (size_t p = 0; p < prompts.size(); ++p) {
+        tokens += int(outcomes[p][m].result.tokens.size());
+        ms += outcomes[p][m].result.total_ms;
+      }
+      return ms > 0.0 ? tokens / ms : 0.0;
+    };
+    const double plain_rate = mix_speedup(0);
+    size_t best = 0;
+    for (size_t m = 1; m < methods.size(); ++m)
+      if (methods[m].name != "prompt lookup" && (best == 0 || mix_speedup(m) > mix_speedup(best))) best = m;
+    double worst = 1e30, lookup_copying = 0.0;
+    std::string worst_where;
+    for (size_t p = 0; p < prompts.size(); ++p) {
+      const double plain_tps = outcomes[p].front().result.tokens_per_second();
+      for (size_t m = 1; m < methods.size(); ++m) {
+        const double speedup = outcomes[p][m].result.tokens_per_second() / plain_tps;
+        if (speedup < worst) {
+          worst = speedup;
+          worst_where = fmt::format("{} on {}", methods[m].name, prompts[p].kind);
+        }
+        if (methods[m].name == "prompt lookup" && prompts[p].kind == "input-copying") lookup_copying = speedup;
+      }
+    }
+    nlohmann::ordered_json targets = nlohmann::ordered_json::object();
+    if (best > 0) {
+      const double speedup = mix_speedup(best) / plain_rate;
+      fmt::print("best model draft (measured over the mix): {} at {:.2f}x (target >= 1.6x: {})\n", methods[best].name,
+                 speedup, speedup >= 1.6 ? "met" : "not met");
+      report.set_field("best_model_draft", methods[best].name);
+      targets["best_model_draft_speedup"] = speedup;
+      targets["best_model_draft_met"] = speedup >= 1.6;
+    }
+    if (!own_prompt) {
+      fmt::print("prompt lookup on the input-copying prompt: {:.2f}x (target >= 2x: {})\n", lookup_copying,
+                 lookup_copying >= 2.0 ? "met" : "not met");
+      targets["prompt_lookup_copying_speedup"] = lookup_copying;
+      targets["prompt_lookup_copying_met"] = lookup_copying >= 2.0;
+    }
+    if (methods.size() > 1) {
+      fmt::print("slowest speculative run: {:.2f}x ({}; target >= 0.95x: {})\n", worst, worst_where,
+                 worst >= 0.95 ? "met" : "not met");
+      targets["slowest_speedup"] = worst;
+      targets["slowest_met"] = worst >= 0.95;
+    }
+    report.set_field("targets", targets);
+    report.set_field("verify_cost", verify_cost);
     report.set_field("outputs_identical", greedy ? nlohmann::ordered_json(all_identical) : nlohmann::ordered_json(nullptr));
     report.set_field("blocks_free_after", pool.num_free() == pool.num_blocks());
+    // ---- Part 4: prompt lookup inside the batching engine ------------------------------------------------
+    nlohmann::ordered_json engine_rows = nlohmann::ordered_json::array();
+    std::stringstream batch_list(engine_batches);
+    std::vector<int> batches;
+    for (std::string b; std::getline(batch_list, b, ',');)
+      if (!b.empty()) batches.push_back(std::stoi(b));
+    if (!batches.empty()) {
+      const size_t copying = own_prompt ? 0 : 2;  // the input-copying prompt
+      const std::vector<int>& prompt = prompt_ids[copying];
+      EngineSpeculation lookup;
+      lookup.draft = EngineDraft::prompt_lookup;
+      lookup.gamma = gamma;
+      lookup.ngram_max = ngram_max;
+      lookup.ngram_min = ngram_min;
+      lookup.pass_cost.clear();
+      for (int n = 1; n <= max_gamma + 1; ++n)  // Part 1's curve, made non-decreasing (a busy moment can dip it)
+        lookup.pass_cost.emplace_back(n, std::max(verify_cost[size_t(n)], lookup.pass_cost.empty() ? 1.0 : lookup.pass_cost.back().second));
+      fmt::print("\n== Part 4: prompt lookup inside the batching engine ({} prompt, B copies, gamma {}, cost curve of Part 1) ==\n",
+                 prompts[copying].kind, gamma);
+      fmt::print("  B  | plain tok/s | spec tok/s | speedup | limit | steps speculating | rounds | acceptance | switches off/on | identical\n");
+      for (int b : batches) {
+        if (b < 1) fail("--engine-batches: batch sizes must be >= 1 (got {})", b);
+        double rate[2] = {0.0, 0.0};
+        std::vector<std::vector<int>> outputs[2];
+        EngineStats engine_stats[2];
+        for (int speculate = 0; speculate < 2; ++speculate) {
+          EngineOptions engine_options;
+          engine_options.block_size = block_size;
+          engine_options.max_batch = b;
+          engine_options.num_blocks = b * ((int(prompt.size()) + max_new + max_gamma + block_size) / block_size + 1);
+          if (speculate) engine_options.speculation = lookup;
+          Engine engine(target, engine_options);
+          std::map<RequestId, std::vector<int>> tokens;
+          RequestParams params;
+          params.max_tokens = max_new;
+          params.sampler = generation.sampler;
+          params.stop_tokens = generation.stop_tokens;
+          for (int i = 0; i < b; ++i)
+            engine.add_request(prompt, params, [&tokens](const RequestEvent& e) {
+              if (e.token >= 0) tokens[e.id].push_back(e.token);
+              if (e.finish == FinishReason::error) fail("engine: {}", e.error);
+            });
+          const auto start = std::chrono::steady_clock::now();
+          while (engine.has_work()) engine.step();
+          const double ms = elapsed_ms(start);
+          int generated = 0;
+          for (auto& [id, t] : tokens) {
+            generated += int(t.size());
+            outputs[speculate].push_back(t);
+          }
+          rate[speculate] = generated / ms * 1000.0;
+          engine_stats[speculate] = engine.stats();
+          if (engine_stats[speculate].blocks_free != engine_stats[speculate].blocks_total)
+            fail("engine: {} KV blocks were not given back", engine_stats[speculate].blocks_total - engine_stats[speculate].blocks_free);
+        }
+        const EngineStats& st = engine_stats[1];
+        const bool identical = outputs[0] == outputs[1];
+        if (greedy) all_identical = all_identical && identical;
+        const double acceptance = st.spec_proposed > 0 ? double(st.spec_accepted) / double(st.spec_proposed) : 0.0;
+        fmt::print("  {:2} | {:11.2f} | {:10.2f} | {:6.2f}x | {:5} | {:8} of {:6} | {:6} | {:10.2f} | {:7} / {:<5} | {}\n", b,
+                   rate[0], rate[1], rate[1] / rate[0], st.spec_batch_limit, st.spec_steps, st.steps, st.spec_rounds,
+                   acceptance, st.spec_switched_off, st.spec_switched_on, identical);
+        engine_rows.push_back({{"batch", b},
+                               {"plain_tok_per_s", rate[0]},
+                               {"tok_per_s", rate[1]},
+                               {"speedup", rate[1] / rate[0]},
+                               {"batch_limit", st.spec_batch_limit},
+                               {"steps", st.steps},
+                               {"steps_speculating", st.spec_steps},
+                               {"rounds", st.spec_rounds},
+                               {"proposed", st.spec_proposed},
+                               {"accepted", st.spec_accepted},
+                               {"switched_off", st.spec_switched_off},
+                               {"switched_on", st.spec_switched_on},
+                               {"outputs_identical", identical}});
+      }
+      fmt::print("acceptance here: accepted / proposed guesses; limit: speculation runs while fewer sequences decode\n");
+      report.set_field("engine", engine_rows);
+    }
+
+    report.set_field("outputs_identical", greedy ? nlohmann::ordered_json(all_identical) : nlohmann::ordered_json(nullptr));
     if (!options.json.empty()) write_report_json(report, options.json);
     if (greedy && !all_identical) {
       fmt::print(stderr, "error: a speculative output differs from plain greedy decoding; this is a bug\n");

@@ -144,6 +144,7 @@ struct Engine::Impl {
     }
   }
 
+  static constexpr int kLimitSearch = 1024;     // speculation_batch_limit looks this far at least
   static constexpr double kPriorWeight = 4.0;  // the prior counts as this many compared guesses
   static constexpr double kDecay = 0.98;       // per compared guess: forgets over ~50 guesses (all sequences)
 
@@ -155,7 +156,8 @@ struct Engine::Impl {
     int decoding = 0;
     for (const Sequence* seq : running)
       if (seq->computed + 1 == int(seq->tokens.size())) ++decoding;
-    const int limit = speculation_batch_limit(options.speculation, acceptance(), options.max_batch);
+    // Searched past max_batch so that EngineStats shows where the limit lies, not only that the batch is below it.
+    const int limit = speculation_batch_limit(options.speculation, acceptance(), std::max(options.max_batch, kLimitSearch));
     const bool on = decoding < limit;
     if (on != stats.speculating) {
       if (on) ++stats.spec_switched_on;

@@ -166,7 +166,7 @@ GenerationResult SpeculativeGenerator::generate(const std::vector<int>& prompt, 
   std::vector<int> sequence = prompt;
   std::vector<float> rows;                   // (gamma + 1, vocab) logits of a pass
   std::vector<float> p_dense(vocab), q_dense(vocab);
-  std::vector<int> target_argmax;
+  std::vector<int> target_argmax, pass, history;  // per-round scratch (capacity kept across rounds)
   DraftProposal proposal;
   TokenDistribution dist;
 
@@ -214,7 +214,7 @@ GenerationResult SpeculativeGenerator::generate(const std::vector<int>& prompt, 
 
     // ---- 2. one target pass over [last token, d_1 .. d_k] --------------------------------------------
     const auto target_start = std::chrono::steady_clock::now();
-    std::vector<int> pass{sequence.back()};
+    pass.assign(1, sequence.back());
     pass.insert(pass.end(), proposal.tokens.begin(), proposal.tokens.end());
     rows.resize(pass.size() * vocab);
     const ForwardStats forward = target.extend(pass, rows.data(), /*all_rows=*/true);
@@ -229,7 +229,7 @@ GenerationResult SpeculativeGenerator::generate(const std::vector<int>& prompt, 
       // Greedy: the target's choice after each prefix (penalties see the guesses before it), then the
       // longest agreeing prefix; the target's choice after it is the next token.
       target_argmax.clear();
-      std::vector<int> history = sequence;
+      history = sequence;
       for (int i = 0; i <= k; ++i) {
         sampler.distribution(row(i), history, dist);
         target_argmax.push_back(dist.candidates.front().second);
