@@ -280,6 +280,9 @@ int main(int argc, char** argv) {
     draft_cost["prompt lookup"] = 0.0;
     fmt::print("  {:<18} a lookup in the token history: ~0\n", "prompt lookup");
 
+    // The controller starts from these costs (Part 1) instead of a warm-up round, then measures its own.
+    speculative.pass_cost.assign(verify_cost.begin() + 1, verify_cost.end());
+
     // ---- Part 2: every method on every prompt -------------------------------------------------------
     MachineInfo machine = describe_machine(threads, bandwidth);
     std::vector<std::vector<Outcome>> outcomes(prompts.size());
@@ -297,7 +300,9 @@ int main(int argc, char** argv) {
           if (!method.draft) {
             attempt.result = CachedGenerator(target).generate(prompt_ids[p], generation);
           } else {
-            SpeculativeGenerator generator(target, *method.draft, speculative, storage);
+            SpeculativeOptions method_options = speculative;
+            method_options.draft_cost = draft_cost[method.name];
+            SpeculativeGenerator generator(target, *method.draft, method_options, storage);
             attempt.result = generator.generate(prompt_ids[p], generation);
             attempt.stats = generator.stats();
             if (pool.num_free() != pool.num_blocks())

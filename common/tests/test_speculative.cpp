@@ -126,6 +126,37 @@ TEST_CASE("speculative: the Leviathan prediction") {
   CHECK(predicted_speedup(0.8, 4, 0.1) == doctest::Approx(3.3616 / 1.4));
 }
 
+TEST_CASE("speculative: with prior costs the controller chooses gamma from the first round") {
+  SpeculativeOptions options;
+  options.gamma = 4;
+  options.acceptance_prior = 0.5;
+  SpeculativeStats stats;
+  // Verification as expensive as a compute-bound pass (V(n) = n) and a guess costing half a pass: with a = 0.5
+  // no gamma pays, so the best predicted is the smallest, 1 (not the warm-up's 4).
+  options.pass_cost = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  options.draft_cost = 0.5;
+  GammaController priced(options);
+  CHECK(priced.next_gamma(8, 0, stats) == 0);  // the plain step measuring the one-token pass
+  priced.record(1, 0, 0, false, 0.0, 10.0);
+  CHECK(priced.pass_ms(5) == doctest::Approx(50.0));          // the prior curve scaled to the measured pass
+  CHECK(priced.draft_token_ms() == doctest::Approx(5.0));
+  CHECK(priced.next_gamma(8, 1, stats) == 1);
+  // Free verification and free guesses: the largest gamma at once.
+  options.pass_cost.assign(9, 1.0);
+  options.draft_cost = 0.0;
+  GammaController free_guesses(options);
+  free_guesses.next_gamma(8, 0, stats);
+  free_guesses.record(1, 0, 0, false, 0.0, 10.0);
+  CHECK(free_guesses.next_gamma(8, 1, stats) == 8);
+  // Without priors: the warm-up round at options.gamma.
+  GammaController blind(SpeculativeOptions{});
+  blind.next_gamma(8, 0, stats);
+  blind.record(1, 0, 0, false, 0.0, 10.0);
+  CHECK(blind.next_gamma(8, 1, stats) == SpeculativeOptions{}.gamma);
+  options.pass_cost = {1, 0};
+  CHECK_THROWS_WITH_AS(GammaController{options}, doctest::Contains("pass_cost[1] must be > 0"), Error);
+}
+
 TEST_CASE("speculative: the controller raises gamma with acceptance, switches off when it stops paying, and back") {
   SpeculativeOptions options;
   options.probe_every = 4;

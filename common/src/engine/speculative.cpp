@@ -48,6 +48,8 @@ GammaController::GammaController(SpeculativeOptions options)
     fail("speculative: acceptance_prior must be in (0, 1) (got {})", options.acceptance_prior);
   if (options.probe_every < 1) fail("speculative: probe_every must be >= 1 (got {})", options.probe_every);
   if (options.accept_rule == nullptr) fail("speculative: accept_rule is null");
+  for (size_t i = 0; i < options.pass_cost.size(); ++i)
+    if (!(options.pass_cost[i] > 0.0)) fail("speculative: pass_cost[{}] must be > 0 (got {})", i, options.pass_cost[i]);
 }
 
 void GammaController::record(int width, int drafted, int accepted, bool rejected, double draft_ms, double target_ms) {
@@ -68,6 +70,8 @@ double GammaController::pass_ms(int width) const {
   double estimate;
   if (width >= 1 && size_t(width) < pass_ms_.size() && pass_ms_[size_t(width)] >= 0.0) {
     estimate = pass_ms_[size_t(width)];
+  } else if (width >= 1 && size_t(width) <= options_.pass_cost.size() && pass_ms_[1] >= 0.0) {
+    estimate = pass_ms_[1] * options_.pass_cost[size_t(width) - 1];  // the prior curve, scaled to this run
   } else {
     // A least-squares line through the measured widths (one measured: flat; none: one unit per pass).
     double n = 0, sum_w = 0, sum_t = 0, sum_ww = 0, sum_wt = 0;
@@ -91,9 +95,15 @@ double GammaController::pass_ms(int width) const {
   return estimate;
 }
 
+double GammaController::draft_token_ms() const {
+  if (draft_token_ms_ >= 0.0) return draft_token_ms_;
+  if (options_.draft_cost >= 0.0 && pass_ms_[1] >= 0.0) return options_.draft_cost * pass_ms_[1];
+  return -1.0;
+}
+
 double GammaController::predicted_rate(int gamma) const {
   if (gamma == 0) return 1.0 / pass_ms(1);
-  const double draft_ms = std::max(draft_token_ms_, 0.0);
+  const double draft_ms = std::max(draft_token_ms(), 0.0);
   return expected_tokens_per_round(acceptance(), gamma) / (gamma * draft_ms + pass_ms(gamma + 1));
 }
 
@@ -109,7 +119,8 @@ int GammaController::next_gamma(int limit, int tokens_so_far, SpeculativeStats& 
   const bool measuring = options_.adaptive || options_.fallback;
   // The first step is plain: it measures the one-token pass every prediction is compared with.
   if (measuring && pass_ms_[1] < 0.0) return 0;
-  if (!measuring || stats.rounds < kWarmupRounds) return std::min(options_.gamma, limit);
+  const bool costs_known = !options_.pass_cost.empty() && options_.draft_cost >= 0.0;
+  if (!measuring || (stats.rounds < kWarmupRounds && !costs_known)) return std::min(options_.gamma, limit);
 
   const int gamma = options_.adaptive ? best_gamma() : options_.gamma;
   if (options_.fallback && gamma > 0) {

@@ -61,6 +61,11 @@ struct SpeculativeOptions {
   int probe_every = 24;      // while off: one speculative round after this many plain steps
   double min_gain = 1.03;    // speculate only when predicted >= min_gain x plain decoding
   double acceptance_prior = 0.7;  // the acceptance rate assumed before any round was verified
+  // Costs measured beforehand (ch08's Part 1), used until the run has measured its own: pass_cost[n - 1] = a target
+  // pass over n tokens / a pass over 1 (V(n)), draft_cost = a guess / a one-token target pass (c). With both given
+  // the controller chooses gamma from the first speculative round on (no warm-up round at `gamma`).
+  std::vector<double> pass_cost;  // empty: unknown
+  double draft_cost = -1.0;       // < 0: unknown
   // The sampling acceptance test (accept_draft_token). Replaceable only so that the tests can show a
   // wrong rule changing the output distribution; leave it alone otherwise.
   bool (*accept_rule)(double p_x, double q_x, double u) = accept_draft_token;
@@ -111,7 +116,8 @@ class GammaController {
   double acceptance() const { return accepted_ / compared_; }
   // Predicted target-pass time for `width` tokens (a line through the measured widths).
   double pass_ms(int width) const;
-  double draft_token_ms() const { return draft_token_ms_; }
+  // Measured cost of a guess (else the prior draft_cost scaled to this run's one-token pass; < 0: unknown).
+  double draft_token_ms() const;
   // Predicted tokens per millisecond with `gamma` guesses (gamma = 0: plain decoding).
   double predicted_rate(int gamma) const;
 
