@@ -141,6 +141,7 @@ struct Engine::Impl {
       if (spec.accept_rule != nullptr) accept_rule = spec.accept_rule;
       spec_accepted = spec.acceptance_prior * kPriorWeight;
       spec_compared = kPriorWeight;
+      stats.speculating = true;  // on until the policy first switches it off
     }
   }
 
@@ -158,13 +159,14 @@ struct Engine::Impl {
       if (seq->computed + 1 == int(seq->tokens.size())) ++decoding;
     // Searched past max_batch so that EngineStats shows where the limit lies, not only that the batch is below it.
     const int limit = speculation_batch_limit(options.speculation, acceptance(), std::max(options.max_batch, kLimitSearch));
+    stats.spec_batch_limit = limit;
+    if (decoding == 0) return;  // nothing decodes this step: nothing to decide
     const bool on = decoding < limit;
     if (on != stats.speculating) {
       if (on) ++stats.spec_switched_on;
       else ++stats.spec_switched_off;
     }
     stats.speculating = speculating_now = on;
-    stats.spec_batch_limit = limit;
     if (on) ++stats.spec_steps;
   }
 

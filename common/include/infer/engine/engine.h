@@ -162,10 +162,10 @@ struct EngineStats {
   uint64_t spec_rounds = 0;
   uint64_t spec_proposed = 0;        // guesses run
   uint64_t spec_accepted = 0;        // guesses accepted
-  uint64_t spec_steps = 0;           // steps with speculation on (whether or not a draft had a guess)
+  uint64_t spec_steps = 0;           // decoding steps with speculation on (whether or not a draft had a guess)
   uint64_t spec_switched_off = 0;    // times the policy switched it off (the batch grew past the limit) ...
-  uint64_t spec_switched_on = 0;     // ... and back on (the first step counts as on when it speculates)
-  bool speculating = false;          // the policy's state after the last step
+  uint64_t spec_switched_on = 0;     // ... and back on
+  bool speculating = false;          // the policy's state after the last step (starts on when configured)
   int spec_batch_limit = 0;          // the last threshold: speculation runs while decoding < this (1025: no limit
                                      // found up to 1024 sequences, a flat cost curve)
   double spec_acceptance = 0.0;      // the running acceptance rate the policy uses
