@@ -432,6 +432,8 @@ struct Engine::Impl {
         round.insert(round.end(), s.guesses.begin(), s.guesses.end());
         s.logits_row = batch.add_sequence(round, seq.computed, blocks.block_table(seq.id), LogitsFor::all);
         rows += s.n;
+        // A prompt whose last token came in a chunk of its own speculates too; that token is still prefill.
+        if (int(seq.tokens.size()) <= seq.times.prompt_tokens) ++stats.prefill_tokens;
         continue;
       }
       const bool last = seq.computed + s.n == int(seq.tokens.size());
