@@ -118,6 +118,9 @@ BENCHMARK(BM_paged_prefill_attention<infer::cpu::paged_attention_v3_tiled>)
     ->Arg(128)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // ---- the matmul of a batch of n rows, W from memory --------------------------------------------------
+using BatchKernel = void (*)(const infer::Matrix&, const float*, float*, int, int);
+// Kernel: infer::cpu::matmul (what the backend runs: the GEMV at n = 1, v3 above) or one GEMM version.
+template <BatchKernel Kernel>
 void BM_matmul_batch(benchmark::State& state) {
   constexpr int rows = 1536, cols = 576;  // SmolLM2's ffn gate/up
   const int n = int(state.range(0));
@@ -136,7 +139,7 @@ void BM_matmul_batch(benchmark::State& state) {
   for (auto _ : state) {
     const infer::Matrix weight{infer::DType::F32, rows, cols, all + next * count};
     next = (next + 1) % copies;
-    infer::cpu::matmul(weight, x.data(), y.data(), n, threads);
+    Kernel(weight, x.data(), y.data(), n, threads);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
@@ -146,6 +149,10 @@ void BM_matmul_batch(benchmark::State& state) {
   state.counters["threads"] = threads;
   infer::free_host(all);
 }
-BENCHMARK(BM_matmul_batch)->ArgName("n")->Arg(1)->Arg(2)->Arg(4)->Arg(5)->Arg(8)->Arg(9)->Arg(16)->Arg(64)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_matmul_batch<infer::cpu::matmul>)->Name("BM_matmul_batch")->ArgName("n")->Arg(1)->Arg(2)->Arg(4)->Arg(5)
+    ->Arg(8)->Arg(9)->Arg(16)->Arg(64)->Arg(256)->Unit(benchmark::kMicrosecond)->UseRealTime();
+// The previous GEMM (v2_register_blocked) on the same buffers, to compare with matmul's v3 in one run.
+BENCHMARK(BM_matmul_batch<infer::cpu::gemm_v2_register_blocked>)->Name("BM_matmul_batch_v2")->ArgName("n")->Arg(2)
+    ->Arg(4)->Arg(5)->Arg(8)->Arg(9)->Arg(16)->Arg(64)->Arg(256)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 }  // namespace

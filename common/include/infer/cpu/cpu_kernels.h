@@ -34,12 +34,17 @@ void gemv_v1_scratch(const Matrix& weight, const float* x, float* y, int threads
 void gemv_v2_fused(const Matrix& weight, const float* x, float* y, int threads);
 // The GEMM (n > 1) versions, see matmul_cpu.cpp; both give the GEMV's bits for every token.
 //  v1_dot: one dot_f32 per (token, row) of a block of 16 rows converted to fp32 once.
-//  v2_register_blocked (what matmul runs): 4 tokens x 4 rows per micro-kernel, accumulators in
+//  v2_register_blocked: 4 tokens x 4 rows per micro-kernel, accumulators in
 //    registers (AVX-512 intrinsics when compiled for AVX-512); _portable: the same tiles in plain C++,
 //    what builds without AVX-512 run, callable everywhere so tests can check it gives the same bits.
 void gemm_v1_dot(const Matrix& weight, const float* x, float* y, int n, int threads);
 void gemm_v2_register_blocked(const Matrix& weight, const float* x, float* y, int n, int threads);
 void gemm_v2_register_blocked_portable(const Matrix& weight, const float* x, float* y, int n, int threads);
+//  v3_packed_prefetch (what matmul runs): 6 tokens x 4 rows per micro-kernel with the x vector kept in a
+//    register, x packed once per call in the micro-kernel's order, weights streamed 4 rows at a time with a
+//    software prefetch of the next 4; the same bits as v1/v2/the GEMV. _portable as for v2.
+void gemm_v3_packed_prefetch(const Matrix& weight, const float* x, float* y, int n, int threads);
+void gemm_v3_packed_prefetch_portable(const Matrix& weight, const float* x, float* y, int n, int threads);
 
 // Rotates pairs of each head of x (n, n_heads, head_dim) by angle pos * theta^(-2i/head_dim),
 // pos = start_pos + t. Interleaved pairs are (2i, 2i+1); HalfSplit pairs are (i, i + head_dim/2).
