@@ -22,8 +22,29 @@
 //                          decoder's); a full tile's 16 horizontal sums are done at once after a
 //                          16 x 16 register transpose, in the same order. f32 rows are used in place
 //                          (v1 copies them). AVX-512 intrinsics where the compiler targets AVX-512,
-//                          else the same tiles in plain C++ (the same bits, tested). What matmul
-//                          runs: 2-4x v1's GFLOP/s on SmolLM2's shapes (bench_decode.cpp, BM_gemm).
+//                          else the same tiles in plain C++ (the same bits, tested). 2-4x v1's
+//                          GFLOP/s on SmolLM2's shapes (bench_decode.cpp, BM_gemm), but only ~50% of
+//                          the FMA peak (~140 of 280 GFLOP/s per core): GCC folds each x load into
+//                          every FMA that uses it (vfmadd231ps zmm, zmm, [mem]), so the inner loop
+//                          issues 20 loads per 16 FMAs instead of 8, from 8 separate row streams.
+//     v3_packed_prefetch:  what matmul runs. The same per-output arithmetic as v2 (same bits, tested
+//                          against v2 and the GEMV, intrinsics and portable) with:
+//                          - 6 tokens x 4 rows per tile (24 accumulators + 4 weight vectors + 1 x
+//                            vector = 29 of the 32 zmm registers), and the x vector forced into a
+//                            register (an empty asm), so 10 loads per 24 FMAs;
+//                          - x packed once per call in the order the tile reads it ([tile][column/16]
+//                            [token][16]): one sequential stream per tile; tokens split in blocks whose
+//                            packed x stays in L2 (<= 384 KiB: 168 tokens at 576 columns, 60 at 1536);
+//                          - weights streamed 4 rows at a time, the next 4 rows prefetched into L1
+//                            while the current ones meet the block's first token tile.
+//                          In L1 (one tile over and over, K = 576, 1 thread) v2's 4x4 tile ran ~200
+//                          GFLOP/s and the 6x4 tile ~235-250 of 280 (4x6, 8x3, 5x5, 7x4: 210-250).
+//                          The whole GEMM, 1 thread, 1536 x 576, n = 60, loaded 2-core EPYC (Zen 5,
+//                          other builds running, best of 30 alternated runs): W cached 150 -> 200
+//                          GFLOP/s (v2 -> 6x4 tiles, x in a register); W from memory 135 -> 155 ->
+//                          181 (+ packed x, + the prefetch). Blocking the rows by 8, 16 or 32, or the
+//                          columns in chunks (accumulators kept between chunks), changed nothing
+//                          measurable once the tile stopped folding its loads.
 //
 // Every lane step of every dot here is lane_fma (fused where the target has FMA), so no kernel's
 // result depends on whether the compiler chose to contract a * b + c.
@@ -385,7 +406,10 @@ void gemm_register_blocked(const Matrix& weight, const float* x, float* y, int n
 
 constexpr int kV3Tokens = 6;   // tile: kV3Tokens x kV3Rows outputs, 24 accumulators
 constexpr int kV3Rows = 4;
-constexpr size_t kPackedBytes = size_t(384) << 10;  // packed x of one token block: fits the 1 MiB L2
+// Packed x of one token block: stays in the 1 MiB L2 beside the weights. Prefill GEMM, 1 thread, loaded
+// EPYC, ms (CPU time) at n = 512 / 2048: 1536 x 576: 96 KiB 4.9 / 20.1, 384 KiB 4.7 / 19.4, no blocks
+// 5.4 / 24.4; 576 x 1536: 96 KiB 5.9 / 24.2, 384 KiB 4.7 / 20.1, no blocks 6.6 / 28.9.
+constexpr size_t kPackedBytes = size_t(384) << 10;
 
 // Where token t's 16 columns [16 * c, 16 * c + 16) sit in the packed x: tiles of kV3Tokens tokens
 // (the last may be shorter), each stored column chunk by column chunk, token by token.
@@ -530,9 +554,13 @@ void gemm_packed_prefetch(const Matrix& weight, const float* x, float* y, int n,
   const int chunks = cols / kLanes;
   const bool in_place = weight.dtype == DType::F32;
   float* packed = packed_x_buffer(size_t(n) * chunks * kLanes);
-  // Token blocks: as many whole token tiles as keep the block's packed x within kPackedBytes.
+  // Token blocks: the fewest that keep a block's packed x within kPackedBytes, of equal numbers of
+  // whole token tiles (n = 512 at 576 columns: 4 blocks of 22 tiles, not 3 of 28 and a short one).
   const size_t tile_bytes = size_t(kV3Tokens) * std::max(chunks, 1) * kLanes * sizeof(float);
-  const int block_tokens = kV3Tokens * int(std::max<size_t>(1, kPackedBytes / tile_bytes));
+  const int max_block_tiles = int(std::max<size_t>(1, kPackedBytes / tile_bytes));
+  const int token_tiles = (n + kV3Tokens - 1) / kV3Tokens;
+  const int blocks = (token_tiles + max_block_tiles - 1) / max_block_tiles;
+  const int block_tokens = kV3Tokens * ((token_tiles + blocks - 1) / blocks);
   const int row_tiles = (rows + kV3Rows - 1) / kV3Rows;
   const float* w_all = static_cast<const float*>(weight.data);
 #pragma omp parallel num_threads(threads)
