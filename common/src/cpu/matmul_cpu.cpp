@@ -35,8 +35,8 @@
 //                          - x packed once per call in the order the tile reads it ([tile][column/16]
 //                            [token][16]): one sequential stream per tile; tokens split in blocks whose
 //                            packed x stays in L2 (<= 384 KiB: 168 tokens at 576 columns, 60 at 1536);
-//                          - weights streamed 4 rows at a time, the next 4 rows prefetched into L1
-//                            while the current ones meet the block's first token tile.
+//                          - weights streamed 4 rows at a time, the rows 4 tiles ahead prefetched
+//                            into L2 while the current ones meet the block's first token tile.
 //                          In L1 (one tile over and over, K = 576, 1 thread) v2's 4x4 tile ran ~200
 //                          GFLOP/s and the 6x4 tile ~235-250 of 280 (4x6, 8x3, 5x5, 7x4: 210-250).
 //                          The whole GEMM, 1 thread, 1536 x 576, n = 60, loaded 2-core EPYC (Zen 5,
@@ -400,8 +400,8 @@ void gemm_register_blocked(const Matrix& weight, const float* x, float* y, int n
 //     v2's inner loop issues 20 loads per 16 FMAs, not 8; v3 loads 10 per 24.
 //  2. x packed once per call, token tile by token tile, in the order the micro-kernel reads it:
 //     [tile][column / 16][token][16], so a tile's x is one sequential stream instead of 6.
-//  3. Weights streamed a row tile at a time (4 rows) with a software prefetch of the next row tile
-//     into L1 while the current one meets the first token tile; each row tile then meets every
+//  3. Weights streamed a row tile at a time (4 rows) with a software prefetch of a row tile further
+//     on into L2 while the current one meets the first token tile; each row tile then meets every
 //     token tile of a token block (the block's packed x, at most kPackedBytes, stays in L2).
 
 constexpr int kV3Tokens = 6;   // tile: kV3Tokens x kV3Rows outputs, 24 accumulators
@@ -410,6 +410,10 @@ constexpr int kV3Rows = 4;
 // EPYC, ms (CPU time) at n = 512 / 2048: 1536 x 576: 96 KiB 4.9 / 20.1, 384 KiB 4.7 / 19.4, no blocks
 // 5.4 / 24.4; 576 x 1536: 96 KiB 5.9 / 24.2, 384 KiB 4.7 / 20.1, no blocks 6.6 / 28.9.
 constexpr size_t kPackedBytes = size_t(384) << 10;
+// The weights of the row tile kPrefetchTiles ahead are prefetched into L2 while a tile meets its block's
+// first token tile. BM_matmul_batch/n:64 (W from memory, 1 thread, loaded EPYC, CPU time, two rounds):
+// 1 tile ahead into L1 677-684 us, 2 or 4 ahead into L1 677-688, 4 ahead into L2 644-658, 8 ahead 653-656.
+constexpr int kPrefetchTiles = 4;
 
 // Where token t's 16 columns [16 * c, 16 * c + 16) sit in the packed x: tiles of kV3Tokens tokens
 // (the last may be shorter), each stored column chunk by column chunk, token by token.
@@ -470,7 +474,7 @@ inline __m512 in_register(__m512 v) {
   return v;
 }
 
-// One v3 tile with intrinsics; prefetch (or nullptr): R rows (stride cols) to bring into L1, one
+// One v3 tile with intrinsics; prefetch (or nullptr): R rows (stride cols) to bring into L2, one
 // line per row per column chunk.
 template <int T, int R>
 void tile_v3_avx512(const float* w, const float* xp, const float* x, float* y, int y_stride, int cols,
@@ -486,7 +490,7 @@ void tile_v3_avx512(const float* w, const float* xp, const float* x, float* y, i
     for (int r = 0; r < R; ++r) wv[r] = _mm512_loadu_ps(w + size_t(r) * cols + i);
     if (prefetch != nullptr) {
 #pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(prefetch + size_t(r) * cols + i), _MM_HINT_T0);
+      for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(prefetch + size_t(r) * cols + i), _MM_HINT_T1);
     }
 #pragma GCC unroll 6
     for (int t = 0; t < T; ++t) {
@@ -582,7 +586,7 @@ void gemm_packed_prefetch(const Matrix& weight, const float* x, float* y, int n,
         const float* next = nullptr;
         if (in_place) {
           w = w_all + size_t(r0) * cols;
-          if (r0 + 2 * kV3Rows <= rows) next = w + size_t(kV3Rows) * cols;  // the next tile, when it is a full one
+          if (r0 + (kPrefetchTiles + 1) * kV3Rows <= rows) next = w + size_t(kPrefetchTiles * kV3Rows) * cols;
         } else {
           rows_to_f32(weight, r0, tile_rows, block.data());
         }
