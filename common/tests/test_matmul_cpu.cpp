@@ -3,9 +3,10 @@
 // Seeded random weights and inputs over shapes whose widths are not multiples of 16 (the dot's lane
 // count), in f32 and f16; the f16 GEMV's v2_fused must equal v1_scratch exactly (same lanes, same
 // order), and the GEMV must equal the GEMM's row for the same token exactly (what keeps the KV-cache
-// decoder's tokens identical to the naive decoder's). The GEMM versions (v1_dot, v2_register_blocked
-// and its plain-C++ tiles) must give those same bits for every token, in f32, f16 and bf16, over
-// token counts, row counts and widths that are not multiples of the 4 x 4 tile or the 16 lanes.
+// decoder's tokens identical to the naive decoder's). The GEMM versions (v1_dot, v2_register_blocked,
+// v3_packed_prefetch and their plain-C++ tiles) must give those same bits for every token, in f32, f16
+// and bf16, over token counts, row counts and widths that are not multiples of the 4 x 4 / 6 x 4
+// tiles or the 16 lanes, and (v3) over several token blocks.
 #include "infer/cpu/cpu_kernels.h"
 #include "infer/core/dtype.h"
 #include "test_util.h"

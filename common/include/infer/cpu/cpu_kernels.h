@@ -24,9 +24,10 @@ void bf16_to_f32_row(const uint16_t* src, float* dst, int n);
 // integer kernels of quant_kernels.h; the K formats are dequantized a few rows at a time (below).
 //  n == 1 (decode): a GEMV, one output row per iteration, threads split the rows. It streams W once,
 //                   so its speed is bandwidth / W.n_bytes().
-//  n > 1 (prefill): a block of 16 weight rows is converted to fp32 once and kept in cache while
-//                   every token's dot products with it are computed, so W is still read once
-//                   (gemm_v2_register_blocked).
+//  n > 1 (prefill, batched decode): 4 weight rows at a time (converted to fp32 once if they are not)
+//                   meet every token of a block of tokens in 6 x 4 register tiles, so W is read once
+//                   per token block (one block up to 168 tokens at 576 columns)
+//                   (gemm_v3_packed_prefetch).
 void matmul(const Matrix& weight, const float* x, float* y, int n, int threads);
 // The GEMV (n == 1) versions, see matmul_cpu.cpp: v1_scratch converts half-precision rows into a
 // per-call buffer; v2_fused (what matmul runs) converts inside the dot, with no buffer.
