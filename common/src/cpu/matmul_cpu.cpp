@@ -9,8 +9,9 @@
 //                          then dot_f32: an allocation per matmul and a store/reload of each weight.
 //     f16 v2_fused:        converts 16 weights at a time inside the dot (registers / L1), no buffer and
 //                          no allocation; same lanes and order as dot_f32, so the same results as v1.
-//   GEMM  (n > 1):  prefill and the naive decoder. A block of kRowBlock weight rows is converted to
-//                   fp32 into a per-thread scratch that stays in L1/L2, then used by every token:
+//   GEMM  (n > 1):  prefill, batched decode and the naive decoder. A block of weight rows (16 in v1/v2,
+//                   4 in v3) is converted to fp32 (if it is not) into a per-thread scratch that stays
+//                   in L1/L2, then used by every token (v3: of a token block):
 //                   the weights are read from memory once per pass however many tokens there are.
 //     v1_dot:              one dot_f32 per (token, row): every FMA needs two loads (a weight and an x
 //                          value), so the loads, not the FMA units, set the speed.
@@ -45,6 +46,10 @@
 //                          181 (+ packed x, + the prefetch). Blocking the rows by 8, 16 or 32, or the
 //                          columns in chunks (accumulators kept between chunks), changed nothing
 //                          measurable once the tile stopped folding its loads.
+//                          bench_kernels, 1 thread, v2 and v3 interleaved in one run (loaded machine,
+//                          GFLOP/s from CPU time, 33 GB/s read bandwidth in that run): BM_matmul_batch
+//                          (1536 x 576, W from memory) n = 16 / 64 / 256: 97 / 87 / 93 -> 143 / 175 /
+//                          184; BM_gemm 1536 x 576 n = 64: 96 -> 186; 49152 x 576 n = 64: 108 -> 165.
 //
 // Every lane step of every dot here is lane_fma (fused where the target has FMA), so no kernel's
 // result depends on whether the compiler chose to contract a * b + c.
