@@ -32,6 +32,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -136,6 +137,32 @@ float dot_reference(DType type, const uint8_t* row, const int8_t* q, const float
   return finish(acc, min_sum);
 }
 
+}  // namespace
+
+// int16 activations: 32 lanes (16 per block, even / odd blocks apart), each the exact sum of 2 products.
+float dot_int16_reference(DType type, const uint8_t* row, const int16_t* q, const float* dx, const float* s, int n_blocks) {
+  const size_t block_bytes = dtype_block_bytes(type);
+  float acc[2 * kLanes] = {};
+  float min_sum = 0.0f;
+  BlockInts block;
+  for (int b = 0; b < n_blocks; ++b) {
+    unpack_block(type, row + size_t(b) * block_bytes, block);
+    const int16_t* qb = q + size_t(b) * kBlock;
+    const float scale = block.d * dx[b];
+    float* lanes = acc + (b % 2) * kLanes;
+    for (int j = 0; j < kLanes; ++j) {
+      const int32_t p = int32_t(block.w[2 * j]) * qb[2 * j] + int32_t(block.w[2 * j + 1]) * qb[2 * j + 1];
+      lanes[j] = std::fma(scale, float(p), lanes[j]);  // |p| <= 2 * 127 * 32767 < 2^24: exact in float
+    }
+    if (is_affine(type)) min_sum = std::fma(block.m, s[b], min_sum);
+  }
+  float sum = 0.0f;
+  for (float lane : acc) sum += lane;
+  return sum + min_sum;
+}
+
+namespace {
+
 #if INFER_QUANT_X86
 // ---- v1_avx2 ------------------------------------------------------------------------------------
 #define INFER_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -182,6 +209,50 @@ INFER_TARGET_AVX2 float dot_avx2(const uint8_t* row, const int8_t* q, const floa
   _mm256_store_ps(lanes, acc[0]);
   _mm256_store_ps(lanes + 8, acc[1]);
   return finish(lanes, min_sum);
+}
+
+// ---- v4_avx2_int16 ------------------------------------------------------------------------------
+// A block's 32 weights as int16 in two ymm registers: weights 0..15 (lanes 0..7) and 16..31 (8..15).
+template <DType T>
+INFER_TARGET_AVX2 inline void block_weights_i16_avx2(const uint8_t* block, __m256i& lo, __m256i& hi) {
+  if constexpr (T == DType::Q8_0) {
+    lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2)));
+    hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 18)));
+  } else {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + (T == DType::Q4_0 ? 2 : 4)));
+    const __m128i mask = _mm_set1_epi8(15);
+    lo = _mm256_cvtepu8_epi16(_mm_and_si128(raw, mask));
+    hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), mask));
+    if constexpr (T == DType::Q4_0) {
+      lo = _mm256_sub_epi16(lo, _mm256_set1_epi16(8));
+      hi = _mm256_sub_epi16(hi, _mm256_set1_epi16(8));
+    }
+  }
+}
+
+template <DType T>
+INFER_TARGET_AVX2 float dot_avx2_i16(const uint8_t* row, const int16_t* q, const float* dx, const float* s, int n_blocks) {
+  constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  float min_sum = 0.0f;
+  for (int b = 0; b < n_blocks; ++b) {
+    const uint8_t* block = row + size_t(b) * kBytes;
+    __m256i lo, hi;
+    block_weights_i16_avx2<T>(block, lo, hi);
+    const int16_t* x = q + size_t(b) * kBlock;
+    const __m256 p_lo = _mm256_cvtepi32_ps(_mm256_madd_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))));
+    const __m256 p_hi = _mm256_cvtepi32_ps(_mm256_madd_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 16))));
+    const __m256 scale = _mm256_set1_ps(half_avx2(block) * dx[b]);
+    const int a = 2 * (b % 2);
+    acc[a] = _mm256_fmadd_ps(scale, p_lo, acc[a]);
+    acc[a + 1] = _mm256_fmadd_ps(scale, p_hi, acc[a + 1]);
+    if constexpr (T == DType::Q4_1) min_sum = std::fma(half_avx2(block + 2), s[b], min_sum);
+  }
+  alignas(32) float lanes[2 * kLanes];
+  for (int i = 0; i < 4; ++i) _mm256_store_ps(lanes + 8 * i, acc[i]);
+  float sum = 0.0f;
+  for (float lane : lanes) sum += lane;
+  return sum + min_sum;
 }
 
 // ---- v2_avx512_vnni -----------------------------------------------------------------------------
@@ -305,6 +376,83 @@ INFER_TARGET_VNNI void dot_avx512_vnni_tile(const uint8_t* row, const int8_t* co
     out[t] = finish(lanes, min_sum[t]);
   }
 }
+// ---- v5_avx512_vnni_int16 -----------------------------------------------------------------------
+// A block's 32 weights as int16 in one zmm register (weight i in element i).
+template <DType T>
+INFER_TARGET_VNNI inline __m512i block_weights_i16_512(const uint8_t* block) {
+  if constexpr (T == DType::Q8_0) {
+    return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2)));
+  } else {
+    // The 16 bytes twice, widened to 32 int16; the second half shifted right by 4: low nibbles, then high.
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + (T == DType::Q4_0 ? 2 : 4)));
+    const __m512i wide = _mm512_cvtepu8_epi16(_mm256_broadcastsi128_si256(raw));
+    const __m512i shifts = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+    const __m512i w = _mm512_and_si512(_mm512_srlv_epi16(wide, shifts), _mm512_set1_epi16(15));
+    if constexpr (T == DType::Q4_0) return _mm512_sub_epi16(w, _mm512_set1_epi16(8));
+    return w;
+  }
+}
+
+template <DType T>
+INFER_TARGET_VNNI float dot_avx512_vnni_i16(const uint8_t* row, const int16_t* q, const float* dx, const float* s, int n_blocks) {
+  constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
+  const __m512i zero = _mm512_setzero_si512();
+  __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  float min_sum = 0.0f;
+  for (int b = 0; b < n_blocks; ++b) {
+    const uint8_t* block = row + size_t(b) * kBytes;
+    const __m512i x = _mm512_loadu_si512(q + size_t(b) * kBlock);
+    const __m512 p = _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(zero, x, block_weights_i16_512<T>(block)));
+    acc[b % 2] = _mm512_fmadd_ps(_mm512_set1_ps(half_vnni(block) * dx[b]), p, acc[b % 2]);
+    if constexpr (T == DType::Q4_1) min_sum = std::fma(half_vnni(block + 2), s[b], min_sum);
+  }
+  alignas(64) float lanes[2 * kLanes];
+  _mm512_store_ps(lanes, acc[0]);
+  _mm512_store_ps(lanes + kLanes, acc[1]);
+  float sum = 0.0f;
+  for (float lane : lanes) sum += lane;
+  return sum + min_sum;
+}
+
+// v6_avx512_vnni_int16_tiled (GEMM only): v5 for kTileTokens tokens per weight row, sharing the weight
+// loads, widening and scale conversions; each token does v5's operations in v5's order: v5's bits.
+template <DType T>
+INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const int16_t* const* q, const float* const* dx,
+                                                const float* const* s, int n_blocks, float* out) {
+  constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
+  const __m512i zero = _mm512_setzero_si512();
+  __m512 acc[kTileTokens][2];
+  float min_sum[kTileTokens];
+  for (int t = 0; t < kTileTokens; ++t) {
+    acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    min_sum[t] = 0.0f;
+  }
+  for (int b = 0; b < n_blocks; ++b) {
+    const uint8_t* block = row + size_t(b) * kBytes;
+    const __m512i w = block_weights_i16_512<T>(block);
+    const __m512 d_w = _mm512_set1_ps(half_vnni(block));
+    const int parity = b % 2;
+#pragma GCC unroll 8
+    for (int t = 0; t < kTileTokens; ++t) {
+      const __m512i x = _mm512_loadu_si512(q[t] + size_t(b) * kBlock);
+      const __m512 p = _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(zero, x, w));
+      const __m512 scale = _mm512_mul_ps(d_w, _mm512_set1_ps(dx[t][b]));  // v5's d_w * dx[b]
+      acc[t][parity] = _mm512_fmadd_ps(scale, p, acc[t][parity]);
+    }
+    if constexpr (T == DType::Q4_1) {
+      const float m = half_vnni(block + 2);
+      for (int t = 0; t < kTileTokens; ++t) min_sum[t] = std::fma(m, s[t][b], min_sum[t]);
+    }
+  }
+  alignas(64) float lanes[2 * kLanes];
+  for (int t = 0; t < kTileTokens; ++t) {
+    _mm512_store_ps(lanes, acc[t][0]);
+    _mm512_store_ps(lanes + kLanes, acc[t][1]);
+    float sum = 0.0f;
+    for (float lane : lanes) sum += lane;
+    out[t] = sum + min_sum[t];
+  }
+}
 #endif  // INFER_QUANT_X86
 
 bool simd_format(DType type) { return type == DType::Q8_0 || type == DType::Q4_0 || type == DType::Q4_1; }
@@ -312,6 +460,35 @@ bool simd_format(DType type) { return type == DType::Q8_0 || type == DType::Q4_0
 using DotFn = float (*)(const uint8_t*, const int8_t*, const float*, const float*, int);
 using TileFn = void (*)(const uint8_t*, const int8_t* const*, const float* const*, const float* const*,
                         const float* const*, int, float*);
+using Dot16Fn = float (*)(const uint8_t*, const int16_t*, const float*, const float*, int);
+using Tile16Fn = void (*)(const uint8_t*, const int16_t* const*, const float* const*, const float* const*, int, float*);
+
+Dot16Fn simd_dot16(QuantPath path, DType type) {
+#if INFER_QUANT_X86
+  if (path == QuantPath::Avx2) {
+    if (type == DType::Q8_0) return dot_avx2_i16<DType::Q8_0>;
+    if (type == DType::Q4_0) return dot_avx2_i16<DType::Q4_0>;
+    if (type == DType::Q4_1) return dot_avx2_i16<DType::Q4_1>;
+  }
+  if (path == QuantPath::Avx512Vnni) {
+    if (type == DType::Q8_0) return dot_avx512_vnni_i16<DType::Q8_0>;
+    if (type == DType::Q4_0) return dot_avx512_vnni_i16<DType::Q4_0>;
+    if (type == DType::Q4_1) return dot_avx512_vnni_i16<DType::Q4_1>;
+  }
+#endif
+  return nullptr;
+}
+
+Tile16Fn simd_tile16(QuantPath path, DType type) {
+#if INFER_QUANT_X86
+  if (path == QuantPath::Avx512Vnni) {
+    if (type == DType::Q8_0) return dot_avx512_vnni_i16_tile<DType::Q8_0>;
+    if (type == DType::Q4_0) return dot_avx512_vnni_i16_tile<DType::Q4_0>;
+    if (type == DType::Q4_1) return dot_avx512_vnni_i16_tile<DType::Q4_1>;
+  }
+#endif
+  return nullptr;
+}
 
 TileFn simd_tile(QuantPath path, DType type) {
 #if INFER_QUANT_X86
@@ -364,6 +541,16 @@ std::string_view quant_path_name(QuantPath path) {
   return "?";
 }
 
+std::string_view quant_path_name(QuantPath path, ActivationBits bits) {
+  if (bits == ActivationBits::Int8) return quant_path_name(path);
+  switch (path) {
+    case QuantPath::Reference: return "reference_int16";
+    case QuantPath::Avx2: return "v4_avx2_int16";
+    case QuantPath::Avx512Vnni: return "v5_avx512_vnni_int16";
+  }
+  return "?";
+}
+
 #if INFER_QUANT_X86
 // F16C (CPUID leaf 1, ECX bit 29), asked through CPUID: clang 14's __builtin_cpu_supports does not know "f16c".
 // Asked once: in a virtual machine the CPUID instruction traps to the hypervisor (microseconds), and
@@ -405,41 +592,90 @@ bool quant_kernel_supports(DType type) {
   return simd_format(type) || type == DType::Q5_0 || type == DType::Q5_1;
 }
 
-void quantize_activations(const float* x, int n, int cols, QuantizedActivations& out) {
+namespace {
+
+// One token's row of activations quantized to `limit` (127 or 32767) steps per block side.
+template <typename Int>
+void quantize_token(const float* x, int blocks, float limit, Int* q, float* d_out, float* s_out, float* d_pairs) {
+  for (int b = 0; b < blocks; ++b) {
+    const float* xb = x + size_t(b) * kBlock;
+    Int* qb = q + size_t(b) * kBlock;
+    float max_abs = 0.0f;
+    for (int j = 0; j < kBlock; ++j) max_abs = std::max(max_abs, std::fabs(xb[j]));
+    const float d = max_abs / limit;
+    const float inverse_d = d != 0.0f ? 1.0f / d : 0.0f;
+    int32_t sum = 0;
+    for (int j = 0; j < kBlock; ++j) {
+      // |x / d| <= limit up to rounding; clamp anyway so a rounding step can never pass it.
+      const float scaled = std::min(limit, std::max(-limit, std::nearbyint(xb[j] * inverse_d)));
+      qb[j] = Int(scaled);
+      sum += qb[j];
+    }
+    d_out[b] = d;
+    if (d_pairs != nullptr) std::fill_n(d_pairs + (b / 2) * 16 + (b % 2) * 8, 8, d);
+    s_out[b] = d * float(sum);
+  }
+}
+
+std::atomic<int> g_bits_override{0};  // 0: the per-format defaults
+
+}  // namespace
+
+void quantize_activations(const float* x, int n, int cols, QuantizedActivations& out, ActivationBits bits, int threads) {
   if (cols % kBlock != 0) fail("quantize_activations: {} columns are not a multiple of {}", cols, kBlock);
   const int blocks = cols / kBlock;
+  const bool wide = bits == ActivationBits::Int16;
   out.n = n;
   out.cols = cols;
-  out.q.resize(size_t(n) * cols);
+  out.bits = bits;
+  if (wide) {
+    out.q16.resize(size_t(n) * cols);
+    out.d_pairs.clear();
+  } else {
+    out.q.resize(size_t(n) * cols);
+    out.d_pairs.assign(size_t(n) * ((blocks + 1) / 2) * 16, 0.0f);
+  }
   out.d.resize(size_t(n) * blocks);
   out.s.resize(size_t(n) * blocks);
-  const int pairs = (blocks + 1) / 2;
-  out.d_pairs.assign(size_t(n) * pairs * 16, 0.0f);
+  const int pair_floats = (blocks + 1) / 2 * 16;
+  // Each token is independent: the bits do not depend on the split over threads.
+#pragma omp parallel for num_threads(threads) schedule(static) if (n > 1 && threads > 1)
   for (int t = 0; t < n; ++t) {
-    for (int b = 0; b < blocks; ++b) {
-      const float* xb = x + size_t(t) * cols + size_t(b) * kBlock;
-      int8_t* qb = out.q.data() + size_t(t) * cols + size_t(b) * kBlock;
-      float max_abs = 0.0f;
-      for (int j = 0; j < kBlock; ++j) max_abs = std::max(max_abs, std::fabs(xb[j]));
-      const float d = max_abs / 127.0f;
-      const float inverse_d = d != 0.0f ? 1.0f / d : 0.0f;
-      int32_t sum = 0;
-      for (int j = 0; j < kBlock; ++j) {
-        // |x / d| <= 127 up to rounding; clamp anyway so a rounding step can never reach -128.
-        const float scaled = std::min(127.0f, std::max(-127.0f, std::nearbyint(xb[j] * inverse_d)));
-        qb[j] = int8_t(scaled);
-        sum += qb[j];
-      }
-      out.d[size_t(t) * blocks + b] = d;
-      std::fill_n(out.d_pairs.data() + (size_t(t) * pairs + b / 2) * 16 + (b % 2) * 8, 8, d);
-      out.s[size_t(t) * blocks + b] = d * float(sum);
+    const float* xt = x + size_t(t) * cols;
+    float* d = out.d.data() + size_t(t) * blocks;
+    float* s = out.s.data() + size_t(t) * blocks;
+    if (wide) {
+      quantize_token(xt, blocks, 32767.0f, out.q16.data() + size_t(t) * cols, d, s, nullptr);
+    } else {
+      quantize_token(xt, blocks, 127.0f, out.q.data() + size_t(t) * cols, d, s, out.d_pairs.data() + size_t(t) * pair_floats);
     }
   }
+}
+
+// Measured on SmolLM2-135M (ch07_quantization, see the file header): FILLED IN BELOW.
+ActivationBits default_activation_bits(DType type) {
+  switch (type) {
+    case DType::Q8_0: return ActivationBits::Int16;
+    default: return ActivationBits::Int8;
+  }
+}
+
+ActivationBits activation_bits(DType type) {
+  const int forced = g_bits_override.load(std::memory_order_relaxed);
+  return forced != 0 ? ActivationBits(forced) : default_activation_bits(type);
+}
+
+void override_activation_bits(std::optional<ActivationBits> bits) {
+  g_bits_override.store(bits ? int(*bits) : 0, std::memory_order_relaxed);
 }
 
 float dot_quantized(QuantPath path, DType type, const void* row, const QuantizedActivations& x, int t) {
   const auto* bytes = static_cast<const uint8_t*>(row);
   const int n_blocks = x.cols / kBlock;
+  if (x.bits == ActivationBits::Int16) {
+    if (Dot16Fn fn = simd_dot16(path, type)) return fn(bytes, x.q16_row(t), x.d_row(t), x.s_row(t), n_blocks);
+    return dot_int16_reference(type, bytes, x.q16_row(t), x.d_row(t), x.s_row(t), n_blocks);
+  }
   if (DotFn fn = simd_dot(path, type)) return fn(bytes, x.q_row(t), x.d_row(t), x.s_row(t), n_blocks);
   return dot_reference(type, bytes, x.q_row(t), x.d_row(t), x.s_row(t), n_blocks);
 }
@@ -449,17 +685,28 @@ void gemv_quantized(const Matrix& weight, const float* x, float* y, int threads,
 }
 
 void gemm_quantized(const Matrix& weight, const float* x, float* y, int n, int threads, QuantPath path) {
+  gemm_quantized(weight, x, y, n, threads, path, activation_bits(weight.dtype));
+}
+
+void gemm_quantized(const Matrix& weight, const float* x, float* y, int n, int threads, QuantPath path,
+                    ActivationBits bits) {
   check_matrix(weight, path);
   QuantizedActivations& activations = scratch_activations();
-  quantize_activations(x, n, weight.cols, activations);
+  quantize_activations(x, n, weight.cols, activations, bits, threads);
   const QuantizedActivations& xq = activations;
   const int rows = weight.rows, n_blocks = weight.cols / kBlock;
   const size_t row_bytes = dtype_row_bytes(weight.dtype, weight.cols);
   const auto* w = static_cast<const uint8_t*>(weight.data);
   const DType type = weight.dtype;
-  const DotFn fn = simd_dot(path, type);
+  const bool wide = bits == ActivationBits::Int16;
+  const DotFn fn = wide ? nullptr : simd_dot(path, type);
+  const Dot16Fn fn16 = wide ? simd_dot16(path, type) : nullptr;
   auto dot = [&](int r, int t) {
     const uint8_t* row = w + size_t(r) * row_bytes;
+    if (wide) {
+      return fn16 ? fn16(row, xq.q16_row(t), xq.d_row(t), xq.s_row(t), n_blocks)
+                  : dot_int16_reference(type, row, xq.q16_row(t), xq.d_row(t), xq.s_row(t), n_blocks);
+    }
     return fn ? fn(row, xq.q_row(t), xq.d_row(t), xq.s_row(t), n_blocks)
               : dot_reference(type, row, xq.q_row(t), xq.d_row(t), xq.s_row(t), n_blocks);
   };
@@ -469,29 +716,39 @@ void gemm_quantized(const Matrix& weight, const float* x, float* y, int n, int t
     return;
   }
   // Blocks of kRowBlock weight rows (~10-20 KB: they stay in L1/L2 while every token meets them);
-  // with the VNNI path, groups of kTileTokens tokens share each row's unpacking (v3), the rest one
-  // token at a time (v2). Both give every (token, row) the same bits.
+  // with the VNNI path, groups of kTileTokens tokens share each row's unpacking (v3 / v6), the rest
+  // one token at a time (v2 / v5). All give every (token, row) the same bits.
   constexpr int kRowBlock = 16;
-  const TileFn tile = simd_tile(path, type);
+  const TileFn tile = wide ? nullptr : simd_tile(path, type);
+  const Tile16Fn tile16 = wide ? simd_tile16(path, type) : nullptr;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int r0 = 0; r0 < rows; r0 += kRowBlock) {
     const int r1 = std::min(rows, r0 + kRowBlock);
     int t0 = 0;
-    if (tile != nullptr) {
+    if (tile != nullptr || tile16 != nullptr) {
       for (; t0 + kTileTokens <= n; t0 += kTileTokens) {
         const int8_t* q[kTileTokens];
+        const int16_t* q16[kTileTokens];
         const float* d[kTileTokens];
         const float* d_pairs[kTileTokens];
         const float* s[kTileTokens];
         for (int i = 0; i < kTileTokens; ++i) {
-          q[i] = xq.q_row(t0 + i);
           d[i] = xq.d_row(t0 + i);
-          d_pairs[i] = xq.d_pairs_row(t0 + i);
           s[i] = xq.s_row(t0 + i);
+          if (wide) {
+            q16[i] = xq.q16_row(t0 + i);
+          } else {
+            q[i] = xq.q_row(t0 + i);
+            d_pairs[i] = xq.d_pairs_row(t0 + i);
+          }
         }
         float out[kTileTokens];
         for (int r = r0; r < r1; ++r) {
-          tile(w + size_t(r) * row_bytes, q, d, d_pairs, s, n_blocks, out);
+          if (wide) {
+            tile16(w + size_t(r) * row_bytes, q16, d, s, n_blocks, out);
+          } else {
+            tile(w + size_t(r) * row_bytes, q, d, d_pairs, s, n_blocks, out);
+          }
           for (int i = 0; i < kTileTokens; ++i) y[size_t(t0 + i) * rows + r] = out[i];
         }
       }
