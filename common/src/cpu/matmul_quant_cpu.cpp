@@ -116,15 +116,17 @@ float finish(const float* lanes, float min_sum) {
   return sum + min_sum;
 }
 
-float dot_reference(DType type, const uint8_t* row, const int8_t* q, const float* dx, const float* s, int n_blocks) {
-  if (type == DType::Q8_0) return dot_q8_0_reference(row, q, dx, n_blocks);  // quant_dot_q8_0_cpu.cpp
+// Both activation widths: lane j of block b is the exact integer sum of 4 products (|p| <= 4 * 127 *
+// 32767 < 2^24 for int16, so float(p) is exact too).
+template <typename Int>
+float dot_reference_lanes(DType type, const uint8_t* row, const Int* q, const float* dx, const float* s, int n_blocks) {
   const size_t block_bytes = dtype_block_bytes(type);
   float acc[kLanes] = {};
   float min_sum = 0.0f;
   BlockInts block;
   for (int b = 0; b < n_blocks; ++b) {
     unpack_block(type, row + size_t(b) * block_bytes, block);
-    const int8_t* qb = q + size_t(b) * kBlock;
+    const Int* qb = q + size_t(b) * kBlock;
     const float scale = block.d * dx[b];
     float* lanes = acc + (b % 2) * 8;
     for (int j = 0; j < 8; ++j) {
@@ -137,28 +139,15 @@ float dot_reference(DType type, const uint8_t* row, const int8_t* q, const float
   return finish(acc, min_sum);
 }
 
+float dot_reference(DType type, const uint8_t* row, const int8_t* q, const float* dx, const float* s, int n_blocks) {
+  if (type == DType::Q8_0) return dot_q8_0_reference(row, q, dx, n_blocks);  // quant_dot_q8_0_cpu.cpp
+  return dot_reference_lanes(type, row, q, dx, s, n_blocks);
+}
+
 }  // namespace
 
-// int16 activations: 32 lanes (16 per block, even / odd blocks apart), each the exact sum of 2 products.
 float dot_int16_reference(DType type, const uint8_t* row, const int16_t* q, const float* dx, const float* s, int n_blocks) {
-  const size_t block_bytes = dtype_block_bytes(type);
-  float acc[2 * kLanes] = {};
-  float min_sum = 0.0f;
-  BlockInts block;
-  for (int b = 0; b < n_blocks; ++b) {
-    unpack_block(type, row + size_t(b) * block_bytes, block);
-    const int16_t* qb = q + size_t(b) * kBlock;
-    const float scale = block.d * dx[b];
-    float* lanes = acc + (b % 2) * kLanes;
-    for (int j = 0; j < kLanes; ++j) {
-      const int32_t p = int32_t(block.w[2 * j]) * qb[2 * j] + int32_t(block.w[2 * j + 1]) * qb[2 * j + 1];
-      lanes[j] = std::fma(scale, float(p), lanes[j]);  // |p| <= 2 * 127 * 32767 < 2^24: exact in float
-    }
-    if (is_affine(type)) min_sum = std::fma(block.m, s[b], min_sum);
-  }
-  float sum = 0.0f;
-  for (float lane : acc) sum += lane;
-  return sum + min_sum;
+  return dot_reference_lanes(type, row, q, dx, s, n_blocks);
 }
 
 namespace {
@@ -212,7 +201,8 @@ INFER_TARGET_AVX2 float dot_avx2(const uint8_t* row, const int8_t* q, const floa
 }
 
 // ---- v4_avx2_int16 ------------------------------------------------------------------------------
-// A block's 32 weights as int16 in two ymm registers: weights 0..15 (lanes 0..7) and 16..31 (8..15).
+// int16 activations on AVX2: vpmaddwd gives the sums of 2 products, vphaddd the sums of 4 (in the
+// order 0 1 4 5 | 2 3 6 7 within its 128-bit halves), vpermq puts lanes 0..7 back in order.
 template <DType T>
 INFER_TARGET_AVX2 inline void block_weights_i16_avx2(const uint8_t* block, __m256i& lo, __m256i& hi) {
   if constexpr (T == DType::Q8_0) {
@@ -233,26 +223,24 @@ INFER_TARGET_AVX2 inline void block_weights_i16_avx2(const uint8_t* block, __m25
 template <DType T>
 INFER_TARGET_AVX2 float dot_avx2_i16(const uint8_t* row, const int16_t* q, const float* dx, const float* s, int n_blocks) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
-  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
   float min_sum = 0.0f;
   for (int b = 0; b < n_blocks; ++b) {
     const uint8_t* block = row + size_t(b) * kBytes;
     __m256i lo, hi;
     block_weights_i16_avx2<T>(block, lo, hi);
     const int16_t* x = q + size_t(b) * kBlock;
-    const __m256 p_lo = _mm256_cvtepi32_ps(_mm256_madd_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x))));
-    const __m256 p_hi = _mm256_cvtepi32_ps(_mm256_madd_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 16))));
+    const __m256i pairs_lo = _mm256_madd_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
+    const __m256i pairs_hi = _mm256_madd_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 16)));
+    const __m256i sums = _mm256_permute4x64_epi64(_mm256_hadd_epi32(pairs_lo, pairs_hi), 0xD8);
     const __m256 scale = _mm256_set1_ps(half_avx2(block) * dx[b]);
-    const int a = 2 * (b % 2);
-    acc[a] = _mm256_fmadd_ps(scale, p_lo, acc[a]);
-    acc[a + 1] = _mm256_fmadd_ps(scale, p_hi, acc[a + 1]);
+    acc[b % 2] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[b % 2]);
     if constexpr (T == DType::Q4_1) min_sum = std::fma(half_avx2(block + 2), s[b], min_sum);
   }
-  alignas(32) float lanes[2 * kLanes];
-  for (int i = 0; i < 4; ++i) _mm256_store_ps(lanes + 8 * i, acc[i]);
-  float sum = 0.0f;
-  for (float lane : lanes) sum += lane;
-  return sum + min_sum;
+  alignas(32) float lanes[kLanes];
+  _mm256_store_ps(lanes, acc[0]);
+  _mm256_store_ps(lanes + 8, acc[1]);
+  return finish(lanes, min_sum);
 }
 
 // ---- v2_avx512_vnni -----------------------------------------------------------------------------
@@ -377,80 +365,123 @@ INFER_TARGET_VNNI void dot_avx512_vnni_tile(const uint8_t* row, const int8_t* co
   }
 }
 // ---- v5_avx512_vnni_int16 -----------------------------------------------------------------------
-// A block's 32 weights as int16 in one zmm register (weight i in element i).
+// int16 activations with the int8 instruction: each x = 256 * hi + lo is stored as two byte planes,
+// lo = x & 255 and hi + 128 (both unsigned, vpdpbusd's first operand), the weights are the signed
+// operand (Q4_0's nibbles - 8). Per lane: sum((hi + 128) w) - 128 sum(w) = sum(hi w), shifted left by
+// 8, then vpdpbusd adds sum(lo w): the exact sum of 4 products w * x, the int8 kernels' 16 lanes.
+// Three vpdpbusd (one for the weights' 128 sum(w)) and a shift per 64 weights, against 2 x (vpdpwssd,
+// convert, scale, fma) for vpdpwssd on one block per register (measured 1.6-2x slower than int8 in the
+// decode GEMV, 1 thread; this is ~1.2-1.3x).
 template <DType T>
-INFER_TARGET_VNNI inline __m512i block_weights_i16_512(const uint8_t* block) {
-  if constexpr (T == DType::Q8_0) {
-    return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2)));
-  } else {
-    // The 16 bytes twice, widened to 32 int16; the second half shifted right by 4: low nibbles, then high.
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + (T == DType::Q4_0 ? 2 : 4)));
-    const __m512i wide = _mm512_cvtepu8_epi16(_mm256_broadcastsi128_si256(raw));
-    const __m512i shifts = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
-    const __m512i w = _mm512_and_si512(_mm512_srlv_epi16(wide, shifts), _mm512_set1_epi16(15));
-    if constexpr (T == DType::Q4_0) return _mm512_sub_epi16(w, _mm512_set1_epi16(8));
-    return w;
-  }
+INFER_TARGET_VNNI inline __m512i signed_weights_512(const uint8_t* even, const uint8_t* odd) {
+  const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(block_weights_512<T>(even)), block_weights_512<T>(odd), 1);
+  if constexpr (T == DType::Q4_0) return _mm512_sub_epi8(w, _mm512_set1_epi8(8));
+  return w;
+}
+template <DType T>
+INFER_TARGET_VNNI inline __m512i signed_weights_512(const uint8_t* even) {
+  const __m512i w = _mm512_zextsi256_si512(block_weights_512<T>(even));
+  if constexpr (T == DType::Q4_0) return _mm512_maskz_sub_epi8(__mmask64(0xffffffffu), w, _mm512_set1_epi8(8));
+  return w;
+}
+
+// -128 * (sum of the 4 weights of each lane): where the lanes of hi + 128 start.
+INFER_TARGET_VNNI inline __m512i offset_start(__m512i w) {
+  return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(char(0x80)), w));
+}
+
+INFER_TARGET_VNNI inline __m512i products_i16_512(__m512i start, __m512i w, __m512i hi, __m512i lo) {
+  return _mm512_dpbusd_epi32(_mm512_slli_epi32(_mm512_dpbusd_epi32(start, hi, w), 8), lo, w);
 }
 
 template <DType T>
-INFER_TARGET_VNNI float dot_avx512_vnni_i16(const uint8_t* row, const int16_t* q, const float* dx, const float* s, int n_blocks) {
+INFER_TARGET_VNNI float dot_avx512_vnni_i16(const uint8_t* row, const uint8_t* hi, const uint8_t* lo, const float* dx,
+                                            const float* s, int n_blocks) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
-  const __m512i zero = _mm512_setzero_si512();
-  __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  __m512 acc = _mm512_setzero_ps();
   float min_sum = 0.0f;
-  for (int b = 0; b < n_blocks; ++b) {
-    const uint8_t* block = row + size_t(b) * kBytes;
-    const __m512i x = _mm512_loadu_si512(q + size_t(b) * kBlock);
-    const __m512 p = _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(zero, x, block_weights_i16_512<T>(block)));
-    acc[b % 2] = _mm512_fmadd_ps(_mm512_set1_ps(half_vnni(block) * dx[b]), p, acc[b % 2]);
-    if constexpr (T == DType::Q4_1) min_sum = std::fma(half_vnni(block + 2), s[b], min_sum);
+  int b = 0;
+  for (; b + 2 <= n_blocks; b += 2) {
+    const uint8_t* even = row + size_t(b) * kBytes;
+    const uint8_t* odd = even + kBytes;
+    const __m512i w = signed_weights_512<T>(even, odd);
+    const __m512i p = products_i16_512(offset_start(w), w, _mm512_loadu_si512(hi + size_t(b) * kBlock),
+                                       _mm512_loadu_si512(lo + size_t(b) * kBlock));
+    const __m512 scale = _mm512_insertf32x8(_mm512_set1_ps(half_vnni(even) * dx[b]),
+                                            _mm256_set1_ps(half_vnni(odd) * dx[b + 1]), 1);
+    acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(p), acc);
+    if constexpr (T == DType::Q4_1) {
+      min_sum = std::fma(half_vnni(even + 2), s[b], min_sum);
+      min_sum = std::fma(half_vnni(odd + 2), s[b + 1], min_sum);
+    }
   }
-  alignas(64) float lanes[2 * kLanes];
-  _mm512_store_ps(lanes, acc[0]);
-  _mm512_store_ps(lanes + kLanes, acc[1]);
-  float sum = 0.0f;
-  for (float lane : lanes) sum += lane;
-  return sum + min_sum;
+  if (b < n_blocks) {  // a last even block: lanes 0..7 only
+    const uint8_t* even = row + size_t(b) * kBytes;
+    const __m512i w = signed_weights_512<T>(even);
+    const __m512i p = products_i16_512(
+        offset_start(w), w, _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + size_t(b) * kBlock))),
+        _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + size_t(b) * kBlock))));
+    acc = _mm512_mask3_fmadd_ps(_mm512_set1_ps(half_vnni(even) * dx[b]), _mm512_cvtepi32_ps(p), acc, __mmask16(0x00ff));
+    if constexpr (T == DType::Q4_1) min_sum = std::fma(half_vnni(even + 2), s[b], min_sum);
+  }
+  alignas(64) float lanes[kLanes];
+  _mm512_store_ps(lanes, acc);
+  return finish(lanes, min_sum);
 }
 
 // v6_avx512_vnni_int16_tiled (GEMM only): v5 for kTileTokens tokens per weight row, sharing the weight
-// loads, widening and scale conversions; each token does v5's operations in v5's order: v5's bits.
+// loads, unpacking, the 128 sum(w) start and the scale conversions; each token does v5's operations
+// in v5's order (its scales as one d_pairs vector, as v3): v5's bits.
 template <DType T>
-INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const int16_t* const* q, const float* const* dx,
+INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const uint8_t* const* hi, const uint8_t* const* lo,
+                                                const float* const* dx, const float* const* d_pairs,
                                                 const float* const* s, int n_blocks, float* out) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
-  const __m512i zero = _mm512_setzero_si512();
-  __m512 acc[kTileTokens][2];
+  __m512 acc[kTileTokens];
   float min_sum[kTileTokens];
   for (int t = 0; t < kTileTokens; ++t) {
-    acc[t][0] = acc[t][1] = _mm512_setzero_ps();
+    acc[t] = _mm512_setzero_ps();
     min_sum[t] = 0.0f;
   }
-  for (int b = 0; b < n_blocks; ++b) {
-    const uint8_t* block = row + size_t(b) * kBytes;
-    const __m512i w = block_weights_i16_512<T>(block);
-    const __m512 d_w = _mm512_set1_ps(half_vnni(block));
-    const int parity = b % 2;
+  int b = 0;
+  for (; b + 2 <= n_blocks; b += 2) {
+    const uint8_t* even = row + size_t(b) * kBytes;
+    const uint8_t* odd = even + kBytes;
+    const __m512i w = signed_weights_512<T>(even, odd);
+    const __m512i start = offset_start(w);
+    const __m512 d_w = _mm512_insertf32x8(_mm512_set1_ps(half_vnni(even)), _mm256_set1_ps(half_vnni(odd)), 1);
 #pragma GCC unroll 8
     for (int t = 0; t < kTileTokens; ++t) {
-      const __m512i x = _mm512_loadu_si512(q[t] + size_t(b) * kBlock);
-      const __m512 p = _mm512_cvtepi32_ps(_mm512_dpwssd_epi32(zero, x, w));
-      const __m512 scale = _mm512_mul_ps(d_w, _mm512_set1_ps(dx[t][b]));  // v5's d_w * dx[b]
-      acc[t][parity] = _mm512_fmadd_ps(scale, p, acc[t][parity]);
+      const __m512i p = products_i16_512(start, w, _mm512_loadu_si512(hi[t] + size_t(b) * kBlock),
+                                         _mm512_loadu_si512(lo[t] + size_t(b) * kBlock));
+      const __m512 scale = _mm512_mul_ps(d_w, _mm512_loadu_ps(d_pairs[t] + size_t(b / 2) * 16));
+      acc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(p), acc[t]);
     }
     if constexpr (T == DType::Q4_1) {
-      const float m = half_vnni(block + 2);
-      for (int t = 0; t < kTileTokens; ++t) min_sum[t] = std::fma(m, s[t][b], min_sum[t]);
+      const float m_even = half_vnni(even + 2), m_odd = half_vnni(odd + 2);
+      for (int t = 0; t < kTileTokens; ++t) {
+        min_sum[t] = std::fma(m_even, s[t][b], min_sum[t]);
+        min_sum[t] = std::fma(m_odd, s[t][b + 1], min_sum[t]);
+      }
     }
   }
-  alignas(64) float lanes[2 * kLanes];
+  if (b < n_blocks) {
+    const uint8_t* even = row + size_t(b) * kBytes;
+    const __m512i w = signed_weights_512<T>(even);
+    const __m512i start = offset_start(w);
+    const float d_even = half_vnni(even);
+    for (int t = 0; t < kTileTokens; ++t) {
+      const __m512i p = products_i16_512(
+          start, w, _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi[t] + size_t(b) * kBlock))),
+          _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo[t] + size_t(b) * kBlock))));
+      acc[t] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(d_even * dx[t][b]), _mm512_cvtepi32_ps(p), acc[t], __mmask16(0x00ff));
+      if constexpr (T == DType::Q4_1) min_sum[t] = std::fma(half_vnni(even + 2), s[t][b], min_sum[t]);
+    }
+  }
+  alignas(64) float lanes[kLanes];
   for (int t = 0; t < kTileTokens; ++t) {
-    _mm512_store_ps(lanes, acc[t][0]);
-    _mm512_store_ps(lanes + kLanes, acc[t][1]);
-    float sum = 0.0f;
-    for (float lane : lanes) sum += lane;
-    out[t] = sum + min_sum[t];
+    _mm512_store_ps(lanes, acc[t]);
+    out[t] = finish(lanes, min_sum[t]);
   }
 }
 #endif  // INFER_QUANT_X86
@@ -460,20 +491,33 @@ bool simd_format(DType type) { return type == DType::Q8_0 || type == DType::Q4_0
 using DotFn = float (*)(const uint8_t*, const int8_t*, const float*, const float*, int);
 using TileFn = void (*)(const uint8_t*, const int8_t* const*, const float* const*, const float* const*,
                         const float* const*, int, float*);
-using Dot16Fn = float (*)(const uint8_t*, const int16_t*, const float*, const float*, int);
-using Tile16Fn = void (*)(const uint8_t*, const int16_t* const*, const float* const*, const float* const*, int, float*);
+// The int16 paths read different layouts (AVX2: q16; AVX-512: the byte planes): one entry shape.
+using Dot16Fn = float (*)(const uint8_t*, const QuantizedActivations&, int, int);
+using Tile16Fn = void (*)(const uint8_t*, const uint8_t* const*, const uint8_t* const*, const float* const*,
+                          const float* const*, const float* const*, int, float*);
+
+#if INFER_QUANT_X86
+template <DType T>
+float dot_avx2_i16_entry(const uint8_t* row, const QuantizedActivations& x, int t, int n_blocks) {
+  return dot_avx2_i16<T>(row, x.q16_row(t), x.d_row(t), x.s_row(t), n_blocks);
+}
+template <DType T>
+float dot_avx512_vnni_i16_entry(const uint8_t* row, const QuantizedActivations& x, int t, int n_blocks) {
+  return dot_avx512_vnni_i16<T>(row, x.hi_row(t), x.lo_row(t), x.d_row(t), x.s_row(t), n_blocks);
+}
+#endif
 
 Dot16Fn simd_dot16(QuantPath path, DType type) {
 #if INFER_QUANT_X86
   if (path == QuantPath::Avx2) {
-    if (type == DType::Q8_0) return dot_avx2_i16<DType::Q8_0>;
-    if (type == DType::Q4_0) return dot_avx2_i16<DType::Q4_0>;
-    if (type == DType::Q4_1) return dot_avx2_i16<DType::Q4_1>;
+    if (type == DType::Q8_0) return dot_avx2_i16_entry<DType::Q8_0>;
+    if (type == DType::Q4_0) return dot_avx2_i16_entry<DType::Q4_0>;
+    if (type == DType::Q4_1) return dot_avx2_i16_entry<DType::Q4_1>;
   }
   if (path == QuantPath::Avx512Vnni) {
-    if (type == DType::Q8_0) return dot_avx512_vnni_i16<DType::Q8_0>;
-    if (type == DType::Q4_0) return dot_avx512_vnni_i16<DType::Q4_0>;
-    if (type == DType::Q4_1) return dot_avx512_vnni_i16<DType::Q4_1>;
+    if (type == DType::Q8_0) return dot_avx512_vnni_i16_entry<DType::Q8_0>;
+    if (type == DType::Q4_0) return dot_avx512_vnni_i16_entry<DType::Q4_0>;
+    if (type == DType::Q4_1) return dot_avx512_vnni_i16_entry<DType::Q4_1>;
   }
 #endif
   return nullptr;
@@ -596,7 +640,8 @@ namespace {
 
 // One token's row of activations quantized to `limit` (127 or 32767) steps per block side.
 template <typename Int>
-void quantize_token(const float* x, int blocks, float limit, Int* q, float* d_out, float* s_out, float* d_pairs) {
+void quantize_token(const float* x, int blocks, float limit, Int* q, float* d_out, float* s_out, float* d_pairs,
+                    uint8_t* hi = nullptr, uint8_t* lo = nullptr) {
   for (int b = 0; b < blocks; ++b) {
     const float* xb = x + size_t(b) * kBlock;
     Int* qb = q + size_t(b) * kBlock;
@@ -610,6 +655,12 @@ void quantize_token(const float* x, int blocks, float limit, Int* q, float* d_ou
       const float scaled = std::min(limit, std::max(-limit, std::nearbyint(xb[j] * inverse_d)));
       qb[j] = Int(scaled);
       sum += qb[j];
+    }
+    if constexpr (sizeof(Int) == 2) {  // the byte planes of v5 / v6: x = 256 * (hi - 128) + lo
+      for (int j = 0; j < kBlock; ++j) {
+        hi[size_t(b) * kBlock + j] = uint8_t((int(qb[j]) >> 8) + 128);
+        lo[size_t(b) * kBlock + j] = uint8_t(int(qb[j]) & 255);
+      }
     }
     d_out[b] = d;
     if (d_pairs != nullptr) std::fill_n(d_pairs + (b / 2) * 16 + (b % 2) * 8, 8, d);
@@ -630,11 +681,12 @@ void quantize_activations(const float* x, int n, int cols, QuantizedActivations&
   out.bits = bits;
   if (wide) {
     out.q16.resize(size_t(n) * cols);
-    out.d_pairs.clear();
+    out.hi.resize(size_t(n) * cols);
+    out.lo.resize(size_t(n) * cols);
   } else {
     out.q.resize(size_t(n) * cols);
-    out.d_pairs.assign(size_t(n) * ((blocks + 1) / 2) * 16, 0.0f);
   }
+  out.d_pairs.assign(size_t(n) * ((blocks + 1) / 2) * 16, 0.0f);
   out.d.resize(size_t(n) * blocks);
   out.s.resize(size_t(n) * blocks);
   const int pair_floats = (blocks + 1) / 2 * 16;
@@ -645,7 +697,9 @@ void quantize_activations(const float* x, int n, int cols, QuantizedActivations&
     float* d = out.d.data() + size_t(t) * blocks;
     float* s = out.s.data() + size_t(t) * blocks;
     if (wide) {
-      quantize_token(xt, blocks, 32767.0f, out.q16.data() + size_t(t) * cols, d, s, nullptr);
+      quantize_token(xt, blocks, 32767.0f, out.q16.data() + size_t(t) * cols, d, s,
+                     out.d_pairs.data() + size_t(t) * pair_floats, out.hi.data() + size_t(t) * cols,
+                     out.lo.data() + size_t(t) * cols);
     } else {
       quantize_token(xt, blocks, 127.0f, out.q.data() + size_t(t) * cols, d, s, out.d_pairs.data() + size_t(t) * pair_floats);
     }
@@ -673,7 +727,7 @@ float dot_quantized(QuantPath path, DType type, const void* row, const Quantized
   const auto* bytes = static_cast<const uint8_t*>(row);
   const int n_blocks = x.cols / kBlock;
   if (x.bits == ActivationBits::Int16) {
-    if (Dot16Fn fn = simd_dot16(path, type)) return fn(bytes, x.q16_row(t), x.d_row(t), x.s_row(t), n_blocks);
+    if (Dot16Fn fn = simd_dot16(path, type)) return fn(bytes, x, t, n_blocks);
     return dot_int16_reference(type, bytes, x.q16_row(t), x.d_row(t), x.s_row(t), n_blocks);
   }
   if (DotFn fn = simd_dot(path, type)) return fn(bytes, x.q_row(t), x.d_row(t), x.s_row(t), n_blocks);
@@ -704,7 +758,7 @@ void gemm_quantized(const Matrix& weight, const float* x, float* y, int n, int t
   auto dot = [&](int r, int t) {
     const uint8_t* row = w + size_t(r) * row_bytes;
     if (wide) {
-      return fn16 ? fn16(row, xq.q16_row(t), xq.d_row(t), xq.s_row(t), n_blocks)
+      return fn16 ? fn16(row, xq, t, n_blocks)
                   : dot_int16_reference(type, row, xq.q16_row(t), xq.d_row(t), xq.s_row(t), n_blocks);
     }
     return fn ? fn(row, xq.q_row(t), xq.d_row(t), xq.s_row(t), n_blocks)
@@ -728,24 +782,26 @@ void gemm_quantized(const Matrix& weight, const float* x, float* y, int n, int t
     if (tile != nullptr || tile16 != nullptr) {
       for (; t0 + kTileTokens <= n; t0 += kTileTokens) {
         const int8_t* q[kTileTokens];
-        const int16_t* q16[kTileTokens];
+        const uint8_t* hi[kTileTokens];
+        const uint8_t* lo[kTileTokens];
         const float* d[kTileTokens];
         const float* d_pairs[kTileTokens];
         const float* s[kTileTokens];
         for (int i = 0; i < kTileTokens; ++i) {
           d[i] = xq.d_row(t0 + i);
           s[i] = xq.s_row(t0 + i);
+          d_pairs[i] = xq.d_pairs_row(t0 + i);
           if (wide) {
-            q16[i] = xq.q16_row(t0 + i);
+            hi[i] = xq.hi_row(t0 + i);
+            lo[i] = xq.lo_row(t0 + i);
           } else {
             q[i] = xq.q_row(t0 + i);
-            d_pairs[i] = xq.d_pairs_row(t0 + i);
           }
         }
         float out[kTileTokens];
         for (int r = r0; r < r1; ++r) {
           if (wide) {
-            tile16(w + size_t(r) * row_bytes, q16, d, s, n_blocks, out);
+            tile16(w + size_t(r) * row_bytes, hi, lo, d, d_pairs, s, n_blocks, out);
           } else {
             tile(w + size_t(r) * row_bytes, q, d, d_pairs, s, n_blocks, out);
           }

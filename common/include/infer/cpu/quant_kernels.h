@@ -10,11 +10,9 @@
 // AVX-512 VNNI puts two blocks in one zmm register (lanes 0..7 and 8..15), AVX2 one block in each
 // of two ymm accumulators (even, odd): both are these 16 lanes. See matmul_quant_cpu.cpp.
 //
-// int16 activations (scale max/32767: 256x finer steps than int8): for block b, lane j (0..15) holds
-// the exact integer p_j = w[2j] * q[2j] + w[2j+1] * q[2j+1]; even blocks accumulate into lanes 0..15,
-// odd ones into lanes 16..31, acc[l] = fma(d_w * d_x, p, acc[l]); the 32 lanes are added in order from
-// 0, then the affine formats' min term as above. AVX-512 VNNI: vpdpwssd, one block per zmm and two
-// accumulators (even, odd); AVX2: vpmaddwd, four ymm accumulators. Both are these 32 lanes.
+// int16 activations (scale max/32767: 258x finer steps than int8) keep that order: p_j is the exact
+// sum of 4 products w * q with |p_j| <= 4 * 127 * 32767 < 2^24, so float(p_j) is exact as well.
+// AVX-512 VNNI splits each q into two bytes and runs vpdpbusd on each; AVX2 uses vpmaddwd + vphaddd.
 //
 // Which precision a format runs (activation_bits): int16 for Q8_0, Q4_1 and Q5_1 ... see
 // default_activation_bits in matmul_quant_cpu.cpp for the measurement behind each choice. GEMV and
@@ -42,13 +40,17 @@ struct QuantizedActivations {
   ActivationBits bits = ActivationBits::Int8;
   std::vector<int8_t> q;     // (n, cols), int8 only
   std::vector<int16_t> q16;  // (n, cols), int16 only
+  std::vector<uint8_t> hi;   // (n, cols), int16 only: (q16 >> 8) + 128, the AVX-512 kernels' byte planes
+  std::vector<uint8_t> lo;   // (n, cols), int16 only: q16 & 255 (q16 = 256 * (hi - 128) + lo)
   std::vector<float> d;   // (n, cols / 32)
   std::vector<float> s;   // (n, cols / 32)
   // d of blocks (2i, 2i+1) as 16 floats: 8 copies of each (an odd last block: 8 copies, 8 zeros),
-  // the layout of the AVX-512 accumulators, so the GEMM tile loads a token's scales in one go (int8 only).
+  // the layout of the AVX-512 accumulators, so the GEMM tile loads a token's scales in one go.
   std::vector<float> d_pairs;  // (n, ceil(cols / 64) * 16)
   const int8_t* q_row(int t) const { return q.data() + size_t(t) * cols; }
   const int16_t* q16_row(int t) const { return q16.data() + size_t(t) * cols; }
+  const uint8_t* hi_row(int t) const { return hi.data() + size_t(t) * cols; }
+  const uint8_t* lo_row(int t) const { return lo.data() + size_t(t) * cols; }
   const float* d_row(int t) const { return d.data() + size_t(t) * (cols / 32); }
   const float* s_row(int t) const { return s.data() + size_t(t) * (cols / 32); }
   const float* d_pairs_row(int t) const { return d_pairs.data() + size_t(t) * ((cols / 32 + 1) / 2) * 16; }
@@ -59,7 +61,7 @@ void quantize_activations(const float* x, int n, int cols, QuantizedActivations&
 
 // The code paths of the integer dot product. Reference is plain C++ (every CPU); Avx2 uses
 // vpmaddubsw/vpmaddwd; Avx512Vnni uses vpdpbusd on 512-bit registers. All give the same bits.
-// With int16 activations: Avx2 uses vpmaddwd, Avx512Vnni vpdpwssd (named by quant_path_name(path, bits)).
+// With int16 activations: Avx2 uses vpmaddwd, Avx512Vnni vpdpbusd on byte planes (quant_path_name(path, bits)).
 enum class QuantPath { Reference, Avx2, Avx512Vnni };
 std::string_view quant_path_name(QuantPath path);
 std::string_view quant_path_name(QuantPath path, ActivationBits bits);
@@ -80,7 +82,7 @@ void override_activation_bits(std::optional<ActivationBits> bits);  // nullopt: 
 // Q8_0 blocks, q / dx = one token's int8 activations and block scales. The Reference path runs it.
 float dot_q8_0_reference(const uint8_t* row, const int8_t* q, const float* dx, int n_blocks);
 
-// The plain reference with int16 activations, any 32-weight block format (the order above).
+// The plain reference with int16 activations, any 32-weight block format (the 16-lane order above).
 float dot_int16_reference(DType type, const uint8_t* row, const int16_t* q, const float* dx, const float* s, int n_blocks);
 
 // Dot product of one weight row (cols / 32 blocks of `type`) with activation row t of `x` (x.bits).
