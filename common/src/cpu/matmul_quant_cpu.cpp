@@ -122,7 +122,7 @@ template <typename Int>
 float dot_reference_lanes(DType type, const uint8_t* row, const Int* q, const float* dx, const float* s, int n_blocks) {
   const size_t block_bytes = dtype_block_bytes(type);
   float acc[kLanes] = {};
-  float min_sum = 0.0f;
+  float min_sums[2] = {0.0f, 0.0f};  // even, odd blocks
   BlockInts block;
   for (int b = 0; b < n_blocks; ++b) {
     unpack_block(type, row + size_t(b) * block_bytes, block);
@@ -134,9 +134,9 @@ float dot_reference_lanes(DType type, const uint8_t* row, const Int* q, const fl
       for (int k = 0; k < 4; ++k) p += int32_t(block.w[4 * j + k]) * int32_t(qb[4 * j + k]);
       lanes[j] = std::fma(scale, float(p), lanes[j]);
     }
-    if (is_affine(type)) min_sum = std::fma(block.m, s[b], min_sum);
+    if (is_affine(type)) min_sums[b % 2] = std::fma(block.m, s[b], min_sums[b % 2]);
   }
-  return finish(acc, min_sum);
+  return finish(acc, min_sums[0] + min_sums[1]);
 }
 
 float dot_reference(DType type, const uint8_t* row, const int8_t* q, const float* dx, const float* s, int n_blocks) {
@@ -175,7 +175,7 @@ INFER_TARGET_AVX2 float dot_avx2(const uint8_t* row, const int8_t* q, const floa
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i eights = _mm256_set1_epi8(8);
   __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-  float min_sum = 0.0f;
+  float min_sums[2] = {0.0f, 0.0f};  // even, odd blocks
   for (int b = 0; b < n_blocks; ++b) {
     const uint8_t* block = row + size_t(b) * kBytes;
     const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + size_t(b) * kBlock));
@@ -188,7 +188,7 @@ INFER_TARGET_AVX2 float dot_avx2(const uint8_t* row, const int8_t* q, const floa
       pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(w, x), _mm256_maddubs_epi16(eights, x));
     } else {
       pairs = _mm256_maddubs_epi16(nibbles_avx2(block + 4), x);
-      min_sum = std::fma(half_avx2(block + 2), s[b], min_sum);
+      min_sums[b % 2] = std::fma(half_avx2(block + 2), s[b], min_sums[b % 2]);
     }
     const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
     const __m256 scale = _mm256_set1_ps(half_avx2(block) * dx[b]);
@@ -197,7 +197,7 @@ INFER_TARGET_AVX2 float dot_avx2(const uint8_t* row, const int8_t* q, const floa
   alignas(32) float lanes[kLanes];
   _mm256_store_ps(lanes, acc[0]);
   _mm256_store_ps(lanes + 8, acc[1]);
-  return finish(lanes, min_sum);
+  return finish(lanes, min_sums[0] + min_sums[1]);
 }
 
 // ---- v4_avx2_int16 ------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ template <DType T>
 INFER_TARGET_AVX2 float dot_avx2_i16(const uint8_t* row, const int16_t* q, const float* dx, const float* s, int n_blocks) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
   __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-  float min_sum = 0.0f;
+  float min_sums[2] = {0.0f, 0.0f};  // even, odd blocks
   for (int b = 0; b < n_blocks; ++b) {
     const uint8_t* block = row + size_t(b) * kBytes;
     __m256i lo, hi;
@@ -235,12 +235,12 @@ INFER_TARGET_AVX2 float dot_avx2_i16(const uint8_t* row, const int16_t* q, const
     const __m256i sums = _mm256_permute4x64_epi64(_mm256_hadd_epi32(pairs_lo, pairs_hi), 0xD8);
     const __m256 scale = _mm256_set1_ps(half_avx2(block) * dx[b]);
     acc[b % 2] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[b % 2]);
-    if constexpr (T == DType::Q4_1) min_sum = std::fma(half_avx2(block + 2), s[b], min_sum);
+    if constexpr (T == DType::Q4_1) min_sums[b % 2] = std::fma(half_avx2(block + 2), s[b], min_sums[b % 2]);
   }
   alignas(32) float lanes[kLanes];
   _mm256_store_ps(lanes, acc[0]);
   _mm256_store_ps(lanes + 8, acc[1]);
-  return finish(lanes, min_sum);
+  return finish(lanes, min_sums[0] + min_sums[1]);
 }
 
 // ---- v2_avx512_vnni -----------------------------------------------------------------------------
@@ -282,7 +282,7 @@ template <DType T>
 INFER_TARGET_VNNI float dot_avx512_vnni(const uint8_t* row, const int8_t* q, const float* dx, const float* s, int n_blocks) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
   __m512 acc = _mm512_setzero_ps();
-  float min_sum = 0.0f;
+  float min_sums[2] = {0.0f, 0.0f};  // even, odd blocks
   int b = 0;
   for (; b + 2 <= n_blocks; b += 2) {
     const uint8_t* even = row + size_t(b) * kBytes;
@@ -294,8 +294,8 @@ INFER_TARGET_VNNI float dot_avx512_vnni(const uint8_t* row, const int8_t* q, con
                                             _mm256_set1_ps(half_vnni(odd) * dx[b + 1]), 1);
     acc = _mm512_fmadd_ps(scale, p, acc);
     if constexpr (T == DType::Q4_1) {
-      min_sum = std::fma(half_vnni(even + 2), s[b], min_sum);
-      min_sum = std::fma(half_vnni(odd + 2), s[b + 1], min_sum);
+      min_sums[0] = std::fma(half_vnni(even + 2), s[b], min_sums[0]);
+      min_sums[1] = std::fma(half_vnni(odd + 2), s[b + 1], min_sums[1]);
     }
   }
   if (b < n_blocks) {  // a last even block: lanes 0..7 only
@@ -304,11 +304,11 @@ INFER_TARGET_VNNI float dot_avx512_vnni(const uint8_t* row, const int8_t* q, con
     const __m512i x = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + size_t(b) * kBlock)));
     const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x));
     acc = _mm512_mask3_fmadd_ps(_mm512_set1_ps(half_vnni(even) * dx[b]), p, acc, __mmask16(0x00ff));
-    if constexpr (T == DType::Q4_1) min_sum = std::fma(half_vnni(even + 2), s[b], min_sum);
+    if constexpr (T == DType::Q4_1) min_sums[b % 2] = std::fma(half_vnni(even + 2), s[b], min_sums[b % 2]);
   }
   alignas(64) float lanes[kLanes];
   _mm512_store_ps(lanes, acc);
-  return finish(lanes, min_sum);
+  return finish(lanes, min_sums[0] + min_sums[1]);
 }
 
 // v3_avx512_vnni_tiled (GEMM only): the v2 dot for kTileTokens tokens at once against one weight row:
@@ -326,10 +326,10 @@ INFER_TARGET_VNNI void dot_avx512_vnni_tile(const uint8_t* row, const QuantizedA
   const float* s0 = xq.s_row(t0);
   const size_t stride = size_t(xq.cols), pair_stride = size_t((n_blocks + 1) / 2) * 16, block_stride = size_t(n_blocks);
   __m512 acc[kTileTokens];
-  float min_sum[kTileTokens];
+  float min_sum[kTileTokens][2];  // even, odd blocks
   for (int t = 0; t < kTileTokens; ++t) {
     acc[t] = _mm512_setzero_ps();
-    min_sum[t] = 0.0f;
+    min_sum[t][0] = min_sum[t][1] = 0.0f;
   }
   int b = 0;
   for (; b + 2 <= n_blocks; b += 2) {
@@ -349,8 +349,8 @@ INFER_TARGET_VNNI void dot_avx512_vnni_tile(const uint8_t* row, const QuantizedA
     if constexpr (T == DType::Q4_1) {
       const float m_even = half_vnni(even + 2), m_odd = half_vnni(odd + 2);
       for (int t = 0; t < kTileTokens; ++t) {
-        min_sum[t] = std::fma(m_even, s0[t * block_stride + b], min_sum[t]);
-        min_sum[t] = std::fma(m_odd, s0[t * block_stride + b + 1], min_sum[t]);
+        min_sum[t][0] = std::fma(m_even, s0[t * block_stride + b], min_sum[t][0]);
+        min_sum[t][1] = std::fma(m_odd, s0[t * block_stride + b + 1], min_sum[t][1]);
       }
     }
   }
@@ -362,13 +362,13 @@ INFER_TARGET_VNNI void dot_avx512_vnni_tile(const uint8_t* row, const QuantizedA
       const __m512i x = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q0 + t * stride + size_t(b) * kBlock)));
       const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x));
       acc[t] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(d_even * dx0[t * block_stride + b]), p, acc[t], __mmask16(0x00ff));
-      if constexpr (T == DType::Q4_1) min_sum[t] = std::fma(half_vnni(even + 2), s0[t * block_stride + b], min_sum[t]);
+      if constexpr (T == DType::Q4_1) min_sum[t][0] = std::fma(half_vnni(even + 2), s0[t * block_stride + b], min_sum[t][0]);
     }
   }
   alignas(64) float lanes[kLanes];
   for (int t = 0; t < kTileTokens; ++t) {
     _mm512_store_ps(lanes, acc[t]);
-    out[t] = finish(lanes, min_sum[t]);
+    out[t] = finish(lanes, min_sum[t][0] + min_sum[t][1]);
   }
 }
 // ---- v5_avx512_vnni_int16 -----------------------------------------------------------------------
@@ -401,39 +401,61 @@ INFER_TARGET_VNNI inline __m512i products_i16_512(__m512i start, __m512i w, __m5
   return _mm512_dpbusd_epi32(_mm512_slli_epi32(_mm512_dpbusd_epi32(start, hi, w), 8), lo, w);
 }
 
+// Q4_1's weights (0..15) fit either operand: w (unsigned) times the signed hi plane needs no start.
+INFER_TARGET_VNNI inline __m512i products_i16_unsigned_w_512(__m512i w, __m512i hi_signed, __m512i lo) {
+  const __m512i zero = _mm512_setzero_si512();
+  return _mm512_dpbusd_epi32(_mm512_slli_epi32(_mm512_dpbusd_epi32(zero, w, hi_signed), 8), lo, w);
+}
+
+// The lane products of v5 / v6 for format T, from the hi planes (unsigned for Q8_0 / Q4_0, signed for Q4_1).
+template <DType T>
+INFER_TARGET_VNNI inline __m512i lane_products_i16(__m512i start, __m512i w, __m512i hi, __m512i lo) {
+  if constexpr (T == DType::Q4_1) return products_i16_unsigned_w_512(w, hi, lo);
+  return products_i16_512(start, w, hi, lo);
+}
+template <DType T>
+INFER_TARGET_VNNI inline __m512i start_i16(__m512i w) {
+  if constexpr (T == DType::Q4_1) return _mm512_setzero_si512();
+  return offset_start(w);
+}
+template <DType T>
+inline const uint8_t* hi_plane(const QuantizedActivations& x, int t) {
+  return T == DType::Q4_1 ? x.hi_signed_row(t) : x.hi_row(t);
+}
+
 template <DType T>
 INFER_TARGET_VNNI float dot_avx512_vnni_i16(const uint8_t* row, const uint8_t* hi, const uint8_t* lo, const float* dx,
                                             const float* s, int n_blocks) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
   __m512 acc = _mm512_setzero_ps();
-  float min_sum = 0.0f;
+  float min_sums[2] = {0.0f, 0.0f};  // even, odd blocks
   int b = 0;
   for (; b + 2 <= n_blocks; b += 2) {
     const uint8_t* even = row + size_t(b) * kBytes;
     const uint8_t* odd = even + kBytes;
     const __m512i w = signed_weights_512<T>(even, odd);
-    const __m512i p = products_i16_512(offset_start(w), w, _mm512_loadu_si512(hi + size_t(b) * kBlock),
+    const __m512i p = lane_products_i16<T>(start_i16<T>(w), w, _mm512_loadu_si512(hi + size_t(b) * kBlock),
                                        _mm512_loadu_si512(lo + size_t(b) * kBlock));
     const __m512 scale = _mm512_insertf32x8(_mm512_set1_ps(half_vnni(even) * dx[b]),
                                             _mm256_set1_ps(half_vnni(odd) * dx[b + 1]), 1);
     acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(p), acc);
     if constexpr (T == DType::Q4_1) {
-      min_sum = std::fma(half_vnni(even + 2), s[b], min_sum);
-      min_sum = std::fma(half_vnni(odd + 2), s[b + 1], min_sum);
+      min_sums[0] = std::fma(half_vnni(even + 2), s[b], min_sums[0]);
+      min_sums[1] = std::fma(half_vnni(odd + 2), s[b + 1], min_sums[1]);
     }
   }
   if (b < n_blocks) {  // a last even block: lanes 0..7 only
     const uint8_t* even = row + size_t(b) * kBytes;
     const __m512i w = signed_weights_512<T>(even);
-    const __m512i p = products_i16_512(
-        offset_start(w), w, _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + size_t(b) * kBlock))),
+    const __m512i p = lane_products_i16<T>(
+        start_i16<T>(w), w, _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + size_t(b) * kBlock))),
         _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + size_t(b) * kBlock))));
     acc = _mm512_mask3_fmadd_ps(_mm512_set1_ps(half_vnni(even) * dx[b]), _mm512_cvtepi32_ps(p), acc, __mmask16(0x00ff));
-    if constexpr (T == DType::Q4_1) min_sum = std::fma(half_vnni(even + 2), s[b], min_sum);
+    if constexpr (T == DType::Q4_1) min_sums[b % 2] = std::fma(half_vnni(even + 2), s[b], min_sums[b % 2]);
   }
   alignas(64) float lanes[kLanes];
   _mm512_store_ps(lanes, acc);
-  return finish(lanes, min_sum);
+  return finish(lanes, min_sums[0] + min_sums[1]);
 }
 
 // v6_avx512_vnni_int16_tiled (GEMM only): v5 for kTileTokens tokens per weight row, sharing the weight
@@ -444,7 +466,7 @@ INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const Quanti
                                                 float* out) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
   // Token t's rows are a fixed stride apart: base + stride addressing keeps the pointers in registers.
-  const uint8_t* hi0 = xq.hi_row(t0);
+  const uint8_t* hi0 = hi_plane<T>(xq, t0);
   const uint8_t* lo0 = xq.lo_row(t0);
   const float* pairs0 = xq.d_pairs_row(t0);
   const float* dx0 = xq.d_row(t0);
@@ -452,21 +474,21 @@ INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const Quanti
   const size_t stride = size_t(xq.cols), pair_stride = size_t((n_blocks + 1) / 2) * 16,
                block_stride = size_t(n_blocks);
   __m512 acc[kTileTokens];
-  float min_sum[kTileTokens];
+  float min_sum[kTileTokens][2];  // even, odd blocks
   for (int t = 0; t < kTileTokens; ++t) {
     acc[t] = _mm512_setzero_ps();
-    min_sum[t] = 0.0f;
+    min_sum[t][0] = min_sum[t][1] = 0.0f;
   }
   int b = 0;
   for (; b + 2 <= n_blocks; b += 2) {
     const uint8_t* even = row + size_t(b) * kBytes;
     const uint8_t* odd = even + kBytes;
     const __m512i w = signed_weights_512<T>(even, odd);
-    const __m512i start = offset_start(w);
+    const __m512i start = start_i16<T>(w);
     const __m512 d_w = _mm512_insertf32x8(_mm512_set1_ps(half_vnni(even)), _mm256_set1_ps(half_vnni(odd)), 1);
 #pragma GCC unroll 8
     for (size_t t = 0; t < kTileTokens; ++t) {
-      const __m512i p = products_i16_512(start, w, _mm512_loadu_si512(hi0 + t * stride + size_t(b) * kBlock),
+      const __m512i p = lane_products_i16<T>(start, w, _mm512_loadu_si512(hi0 + t * stride + size_t(b) * kBlock),
                                          _mm512_loadu_si512(lo0 + t * stride + size_t(b) * kBlock));
       const __m512 scale = _mm512_mul_ps(d_w, _mm512_loadu_ps(pairs0 + t * pair_stride + size_t(b / 2) * 16));
       acc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(p), acc[t]);
@@ -474,28 +496,28 @@ INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const Quanti
     if constexpr (T == DType::Q4_1) {
       const float m_even = half_vnni(even + 2), m_odd = half_vnni(odd + 2);
       for (int t = 0; t < kTileTokens; ++t) {
-        min_sum[t] = std::fma(m_even, s0[t * block_stride + b], min_sum[t]);
-        min_sum[t] = std::fma(m_odd, s0[t * block_stride + b + 1], min_sum[t]);
+        min_sum[t][0] = std::fma(m_even, s0[t * block_stride + b], min_sum[t][0]);
+        min_sum[t][1] = std::fma(m_odd, s0[t * block_stride + b + 1], min_sum[t][1]);
       }
     }
   }
   if (b < n_blocks) {
     const uint8_t* even = row + size_t(b) * kBytes;
     const __m512i w = signed_weights_512<T>(even);
-    const __m512i start = offset_start(w);
+    const __m512i start = start_i16<T>(w);
     const float d_even = half_vnni(even);
     for (size_t t = 0; t < kTileTokens; ++t) {
-      const __m512i p = products_i16_512(
+      const __m512i p = lane_products_i16<T>(
           start, w, _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi0 + t * stride + size_t(b) * kBlock))),
           _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo0 + t * stride + size_t(b) * kBlock))));
       acc[t] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(d_even * dx0[t * block_stride + b]), _mm512_cvtepi32_ps(p), acc[t], __mmask16(0x00ff));
-      if constexpr (T == DType::Q4_1) min_sum[t] = std::fma(half_vnni(even + 2), s0[t * block_stride + b], min_sum[t]);
+      if constexpr (T == DType::Q4_1) min_sum[t][0] = std::fma(half_vnni(even + 2), s0[t * block_stride + b], min_sum[t][0]);
     }
   }
   alignas(64) float lanes[kLanes];
   for (int t = 0; t < kTileTokens; ++t) {
     _mm512_store_ps(lanes, acc[t]);
-    out[t] = finish(lanes, min_sum[t]);
+    out[t] = finish(lanes, min_sum[t][0] + min_sum[t][1]);
   }
 }
 #endif  // INFER_QUANT_X86
@@ -515,7 +537,7 @@ float dot_avx2_i16_entry(const uint8_t* row, const QuantizedActivations& x, int 
 }
 template <DType T>
 float dot_avx512_vnni_i16_entry(const uint8_t* row, const QuantizedActivations& x, int t, int n_blocks) {
-  return dot_avx512_vnni_i16<T>(row, x.hi_row(t), x.lo_row(t), x.d_row(t), x.s_row(t), n_blocks);
+  return dot_avx512_vnni_i16<T>(row, hi_plane<T>(x, t), x.lo_row(t), x.d_row(t), x.s_row(t), n_blocks);
 }
 #endif
 
@@ -653,7 +675,7 @@ namespace {
 // One token's row of activations quantized to `limit` (127 or 32767) steps per block side.
 template <typename Int>
 void quantize_token(const float* x, int blocks, float limit, Int* q, float* d_out, float* s_out, float* d_pairs,
-                    uint8_t* hi = nullptr, uint8_t* lo = nullptr) {
+                    uint8_t* hi = nullptr, uint8_t* hi_signed = nullptr, uint8_t* lo = nullptr) {
   for (int b = 0; b < blocks; ++b) {
     const float* xb = x + size_t(b) * kBlock;
     Int* qb = q + size_t(b) * kBlock;
@@ -671,6 +693,7 @@ void quantize_token(const float* x, int blocks, float limit, Int* q, float* d_ou
     if constexpr (sizeof(Int) == 2) {  // the byte planes of v5 / v6: x = 256 * (hi - 128) + lo
       for (int j = 0; j < kBlock; ++j) {
         hi[size_t(b) * kBlock + j] = uint8_t((int(qb[j]) >> 8) + 128);
+        hi_signed[size_t(b) * kBlock + j] = uint8_t(int8_t(int(qb[j]) >> 8));
         lo[size_t(b) * kBlock + j] = uint8_t(int(qb[j]) & 255);
       }
     }
@@ -694,6 +717,7 @@ void quantize_activations(const float* x, int n, int cols, QuantizedActivations&
   if (wide) {
     out.q16.resize(size_t(n) * cols);
     out.hi.resize(size_t(n) * cols);
+    out.hi_signed.resize(size_t(n) * cols);
     out.lo.resize(size_t(n) * cols);
   } else {
     out.q.resize(size_t(n) * cols);
@@ -711,7 +735,7 @@ void quantize_activations(const float* x, int n, int cols, QuantizedActivations&
     if (wide) {
       quantize_token(xt, blocks, 32767.0f, out.q16.data() + size_t(t) * cols, d, s,
                      out.d_pairs.data() + size_t(t) * pair_floats, out.hi.data() + size_t(t) * cols,
-                     out.lo.data() + size_t(t) * cols);
+                     out.hi_signed.data() + size_t(t) * cols, out.lo.data() + size_t(t) * cols);
     } else {
       quantize_token(xt, blocks, 127.0f, out.q.data() + size_t(t) * cols, d, s, out.d_pairs.data() + size_t(t) * pair_floats);
     }

@@ -6,7 +6,8 @@
 // the batch, the SIMD path chosen, or the thread count): for block b, lane j (0..7) holds the exact integer
 // p_j = sum_{k<4} w[4j+k] * q[4j+k]; even blocks accumulate into lanes 0..7, odd blocks into lanes
 // 8..15, acc[l] = fma(d_w * d_x, p, acc[l]); the 16 lanes are added in order starting from 0; the
-// affine formats (Q4_1, Q5_1) add sum_b m_b * s_b (s_b = d_x * sum q, in block order) at the end.
+// affine formats (Q4_1, Q5_1) then add min_even + min_odd, two chains min = fma(m_b, s_b, min) over the
+// even and the odd blocks in block order (s_b = d_x * sum q; two chains halve the latency of one).
 // AVX-512 VNNI puts two blocks in one zmm register (lanes 0..7 and 8..15), AVX2 one block in each
 // of two ymm accumulators (even, odd): both are these 16 lanes. See matmul_quant_cpu.cpp.
 //
@@ -42,6 +43,7 @@ struct QuantizedActivations {
   std::vector<int16_t> q16;  // (n, cols), int16 only
   std::vector<uint8_t> hi;   // (n, cols), int16 only: (q16 >> 8) + 128, the AVX-512 kernels' byte planes
   std::vector<uint8_t> lo;   // (n, cols), int16 only: q16 & 255 (q16 = 256 * (hi - 128) + lo)
+  std::vector<uint8_t> hi_signed;  // (n, cols), int16 only: the int8 bits of q16 >> 8 (= hi - 128), for Q4_1
   std::vector<float> d;   // (n, cols / 32)
   std::vector<float> s;   // (n, cols / 32)
   // d of blocks (2i, 2i+1) as 16 floats: 8 copies of each (an odd last block: 8 copies, 8 zeros),
@@ -51,6 +53,7 @@ struct QuantizedActivations {
   const int16_t* q16_row(int t) const { return q16.data() + size_t(t) * cols; }
   const uint8_t* hi_row(int t) const { return hi.data() + size_t(t) * cols; }
   const uint8_t* lo_row(int t) const { return lo.data() + size_t(t) * cols; }
+  const uint8_t* hi_signed_row(int t) const { return hi_signed.data() + size_t(t) * cols; }
   const float* d_row(int t) const { return d.data() + size_t(t) * (cols / 32); }
   const float* s_row(int t) const { return s.data() + size_t(t) * (cols / 32); }
   const float* d_pairs_row(int t) const { return d_pairs.data() + size_t(t) * ((cols / 32 + 1) / 2) * 16; }
