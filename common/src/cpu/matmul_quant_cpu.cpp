@@ -465,14 +465,11 @@ template <DType T>
 INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const QuantizedActivations& xq, int t0, int n_blocks,
                                                 float* out) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
-  // Token t's rows are a fixed stride apart: base + stride addressing keeps the pointers in registers.
-  const uint8_t* hi0 = hi_plane<T>(xq, t0);
-  const uint8_t* lo0 = xq.lo_row(t0);
-  const float* pairs0 = xq.d_pairs_row(t0);
+  constexpr size_t kRecord = QuantizedActivations::kRecordBytes;
+  const uint8_t* records0 = xq.record_row(t0);
   const float* dx0 = xq.d_row(t0);
   const float* s0 = xq.s_row(t0);
-  const size_t stride = size_t(xq.cols), pair_stride = size_t((n_blocks + 1) / 2) * 16,
-               block_stride = size_t(n_blocks);
+  const size_t stride = xq.record_stride(), block_stride = size_t(n_blocks);
   __m512 acc[kTileTokens];
   float min_sum[kTileTokens][2];  // even, odd blocks
   for (int t = 0; t < kTileTokens; ++t) {
@@ -484,32 +481,34 @@ INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const Quanti
     const uint8_t* even = row + size_t(b) * kBytes;
     const uint8_t* odd = even + kBytes;
     const __m512i w = signed_weights_512<T>(even, odd);
-    const __m512i start = start_i16<T>(w);
+    const __m512i start = offset_start(w);  // the records hold the unsigned hi plane for every format
     const __m512 d_w = _mm512_insertf32x8(_mm512_set1_ps(half_vnni(even)), _mm256_set1_ps(half_vnni(odd)), 1);
+    const uint8_t* records = records0 + size_t(b / 2) * kRecord;
 #pragma GCC unroll 8
     for (size_t t = 0; t < kTileTokens; ++t) {
-      const __m512i p = lane_products_i16<T>(start, w, _mm512_loadu_si512(hi0 + t * stride + size_t(b) * kBlock),
-                                         _mm512_loadu_si512(lo0 + t * stride + size_t(b) * kBlock));
-      const __m512 scale = _mm512_mul_ps(d_w, _mm512_loadu_ps(pairs0 + t * pair_stride + size_t(b / 2) * 16));
+      const uint8_t* record = records + t * stride;
+      const __m512i p = products_i16_512(start, w, _mm512_load_si512(record), _mm512_load_si512(record + 64));
+      const __m512 scale = _mm512_mul_ps(d_w, _mm512_load_ps(reinterpret_cast<const float*>(record + 128)));
       acc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(p), acc[t]);
     }
     if constexpr (T == DType::Q4_1) {
       const float m_even = half_vnni(even + 2), m_odd = half_vnni(odd + 2);
-      for (int t = 0; t < kTileTokens; ++t) {
+      for (size_t t = 0; t < kTileTokens; ++t) {
         min_sum[t][0] = std::fma(m_even, s0[t * block_stride + b], min_sum[t][0]);
         min_sum[t][1] = std::fma(m_odd, s0[t * block_stride + b + 1], min_sum[t][1]);
       }
     }
   }
-  if (b < n_blocks) {
+  if (b < n_blocks) {  // a last even block: the first 32 bytes of its record's hi and lo
     const uint8_t* even = row + size_t(b) * kBytes;
     const __m512i w = signed_weights_512<T>(even);
-    const __m512i start = start_i16<T>(w);
+    const __m512i start = offset_start(w);
     const float d_even = half_vnni(even);
+    const uint8_t* records = records0 + size_t(b / 2) * kRecord;
     for (size_t t = 0; t < kTileTokens; ++t) {
-      const __m512i p = lane_products_i16<T>(
-          start, w, _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi0 + t * stride + size_t(b) * kBlock))),
-          _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo0 + t * stride + size_t(b) * kBlock))));
+      const uint8_t* record = records + t * stride;
+      const __m512i p = products_i16_512(start, w, _mm512_zextsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i*>(record))),
+                                         _mm512_zextsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i*>(record + 64))));
       acc[t] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(d_even * dx0[t * block_stride + b]), _mm512_cvtepi32_ps(p), acc[t], __mmask16(0x00ff));
       if constexpr (T == DType::Q4_1) min_sum[t][0] = std::fma(half_vnni(even + 2), s0[t * block_stride + b], min_sum[t][0]);
     }
@@ -675,7 +674,7 @@ namespace {
 // One token's row of activations quantized to `limit` (127 or 32767) steps per block side.
 template <typename Int>
 void quantize_token(const float* x, int blocks, float limit, Int* q, float* d_out, float* s_out, float* d_pairs,
-                    uint8_t* hi = nullptr, uint8_t* hi_signed = nullptr, uint8_t* lo = nullptr) {
+                    uint8_t* hi = nullptr, uint8_t* hi_signed = nullptr, uint8_t* lo = nullptr, uint8_t* records = nullptr) {
   for (int b = 0; b < blocks; ++b) {
     const float* xb = x + size_t(b) * kBlock;
     Int* qb = q + size_t(b) * kBlock;
@@ -696,6 +695,11 @@ void quantize_token(const float* x, int blocks, float limit, Int* q, float* d_ou
         hi_signed[size_t(b) * kBlock + j] = uint8_t(int8_t(int(qb[j]) >> 8));
         lo[size_t(b) * kBlock + j] = uint8_t(int(qb[j]) & 255);
       }
+      // v6's record of the block pair: hi at 0, lo at 64, this block's half at + 32 * (b % 2).
+      uint8_t* record = records + size_t(b / 2) * QuantizedActivations::kRecordBytes;
+      std::memcpy(record + (b % 2) * kBlock, hi + size_t(b) * kBlock, kBlock);
+      std::memcpy(record + 64 + (b % 2) * kBlock, lo + size_t(b) * kBlock, kBlock);
+      std::fill_n(reinterpret_cast<float*>(record + 128) + (b % 2) * 8, 8, d);
     }
     d_out[b] = d;
     if (d_pairs != nullptr) std::fill_n(d_pairs + (b / 2) * 16 + (b % 2) * 8, 8, d);
@@ -718,6 +722,10 @@ void quantize_activations(const float* x, int n, int cols, QuantizedActivations&
     out.q16.resize(size_t(n) * cols);
     out.hi.resize(size_t(n) * cols);
     out.hi_signed.resize(size_t(n) * cols);
+    const size_t record_bytes = size_t(n) * out.record_stride();
+    out.records_storage.assign(record_bytes + 64, 0);
+    const auto address = reinterpret_cast<uintptr_t>(out.records_storage.data());
+    out.records = out.records_storage.data() + (64 - address % 64) % 64;
     out.lo.resize(size_t(n) * cols);
   } else {
     out.q.resize(size_t(n) * cols);
@@ -735,7 +743,8 @@ void quantize_activations(const float* x, int n, int cols, QuantizedActivations&
     if (wide) {
       quantize_token(xt, blocks, 32767.0f, out.q16.data() + size_t(t) * cols, d, s,
                      out.d_pairs.data() + size_t(t) * pair_floats, out.hi.data() + size_t(t) * cols,
-                     out.hi_signed.data() + size_t(t) * cols, out.lo.data() + size_t(t) * cols);
+                     out.hi_signed.data() + size_t(t) * cols, out.lo.data() + size_t(t) * cols,
+                     out.records + size_t(t) * out.record_stride());
     } else {
       quantize_token(xt, blocks, 127.0f, out.q.data() + size_t(t) * cols, d, s, out.d_pairs.data() + size_t(t) * pair_floats);
     }

@@ -44,6 +44,11 @@ struct QuantizedActivations {
   std::vector<uint8_t> hi;   // (n, cols), int16 only: (q16 >> 8) + 128, the AVX-512 kernels' byte planes
   std::vector<uint8_t> lo;   // (n, cols), int16 only: q16 & 255 (q16 = 256 * (hi - 128) + lo)
   std::vector<uint8_t> hi_signed;  // (n, cols), int16 only: the int8 bits of q16 >> 8 (= hi - 128), for Q4_1
+  // int16 only, for the GEMM tile (v6): per token, per pair of blocks, one 192-byte record
+  // [hi of both blocks: 64][lo: 64][d_pairs: 16 floats], 64-byte aligned: one pointer per token
+  // reaches everything a block pair needs (three arrays spilled the tile's pointer registers).
+  std::vector<uint8_t> records_storage;
+  uint8_t* records = nullptr;
   std::vector<float> d;   // (n, cols / 32)
   std::vector<float> s;   // (n, cols / 32)
   // d of blocks (2i, 2i+1) as 16 floats: 8 copies of each (an odd last block: 8 copies, 8 zeros),
@@ -54,6 +59,9 @@ struct QuantizedActivations {
   const uint8_t* hi_row(int t) const { return hi.data() + size_t(t) * cols; }
   const uint8_t* lo_row(int t) const { return lo.data() + size_t(t) * cols; }
   const uint8_t* hi_signed_row(int t) const { return hi_signed.data() + size_t(t) * cols; }
+  static constexpr size_t kRecordBytes = 192;
+  size_t record_stride() const { return size_t((cols / 32 + 1) / 2) * kRecordBytes; }
+  const uint8_t* record_row(int t) const { return records + size_t(t) * record_stride(); }
   const float* d_row(int t) const { return d.data() + size_t(t) * (cols / 32); }
   const float* s_row(int t) const { return s.data() + size_t(t) * (cols / 32); }
   const float* d_pairs_row(int t) const { return d_pairs.data() + size_t(t) * ((cols / 32 + 1) / 2) * 16; }
