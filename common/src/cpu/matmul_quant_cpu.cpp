@@ -334,7 +334,7 @@ INFER_TARGET_VNNI inline void transpose8(__m256 r[8]) {
   r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-INFER_TARGET_VNNI inline void finish_tile(const __m512* acc, const float (*min_sum)[2], float* out) {
+INFER_TARGET_VNNI inline void finish_tile(const __m512* acc, __m256 min_even, __m256 min_odd, float* out) {
   __m256 low[8], high[8];  // lanes 0..7 and 8..15 of each token
   for (int t = 0; t < 8; ++t) {
     low[t] = _mm512_castps512_ps256(acc[t]);
@@ -345,9 +345,7 @@ INFER_TARGET_VNNI inline void finish_tile(const __m512* acc, const float (*min_s
   __m256 sum = _mm256_setzero_ps();
   for (int l = 0; l < 8; ++l) sum = _mm256_add_ps(sum, low[l]);
   for (int l = 0; l < 8; ++l) sum = _mm256_add_ps(sum, high[l]);
-  alignas(32) float sums[8];
-  _mm256_store_ps(sums, sum);
-  for (int t = 0; t < 8; ++t) out[t] = sums[t] + (min_sum[t][0] + min_sum[t][1]);
+  _mm256_storeu_ps(out, _mm256_add_ps(sum, _mm256_add_ps(min_even, min_odd)));
 }
 
 // v3_avx512_vnni_tiled (GEMM only): the v2 dot for kTileTokens tokens at once against one weight row:
@@ -365,10 +363,11 @@ INFER_TARGET_VNNI void dot_avx512_vnni_tile(const uint8_t* row, const QuantizedA
   const float* s0 = xq.s_row(t0);
   const size_t stride = size_t(xq.cols), pair_stride = size_t((n_blocks + 1) / 2) * 16, block_stride = size_t(n_blocks);
   __m512 acc[kTileTokens];
-  float min_sum[kTileTokens][2];  // even, odd blocks
+  // The affine formats' min terms of the 8 tokens side by side (s_tiles: s of tokens t0..t0+7 per block).
+  __m256 min_even = _mm256_setzero_ps(), min_odd = _mm256_setzero_ps();
+  const float* s_tile = xq.s_tile(t0);
   for (int t = 0; t < kTileTokens; ++t) {
     acc[t] = _mm512_setzero_ps();
-    min_sum[t][0] = min_sum[t][1] = 0.0f;
   }
   int b = 0;
   for (; b + 2 <= n_blocks; b += 2) {
@@ -386,11 +385,8 @@ INFER_TARGET_VNNI void dot_avx512_vnni_tile(const uint8_t* row, const QuantizedA
       acc[t] = _mm512_fmadd_ps(scale, p, acc[t]);
     }
     if constexpr (T == DType::Q4_1) {
-      const float m_even = half_vnni(even + 2), m_odd = half_vnni(odd + 2);
-      for (int t = 0; t < kTileTokens; ++t) {
-        min_sum[t][0] = std::fma(m_even, s0[t * block_stride + b], min_sum[t][0]);
-        min_sum[t][1] = std::fma(m_odd, s0[t * block_stride + b + 1], min_sum[t][1]);
-      }
+      min_even = _mm256_fmadd_ps(_mm256_set1_ps(half_vnni(even + 2)), _mm256_load_ps(s_tile + size_t(b) * 8), min_even);
+      min_odd = _mm256_fmadd_ps(_mm256_set1_ps(half_vnni(odd + 2)), _mm256_load_ps(s_tile + size_t(b + 1) * 8), min_odd);
     }
   }
   if (b < n_blocks) {
@@ -401,11 +397,14 @@ INFER_TARGET_VNNI void dot_avx512_vnni_tile(const uint8_t* row, const QuantizedA
       const __m512i x = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q0 + t * stride + size_t(b) * kBlock)));
       const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x));
       acc[t] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(d_even * dx0[t * block_stride + b]), p, acc[t], __mmask16(0x00ff));
-      if constexpr (T == DType::Q4_1) min_sum[t][0] = std::fma(half_vnni(even + 2), s0[t * block_stride + b], min_sum[t][0]);
     }
   }
+  if constexpr (T == DType::Q4_1) {
+    if (b < n_blocks)
+      min_even = _mm256_fmadd_ps(_mm256_set1_ps(half_vnni(row + size_t(b) * kBytes + 2)), _mm256_load_ps(s_tile + size_t(b) * 8), min_even);
+  }
   static_assert(kTileTokens == 8, "finish_tile transposes 8 tokens");
-  finish_tile(acc, min_sum, out);
+  finish_tile(acc, min_even, min_odd, out);
 }
 // ---- v5_avx512_vnni_int16 -----------------------------------------------------------------------
 // int16 activations with the int8 instruction: each x = 256 * hi + lo is stored as two byte planes,
@@ -507,10 +506,11 @@ INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const Quanti
   const float* s0 = xq.s_row(t0);
   const size_t stride = xq.record_stride(), block_stride = size_t(n_blocks);
   __m512 acc[kTileTokens];
-  float min_sum[kTileTokens][2];  // even, odd blocks
+  // The affine formats' min terms of the 8 tokens side by side (s_tiles: s of tokens t0..t0+7 per block).
+  __m256 min_even = _mm256_setzero_ps(), min_odd = _mm256_setzero_ps();
+  const float* s_tile = xq.s_tile(t0);
   for (int t = 0; t < kTileTokens; ++t) {
     acc[t] = _mm512_setzero_ps();
-    min_sum[t][0] = min_sum[t][1] = 0.0f;
   }
   int b = 0;
   for (; b + 2 <= n_blocks; b += 2) {
@@ -528,11 +528,8 @@ INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const Quanti
       acc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(p), acc[t]);
     }
     if constexpr (T == DType::Q4_1) {
-      const float m_even = half_vnni(even + 2), m_odd = half_vnni(odd + 2);
-      for (size_t t = 0; t < kTileTokens; ++t) {
-        min_sum[t][0] = std::fma(m_even, s0[t * block_stride + b], min_sum[t][0]);
-        min_sum[t][1] = std::fma(m_odd, s0[t * block_stride + b + 1], min_sum[t][1]);
-      }
+      min_even = _mm256_fmadd_ps(_mm256_set1_ps(half_vnni(even + 2)), _mm256_load_ps(s_tile + size_t(b) * 8), min_even);
+      min_odd = _mm256_fmadd_ps(_mm256_set1_ps(half_vnni(odd + 2)), _mm256_load_ps(s_tile + size_t(b + 1) * 8), min_odd);
     }
   }
   if (b < n_blocks) {  // a last even block: the first 32 bytes of its record's hi and lo
@@ -546,11 +543,14 @@ INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const Quanti
       const __m512i p = products_i16_512(start, w, _mm512_zextsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i*>(record))),
                                          _mm512_zextsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i*>(record + 64))));
       acc[t] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(d_even * dx0[t * block_stride + b]), _mm512_cvtepi32_ps(p), acc[t], __mmask16(0x00ff));
-      if constexpr (T == DType::Q4_1) min_sum[t][0] = std::fma(half_vnni(even + 2), s0[t * block_stride + b], min_sum[t][0]);
     }
   }
+  if constexpr (T == DType::Q4_1) {
+    if (b < n_blocks)
+      min_even = _mm256_fmadd_ps(_mm256_set1_ps(half_vnni(row + size_t(b) * kBytes + 2)), _mm256_load_ps(s_tile + size_t(b) * 8), min_even);
+  }
   static_assert(kTileTokens == 8, "finish_tile transposes 8 tokens");
-  finish_tile(acc, min_sum, out);
+  finish_tile(acc, min_even, min_odd, out);
 }
 #endif  // INFER_QUANT_X86
 
@@ -766,6 +766,11 @@ void quantize_activations(const float* x, int n, int cols, QuantizedActivations&
   out.d_pairs.assign(size_t(n) * ((blocks + 1) / 2) * 16, 0.0f);
   out.d.resize(size_t(n) * blocks);
   out.s.resize(size_t(n) * blocks);
+  const size_t tile_floats = size_t(blocks) * 8;
+  const size_t tiles_bytes = ((size_t(n) + 7) / 8) * tile_floats * sizeof(float);
+  out.s_tiles_storage.assign(tiles_bytes + 32, 0);
+  const auto tiles_address = reinterpret_cast<uintptr_t>(out.s_tiles_storage.data());
+  out.s_tiles = reinterpret_cast<float*>(out.s_tiles_storage.data() + (32 - tiles_address % 32) % 32);
   const int pair_floats = (blocks + 1) / 2 * 16;
   // Each token is independent: the bits do not depend on the split over threads.
 #pragma omp parallel for num_threads(threads) schedule(static) if (n > 1 && threads > 1)
@@ -773,6 +778,7 @@ void quantize_activations(const float* x, int n, int cols, QuantizedActivations&
     const float* xt = x + size_t(t) * cols;
     float* d = out.d.data() + size_t(t) * blocks;
     float* s = out.s.data() + size_t(t) * blocks;
+    float* s_tile = out.s_tiles + size_t(t / 8) * tile_floats + t % 8;
     if (wide) {
       quantize_token(xt, blocks, 32767.0f, out.q16.data() + size_t(t) * cols, d, s,
                      out.d_pairs.data() + size_t(t) * pair_floats, out.hi.data() + size_t(t) * cols,
@@ -781,6 +787,7 @@ void quantize_activations(const float* x, int n, int cols, QuantizedActivations&
     } else {
       quantize_token(xt, blocks, 127.0f, out.q.data() + size_t(t) * cols, d, s, out.d_pairs.data() + size_t(t) * pair_floats);
     }
+    for (int b = 0; b < blocks; ++b) s_tile[size_t(b) * 8] = s[b];
   }
 }
 

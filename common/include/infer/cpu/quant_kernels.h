@@ -36,6 +36,12 @@ enum class ActivationBits { Int8 = 8, Int16 = 16 };
 // int8:  d = max|x| / 127,   q = round(x / d) (ties to even) in [-127, 127];
 // int16: d = max|x| / 32767, q = round(x / d) in [-32767, 32767] (in q16); s = d * sum(q).
 struct QuantizedActivations {
+  // records and s_tiles point into their storage: moving keeps them valid, a copy would not.
+  QuantizedActivations() = default;
+  QuantizedActivations(const QuantizedActivations&) = delete;
+  QuantizedActivations& operator=(const QuantizedActivations&) = delete;
+  QuantizedActivations(QuantizedActivations&&) = default;
+  QuantizedActivations& operator=(QuantizedActivations&&) = default;
   int n = 0;
   int cols = 0;
   ActivationBits bits = ActivationBits::Int8;
@@ -59,6 +65,10 @@ struct QuantizedActivations {
   const uint8_t* hi_row(int t) const { return hi.data() + size_t(t) * cols; }
   const uint8_t* lo_row(int t) const { return lo.data() + size_t(t) * cols; }
   const uint8_t* hi_signed_row(int t) const { return hi_signed.data() + size_t(t) * cols; }
+  // s of tokens 8i..8i+7 side by side per block (the GEMM tiles' min terms), 32-byte aligned.
+  std::vector<uint8_t> s_tiles_storage;
+  float* s_tiles = nullptr;  // (ceil(n / 8), cols / 32, 8)
+  const float* s_tile(int t0) const { return s_tiles + size_t(t0 / 8) * size_t(cols / 32) * 8; }
   static constexpr size_t kRecordBytes = 192;
   size_t record_stride() const { return size_t((cols / 32 + 1) / 2) * kRecordBytes; }
   const uint8_t* record_row(int t) const { return records + size_t(t) * record_stride(); }
