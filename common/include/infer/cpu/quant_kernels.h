@@ -60,6 +60,10 @@ struct QuantizedActivations {
   // d of blocks (2i, 2i+1) as 16 floats: 8 copies of each (an odd last block: 8 copies, 8 zeros),
   // the layout of the AVX-512 accumulators, so the GEMM tile loads a token's scales in one go.
   std::vector<float> d_pairs;  // (n, ceil(cols / 64) * 16)
+  // int8 only: -8 * (sum of each lane's 4 activations), in d_pairs' layout: the AVX-512 kernels' start
+  // for Q4_0, whose weights are nibble - 8.
+  std::vector<int32_t> q4_0_start;  // (n, ceil(cols / 64) * 16)
+  const int32_t* q4_0_start_row(int t) const { return q4_0_start.data() + size_t(t) * ((cols / 32 + 1) / 2) * 16; }
   const int8_t* q_row(int t) const { return q.data() + size_t(t) * cols; }
   const int16_t* q16_row(int t) const { return q16.data() + size_t(t) * cols; }
   const uint8_t* hi_row(int t) const { return hi.data() + size_t(t) * cols; }
