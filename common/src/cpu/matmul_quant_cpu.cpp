@@ -21,6 +21,33 @@
 //                   1536 x 576 weights, 128 tokens, 1 thread (loaded 2-core Xeon): f32 GEMM v2 2.64 ms,
 //                   Q8_0 v2 per token 2.24 ms, v3 with 4 tokens and scalar scales 2.24 ms, v3 (8 tokens,
 //                   d_pairs) 1.82 ms; Q4_1 v3 2.17 ms. Decode GEMV (n = 1): f32 0.063 ms, Q8_0 0.025 ms.
+//   v4_avx2_int16, v5_avx512_vnni_int16, v6_avx512_vnni_int16_tiled: the same kernels with int16
+//                   activations (scale max/32767, 258x finer than int8), in the same 16-lane order
+//                   (sums of 4 products stay exact in float: |p| < 2^24). v4: vpmaddwd + vphaddd +
+//                   vpermq. v5 first used vpdpwssd (one block per zmm, 2 products per lane): 1.5-1.7x
+//                   the int8 GEMV's time (49152 x 576 Q8_0, 1 thread: 4.40 vs 2.92 ms, loaded). Now each
+//                   int16 q is split into two byte planes, hi + 128 and lo, and vpdpbusd runs on each
+//                   (the weights as the signed operand; lanes start at -128 * sum(w) to undo the +128),
+//                   the hi sums shifted left by 8: 3 vpdpbusd + 1 shift per 64 weights, the int8
+//                   kernel's layout otherwise. GEMV 49152 x 576, 1 thread: Q8_0 1.05 ms int16 vs 1.05
+//                   ms int8; Q4_1 +10%, Q4_0 +20% (loaded 2-core EPYC). v6 = v3's tiling for int16,
+//                   each token's block pair one 64-byte record (hi, lo, scales).
+//   Later changes to v2 / v3 / v6 (same bits, each measured 1 thread, CPU time, loaded 2-core EPYC):
+//                   the GEMM tiles address tokens as base + stride (8-pointer arrays spilled); the tiles
+//                   finish 8 tokens at once (8x16 transpose, 16 vector adds in lane order instead of 8
+//                   scalar 16-add chains); Q4_1's 8 min terms as one vector; Q4_0's "- 8" folded into
+//                   each lane's starting value (-8 * sum of its activations, once per token); the
+//                   min term in two chains (even / odd blocks: the GEMV's critical path for Q4_1 was
+//                   one scalar fma chain). 1536 x 576, 128 tokens, Q8_0 int16: 1.93 -> 1.56-1.64 ms
+//                   (f32 GEMM v2 in the same runs: 1.47-1.55 ms); cols = 1536: 0.95x the f32 time.
+//   Activations are quantized once per matmul, tokens split over the threads (was one thread).
+//
+// Which activation width each format runs (default_activation_bits): int16 for Q8_0 (its top-1
+// agreement with f32 on ch07's eval text: 96.2% int8 -> 98.3% int16, same GEMV time), int8 for
+// Q4_0 / Q4_1 / Q5 (decode is the Q4 formats' target and the int16 GEMV costs them 10-20% compute;
+// their quality is bounded by the 4-bit weights: int16 moves re-quantized q4_1's top-1 by < 1%,
+// though the shipped Q4_1 file's own row goes from 96.4% to ~100%). ch07's --activations int16
+// runs every format with int16.
 // Measured on SmolLM2-135M, batch-1 decode, 2 threads: see ch07_quantization/README.md.
 //
 // GEMV and GEMM call the same dot function for each (token, row), so a token's outputs do not
@@ -811,7 +838,7 @@ void quantize_activations(const float* x, int n, int cols, QuantizedActivations&
   }
 }
 
-// Measured on SmolLM2-135M (ch07_quantization, see the file header): FILLED IN BELOW.
+// Measured on SmolLM2-135M (ch07_quantization; the file header has the numbers and the trade).
 ActivationBits default_activation_bits(DType type) {
   switch (type) {
     case DType::Q8_0: return ActivationBits::Int16;

@@ -15,9 +15,9 @@
 // sum of 4 products w * q with |p_j| <= 4 * 127 * 32767 < 2^24, so float(p_j) is exact as well.
 // AVX-512 VNNI splits each q into two bytes and runs vpdpbusd on each; AVX2 uses vpmaddwd + vphaddd.
 //
-// Which precision a format runs (activation_bits): int16 for Q8_0, Q4_1 and Q5_1 ... see
-// default_activation_bits in matmul_quant_cpu.cpp for the measurement behind each choice. GEMV and
-// GEMM use the same precision for a format, so every (token, row) has the same bits whatever n.
+// Which precision a format runs (activation_bits): int16 for Q8_0, int8 for the others; the
+// measurements behind the choice are in matmul_quant_cpu.cpp's header. GEMV and GEMM use the same
+// precision for a format, so every (token, row) has the same bits whatever n.
 #pragma once
 
 #include "infer/model/backend.h"
