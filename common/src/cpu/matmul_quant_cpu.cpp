@@ -400,7 +400,6 @@ INFER_TARGET_VNNI void dot_avx512_vnni_tile(const uint8_t* row, const QuantizedA
   const int32_t* start0 = xq.q4_0_start_row(t0);  // same layout as d_pairs: pair_stride per token
   const float* pairs0 = xq.d_pairs_row(t0);
   const float* dx0 = xq.d_row(t0);
-  const float* s0 = xq.s_row(t0);
   const size_t stride = size_t(xq.cols), pair_stride = size_t((n_blocks + 1) / 2) * 16, block_stride = size_t(n_blocks);
   __m512 acc[kTileTokens];
   // The affine formats' min terms of the 8 tokens side by side (s_tiles: s of tokens t0..t0+7 per block).
@@ -543,7 +542,6 @@ INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const Quanti
   constexpr size_t kRecord = QuantizedActivations::kRecordBytes;
   const uint8_t* records0 = xq.record_row(t0);
   const float* dx0 = xq.d_row(t0);
-  const float* s0 = xq.s_row(t0);
   const size_t stride = xq.record_stride(), block_stride = size_t(n_blocks);
   __m512 acc[kTileTokens];
   // The affine formats' min terms of the 8 tokens side by side (s_tiles: s of tokens t0..t0+7 per block).
