@@ -197,8 +197,7 @@ INFER_TARGET_AVX2 inline float half_avx2(const uint8_t* p) {
 }
 
 template <DType T>
-INFER_TARGET_AVX2 float dot_avx2(const uint8_t* row, const int8_t* q, const float* dx, const float* s,
-                                 const int32_t* /*start: AVX2 keeps its second vpmaddubsw*/, int n_blocks) {
+INFER_TARGET_AVX2 float dot_avx2(const uint8_t* row, const int8_t* q, const float* dx, const float* s, int n_blocks) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i eights = _mm256_set1_epi8(8);
@@ -317,11 +316,20 @@ INFER_TARGET_VNNI inline __m512i products_512(__m512i w, __m512i x, __m512i star
 
 
 template <DType T>
-INFER_TARGET_VNNI float dot_avx512_vnni(const uint8_t* row, const int8_t* q, const float* dx, const float* s,
-                                        const int32_t* start, int n_blocks) {
+INFER_TARGET_VNNI float dot_avx512_vnni(const uint8_t* row, const QuantizedActivations& xa, int t, int n_blocks) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
+  const int8_t* q = xa.q_row(t);
+  const float* dx = xa.d_row(t);
+  const float* s = xa.s_row(t);
+  const float* d_pairs = xa.d_pairs_row(t);
+  const float* s_pairs = xa.s_pairs_row(t);
+  const int32_t* start = xa.q4_0_start_row(t);
+  // Both blocks' f16 scales (and Q4_1's mins) converted in one instruction, then spread to the
+  // accumulator layout: d_w * d_pairs is the (d_w * d_x) of each block, the reference's products.
+  const __m512i spread_first = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i spread_second = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1);
   __m512 acc = _mm512_setzero_ps();
-  float min_sums[2] = {0.0f, 0.0f};  // even, odd blocks
+  __m512 mins = _mm512_setzero_ps();  // Q4_1: lane 0 the even blocks' chain, lane 8 the odd blocks'
   int b = 0;
   for (; b + 2 <= n_blocks; b += 2) {
     const uint8_t* even = row + size_t(b) * kBytes;
@@ -329,21 +337,25 @@ INFER_TARGET_VNNI float dot_avx512_vnni(const uint8_t* row, const int8_t* q, con
     const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(block_weights_512<T>(even)), block_weights_512<T>(odd), 1);
     const __m512i x = _mm512_loadu_si512(q + size_t(b) * kBlock);
     const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x, _mm512_loadu_si512(start + size_t(b / 2) * kLanes)));
-    const __m512 scale = _mm512_insertf32x8(_mm512_set1_ps(half_vnni(even) * dx[b]),
-                                            _mm256_set1_ps(half_vnni(odd) * dx[b + 1]), 1);
-    acc = _mm512_fmadd_ps(scale, p, acc);
-    if constexpr (T == DType::Q4_1) {
-      min_sums[0] = std::fma(half_vnni(even + 2), s[b], min_sums[0]);
-      min_sums[1] = std::fma(half_vnni(odd + 2), s[b + 1], min_sums[1]);
-    }
+    uint32_t head_even, head_odd;  // d (and m) of each block: the first 4 bytes
+    std::memcpy(&head_even, even, 4);
+    std::memcpy(&head_odd, odd, 4);
+    const __m512 heads = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128(int64_t(head_even) | (int64_t(head_odd) << 32))));
+    const __m512 d_w = _mm512_permutexvar_ps(spread_first, heads);
+    acc = _mm512_fmadd_ps(_mm512_mul_ps(d_w, _mm512_loadu_ps(d_pairs + size_t(b / 2) * 16)), p, acc);
+    if constexpr (T == DType::Q4_1)
+      mins = _mm512_fmadd_ps(_mm512_permutexvar_ps(spread_second, heads), _mm512_loadu_ps(s_pairs + size_t(b / 2) * 16), mins);
   }
+  alignas(64) float min_lanes[kLanes];
+  _mm512_store_ps(min_lanes, mins);
+  float min_sums[2] = {min_lanes[0], min_lanes[8]};  // even, odd blocks
   if (b < n_blocks) {  // a last even block: lanes 0..7 only
     const uint8_t* even = row + size_t(b) * kBytes;
     const __m512i w = _mm512_zextsi256_si512(block_weights_512<T>(even));
     const __m512i x = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + size_t(b) * kBlock)));
     const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x, _mm512_loadu_si512(start + size_t(b / 2) * kLanes)));
     acc = _mm512_mask3_fmadd_ps(_mm512_set1_ps(half_vnni(even) * dx[b]), p, acc, __mmask16(0x00ff));
-    if constexpr (T == DType::Q4_1) min_sums[b % 2] = std::fma(half_vnni(even + 2), s[b], min_sums[b % 2]);
+    if constexpr (T == DType::Q4_1) min_sums[0] = std::fma(half_vnni(even + 2), s[b], min_sums[0]);
   }
   alignas(64) float lanes[kLanes];
   _mm512_store_ps(lanes, acc);
@@ -594,13 +606,17 @@ INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const Quanti
 
 bool simd_format(DType type) { return type == DType::Q8_0 || type == DType::Q4_0 || type == DType::Q4_1; }
 
-using DotFn = float (*)(const uint8_t*, const int8_t*, const float*, const float*, const int32_t*, int);
+using DotFn = float (*)(const uint8_t*, const QuantizedActivations&, int, int);
 using TileFn = void (*)(const uint8_t*, const QuantizedActivations&, int, int, float*);
 // The int16 paths read different layouts (AVX2: q16; AVX-512: the byte planes): one entry shape.
 using Dot16Fn = float (*)(const uint8_t*, const QuantizedActivations&, int, int);
 using Tile16Fn = void (*)(const uint8_t*, const QuantizedActivations&, int, int, float*);
 
 #if INFER_QUANT_X86
+template <DType T>
+float dot_avx2_entry(const uint8_t* row, const QuantizedActivations& x, int t, int n_blocks) {
+  return dot_avx2<T>(row, x.q_row(t), x.d_row(t), x.s_row(t), n_blocks);
+}
 template <DType T>
 float dot_avx2_i16_entry(const uint8_t* row, const QuantizedActivations& x, int t, int n_blocks) {
   return dot_avx2_i16<T>(row, x.q16_row(t), x.d_row(t), x.s_row(t), n_blocks);
@@ -653,9 +669,9 @@ TileFn simd_tile(QuantPath path, DType type) {
 DotFn simd_dot(QuantPath path, DType type) {
 #if INFER_QUANT_X86
   if (path == QuantPath::Avx2) {
-    if (type == DType::Q8_0) return dot_avx2<DType::Q8_0>;
-    if (type == DType::Q4_0) return dot_avx2<DType::Q4_0>;
-    if (type == DType::Q4_1) return dot_avx2<DType::Q4_1>;
+    if (type == DType::Q8_0) return dot_avx2_entry<DType::Q8_0>;
+    if (type == DType::Q4_0) return dot_avx2_entry<DType::Q4_0>;
+    if (type == DType::Q4_1) return dot_avx2_entry<DType::Q4_1>;
   }
   if (path == QuantPath::Avx512Vnni) {
     if (type == DType::Q8_0) return dot_avx512_vnni<DType::Q8_0>;
@@ -801,6 +817,7 @@ void quantize_activations(const float* x, int n, int cols, QuantizedActivations&
   } else {
     out.q.resize(size_t(n) * cols);
     out.q4_0_start.assign(size_t(n) * ((blocks + 1) / 2) * 16, 0);
+    out.s_pairs.assign(size_t(n) * ((blocks + 1) / 2) * 16, 0.0f);
   }
   out.d_pairs.assign(size_t(n) * ((blocks + 1) / 2) * 16, 0.0f);
   out.d.resize(size_t(n) * blocks);
@@ -827,6 +844,8 @@ void quantize_activations(const float* x, int n, int cols, QuantizedActivations&
       quantize_token(xt, blocks, 127.0f, out.q.data() + size_t(t) * cols, d, s, out.d_pairs.data() + size_t(t) * pair_floats);
       const int8_t* q = out.q.data() + size_t(t) * cols;
       int32_t* start = out.q4_0_start.data() + size_t(t) * pair_floats;
+      float* s_pairs = out.s_pairs.data() + size_t(t) * pair_floats;
+      for (int b = 0; b < blocks; ++b) std::fill_n(s_pairs + (b / 2) * 16 + (b % 2) * 8, 8, s[b]);
       for (int b = 0; b < blocks; ++b)
         for (int j = 0; j < 8; ++j)
           start[(b / 2) * 16 + (b % 2) * 8 + j] = -8 * (q[b * kBlock + 4 * j] + q[b * kBlock + 4 * j + 1] +
@@ -860,7 +879,7 @@ float dot_quantized(QuantPath path, DType type, const void* row, const Quantized
     if (Dot16Fn fn = simd_dot16(path, type)) return fn(bytes, x, t, n_blocks);
     return dot_int16_reference(type, bytes, x.q16_row(t), x.d_row(t), x.s_row(t), n_blocks);
   }
-  if (DotFn fn = simd_dot(path, type)) return fn(bytes, x.q_row(t), x.d_row(t), x.s_row(t), x.q4_0_start_row(t), n_blocks);
+  if (DotFn fn = simd_dot(path, type)) return fn(bytes, x, t, n_blocks);
   return dot_reference(type, bytes, x.q_row(t), x.d_row(t), x.s_row(t), n_blocks);
 }
 
@@ -891,7 +910,7 @@ void gemm_quantized(const Matrix& weight, const float* x, float* y, int n, int t
       return fn16 ? fn16(row, xq, t, n_blocks)
                   : dot_int16_reference(type, row, xq.q16_row(t), xq.d_row(t), xq.s_row(t), n_blocks);
     }
-    return fn ? fn(row, xq.q_row(t), xq.d_row(t), xq.s_row(t), xq.q4_0_start_row(t), n_blocks)
+    return fn ? fn(row, xq, t, n_blocks)
               : dot_reference(type, row, xq.q_row(t), xq.d_row(t), xq.s_row(t), n_blocks);
   };
   if (n == 1) {

@@ -63,6 +63,8 @@ struct QuantizedActivations {
   // int8 only: -8 * (sum of each lane's 4 activations), in d_pairs' layout: the AVX-512 kernels' start
   // for Q4_0, whose weights are nibble - 8.
   std::vector<int32_t> q4_0_start;  // (n, ceil(cols / 64) * 16)
+  std::vector<float> s_pairs;       // int8 only: s in d_pairs' layout (the AVX-512 GEMV's Q4_1 min terms)
+  const float* s_pairs_row(int t) const { return s_pairs.data() + size_t(t) * ((cols / 32 + 1) / 2) * 16; }
   const int32_t* q4_0_start_row(int t) const { return q4_0_start.data() + size_t(t) * ((cols / 32 + 1) / 2) * 16; }
   const int8_t* q_row(int t) const { return q.data() + size_t(t) * cols; }
   const int16_t* q16_row(int t) const { return q16.data() + size_t(t) * cols; }
