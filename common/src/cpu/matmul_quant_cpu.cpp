@@ -315,6 +315,22 @@ INFER_TARGET_VNNI inline __m512i products_512(__m512i w, __m512i x, __m512i star
 }
 
 
+// d_w of a block pair in the accumulator layout (lanes 0..7: the even block's, 8..15: the odd one's):
+// both f16 heads converted by one vcvtph2ps and spread by vpermps. (Lanes 1 and 3 of the converted
+// heads are Q4_1's mins; garbage for the other formats, never read.)
+INFER_TARGET_VNNI inline __m512 block_pair_heads(const uint8_t* even, const uint8_t* odd) {
+  uint32_t head_even, head_odd;
+  std::memcpy(&head_even, even, 4);
+  std::memcpy(&head_odd, odd, 4);
+  return _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128(int64_t(head_even) | (int64_t(head_odd) << 32))));
+}
+INFER_TARGET_VNNI inline __m512 spread_scales(__m512 heads) {
+  return _mm512_permutexvar_ps(_mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0), heads);
+}
+INFER_TARGET_VNNI inline __m512 spread_mins(__m512 heads) {
+  return _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1), heads);
+}
+
 template <DType T>
 INFER_TARGET_VNNI float dot_avx512_vnni(const uint8_t* row, const QuantizedActivations& xa, int t, int n_blocks) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
@@ -324,10 +340,6 @@ INFER_TARGET_VNNI float dot_avx512_vnni(const uint8_t* row, const QuantizedActiv
   const float* d_pairs = xa.d_pairs_row(t);
   const float* s_pairs = xa.s_pairs_row(t);
   const int32_t* start = xa.q4_0_start_row(t);
-  // Both blocks' f16 scales (and Q4_1's mins) converted in one instruction, then spread to the
-  // accumulator layout: d_w * d_pairs is the (d_w * d_x) of each block, the reference's products.
-  const __m512i spread_first = _mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0);
-  const __m512i spread_second = _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1);
   __m512 acc = _mm512_setzero_ps();
   __m512 mins = _mm512_setzero_ps();  // Q4_1: lane 0 the even blocks' chain, lane 8 the odd blocks'
   int b = 0;
@@ -337,14 +349,11 @@ INFER_TARGET_VNNI float dot_avx512_vnni(const uint8_t* row, const QuantizedActiv
     const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(block_weights_512<T>(even)), block_weights_512<T>(odd), 1);
     const __m512i x = _mm512_loadu_si512(q + size_t(b) * kBlock);
     const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x, _mm512_loadu_si512(start + size_t(b / 2) * kLanes)));
-    uint32_t head_even, head_odd;  // d (and m) of each block: the first 4 bytes
-    std::memcpy(&head_even, even, 4);
-    std::memcpy(&head_odd, odd, 4);
-    const __m512 heads = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128(int64_t(head_even) | (int64_t(head_odd) << 32))));
-    const __m512 d_w = _mm512_permutexvar_ps(spread_first, heads);
-    acc = _mm512_fmadd_ps(_mm512_mul_ps(d_w, _mm512_loadu_ps(d_pairs + size_t(b / 2) * 16)), p, acc);
+    // d_w * d_pairs: each block's (d_w * d_x), the reference's products.
+    const __m512 heads = block_pair_heads(even, odd);
+    acc = _mm512_fmadd_ps(_mm512_mul_ps(spread_scales(heads), _mm512_loadu_ps(d_pairs + size_t(b / 2) * 16)), p, acc);
     if constexpr (T == DType::Q4_1)
-      mins = _mm512_fmadd_ps(_mm512_permutexvar_ps(spread_second, heads), _mm512_loadu_ps(s_pairs + size_t(b / 2) * 16), mins);
+      mins = _mm512_fmadd_ps(spread_mins(heads), _mm512_loadu_ps(s_pairs + size_t(b / 2) * 16), mins);
   }
   alignas(64) float min_lanes[kLanes];
   _mm512_store_ps(min_lanes, mins);
@@ -511,7 +520,7 @@ inline const uint8_t* hi_plane(const QuantizedActivations& x, int t) {
 
 template <DType T>
 INFER_TARGET_VNNI float dot_avx512_vnni_i16(const uint8_t* row, const uint8_t* hi, const uint8_t* lo, const float* dx,
-                                            const float* s, int n_blocks) {
+                                            const float* d_pairs, const float* s, int n_blocks) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
   __m512 acc = _mm512_setzero_ps();
   float min_sums[2] = {0.0f, 0.0f};  // even, odd blocks
@@ -522,8 +531,7 @@ INFER_TARGET_VNNI float dot_avx512_vnni_i16(const uint8_t* row, const uint8_t* h
     const __m512i w = signed_weights_512<T>(even, odd);
     const __m512i p = lane_products_i16<T>(start_i16<T>(w), w, _mm512_loadu_si512(hi + size_t(b) * kBlock),
                                        _mm512_loadu_si512(lo + size_t(b) * kBlock));
-    const __m512 scale = _mm512_insertf32x8(_mm512_set1_ps(half_vnni(even) * dx[b]),
-                                            _mm256_set1_ps(half_vnni(odd) * dx[b + 1]), 1);
+    const __m512 scale = _mm512_mul_ps(spread_scales(block_pair_heads(even, odd)), _mm512_loadu_ps(d_pairs + size_t(b / 2) * 16));
     acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(p), acc);
     if constexpr (T == DType::Q4_1) {
       min_sums[0] = std::fma(half_vnni(even + 2), s[b], min_sums[0]);
@@ -623,7 +631,7 @@ float dot_avx2_i16_entry(const uint8_t* row, const QuantizedActivations& x, int 
 }
 template <DType T>
 float dot_avx512_vnni_i16_entry(const uint8_t* row, const QuantizedActivations& x, int t, int n_blocks) {
-  return dot_avx512_vnni_i16<T>(row, hi_plane<T>(x, t), x.lo_row(t), x.d_row(t), x.s_row(t), n_blocks);
+  return dot_avx512_vnni_i16<T>(row, hi_plane<T>(x, t), x.lo_row(t), x.d_row(t), x.d_pairs_row(t), x.s_row(t), n_blocks);
 }
 #endif
 
