@@ -125,4 +125,21 @@ void gemm_args(benchmark::internal::Benchmark* bench) {
 }
 BENCHMARK(BM_quant_gemm)->Apply(gemm_args)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
+// One token's activations quantized (what every decode matmul does first, on one thread): range(0)
+// columns, range(1) bits, range(2) 1 = the best path's quantizer (AVX-512 for int8), 0 = the plain loop.
+void BM_quantize_activations(benchmark::State& state) {
+  const int cols = int(state.range(0));
+  const auto path = state.range(2) == 1 ? infer::cpu::best_quant_path() : infer::cpu::QuantPath::Reference;
+  const auto bits = state.range(1) == 16 ? infer::cpu::ActivationBits::Int16 : infer::cpu::ActivationBits::Int8;
+  const auto x = random_values(size_t(cols), 3);
+  infer::cpu::QuantizedActivations q;
+  for (auto _ : state) {
+    infer::cpu::quantize_activations(x.data(), 1, cols, q, bits, 1, path);
+    benchmark::DoNotOptimize(q.d.data());
+    benchmark::ClobberMemory();
+  }
+}
+BENCHMARK(BM_quantize_activations)->ArgNames({"cols", "bits", "simd"})->ArgsProduct({{576, 1536}, {8, 16}, {0, 1}})
+    ->Unit(benchmark::kMicrosecond);
+
 }  // namespace

@@ -274,3 +274,21 @@ TEST_CASE("quant kernels: the int16 reference is the 16-lane order, and far clos
   }
   CHECK(error16 * 50.0 < error8);  // the steps are 258x smaller; float rounding of the sums remains
 }
+
+TEST_CASE("quant kernels: the AVX-512 int8 activation quantizer gives the plain loop's bytes") {
+  if (!quant_path_supported(QuantPath::Avx512Vnni)) INFER_SKIP("no AVX-512 VNNI on this CPU");
+  const int n = 3, cols = 224;
+  auto x = test::random_floats(size_t(n) * cols, 500, -3.0f, 3.0f);
+  x[40] = 250.0f;                                          // an outlier block
+  for (int i = 64; i < 96; ++i) x[i] = 0.0f;               // an all-zero block
+  for (int i = 96; i < 128; ++i) x[i] = 0.5f * float(i % 5) - 1.0f;  // exact halves of a step: ties to even
+  QuantizedActivations plain, simd;
+  quantize_activations(x.data(), n, cols, plain, ActivationBits::Int8, 1, QuantPath::Reference);
+  quantize_activations(x.data(), n, cols, simd, ActivationBits::Int8, 2, QuantPath::Avx512Vnni);
+  CHECK(plain.q == simd.q);
+  CHECK(std::memcmp(plain.d.data(), simd.d.data(), plain.d.size() * 4) == 0);
+  CHECK(std::memcmp(plain.s.data(), simd.s.data(), plain.s.size() * 4) == 0);
+  CHECK(std::memcmp(plain.d_pairs.data(), simd.d_pairs.data(), plain.d_pairs.size() * 4) == 0);
+  CHECK(plain.q4_0_start == simd.q4_0_start);
+  CHECK(std::memcmp(plain.s_pairs.data(), simd.s_pairs.data(), plain.s_pairs.size() * 4) == 0);
+}

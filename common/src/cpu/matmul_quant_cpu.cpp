@@ -806,12 +806,39 @@ void quantize_token(const float* x, int blocks, float limit, Int* q, float* d_ou
   }
 }
 
+#if INFER_QUANT_X86
+// quantize_token's int8 blocks with AVX-512: the same operations per element (max of |x| -- exact in
+// any order --, d = max / 127, x * (1 / d) rounded to nearest even, clamped), so the same bytes; one
+// token's quantization runs on one thread before every decode matmul (~1 us scalar for 576 columns).
+INFER_TARGET_VNNI void quantize_token_int8_avx512(const float* x, int blocks, int8_t* q, float* d_out, float* s_out,
+                                                  float* d_pairs) {
+  const __m512 limit = _mm512_set1_ps(127.0f), minus_limit = _mm512_set1_ps(-127.0f);
+  for (int b = 0; b < blocks; ++b) {
+    const __m512 v0 = _mm512_loadu_ps(x + size_t(b) * kBlock), v1 = _mm512_loadu_ps(x + size_t(b) * kBlock + 16);
+    const float max_abs = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float d = max_abs / 127.0f;
+    const __m512 inverse_d = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const __m512i i0 = _mm512_cvtps_epi32(_mm512_min_ps(limit, _mm512_max_ps(minus_limit, _mm512_roundscale_ps(_mm512_mul_ps(v0, inverse_d), kRound))));
+    const __m512i i1 = _mm512_cvtps_epi32(_mm512_min_ps(limit, _mm512_max_ps(minus_limit, _mm512_roundscale_ps(_mm512_mul_ps(v1, inverse_d), kRound))));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + size_t(b) * kBlock), _mm512_cvtepi32_epi8(i0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + size_t(b) * kBlock + 16), _mm512_cvtepi32_epi8(i1));
+    const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+    d_out[b] = d;
+    std::fill_n(d_pairs + (b / 2) * 16 + (b % 2) * 8, 8, d);
+    s_out[b] = d * float(sum);
+  }
+}
+#endif
+
 std::atomic<int> g_bits_override{0};  // 0: the per-format defaults
 
 }  // namespace
 
-void quantize_activations(const float* x, int n, int cols, QuantizedActivations& out, ActivationBits bits, int threads) {
+void quantize_activations(const float* x, int n, int cols, QuantizedActivations& out, ActivationBits bits, int threads,
+                          QuantPath path) {
   if (cols % kBlock != 0) fail("quantize_activations: {} columns are not a multiple of {}", cols, kBlock);
+  if (!quant_path_supported(path)) fail("quantize_activations: the {} path is not supported on this CPU", quant_path_name(path));
   const int blocks = cols / kBlock;
   const bool wide = bits == ActivationBits::Int16;
   out.n = n;
@@ -853,7 +880,15 @@ void quantize_activations(const float* x, int n, int cols, QuantizedActivations&
                      out.hi_signed.data() + size_t(t) * cols, out.lo.data() + size_t(t) * cols,
                      out.records + size_t(t) * out.record_stride());
     } else {
+#if INFER_QUANT_X86
+      if (path == QuantPath::Avx512Vnni) {
+        quantize_token_int8_avx512(xt, blocks, out.q.data() + size_t(t) * cols, d, s, out.d_pairs.data() + size_t(t) * pair_floats);
+      } else {
+        quantize_token(xt, blocks, 127.0f, out.q.data() + size_t(t) * cols, d, s, out.d_pairs.data() + size_t(t) * pair_floats);
+      }
+#else
       quantize_token(xt, blocks, 127.0f, out.q.data() + size_t(t) * cols, d, s, out.d_pairs.data() + size_t(t) * pair_floats);
+#endif
       const int8_t* q = out.q.data() + size_t(t) * cols;
       int32_t* start = out.q4_0_start.data() + size_t(t) * pair_floats;
       float* s_pairs = out.s_pairs.data() + size_t(t) * pair_floats;
@@ -907,7 +942,7 @@ void gemm_quantized(const Matrix& weight, const float* x, float* y, int n, int t
                     ActivationBits bits) {
   check_matrix(weight, path);
   QuantizedActivations& activations = scratch_activations();
-  quantize_activations(x, n, weight.cols, activations, bits, threads);
+  quantize_activations(x, n, weight.cols, activations, bits, threads, path);
   const QuantizedActivations& xq = activations;
   const int rows = weight.rows, n_blocks = weight.cols / kBlock;
   const size_t row_bytes = dtype_row_bytes(weight.dtype, weight.cols);

@@ -82,9 +82,6 @@ struct QuantizedActivations {
   const float* s_row(int t) const { return s.data() + size_t(t) * (cols / 32); }
   const float* d_pairs_row(int t) const { return d_pairs.data() + size_t(t) * ((cols / 32 + 1) / 2) * 16; }
 };
-// Tokens are split over `threads` when there are several (prefill); one token is quantized by the caller.
-void quantize_activations(const float* x, int n, int cols, QuantizedActivations& out,
-                          ActivationBits bits = ActivationBits::Int8, int threads = 1);
 
 // The code paths of the integer dot product. Reference is plain C++ (every CPU); Avx2 uses
 // vpmaddubsw/vpmaddwd; Avx512Vnni uses vpdpbusd on 512-bit registers. All give the same bits.
@@ -92,6 +89,12 @@ void quantize_activations(const float* x, int n, int cols, QuantizedActivations&
 enum class QuantPath { Reference, Avx2, Avx512Vnni };
 std::string_view quant_path_name(QuantPath path);
 std::string_view quant_path_name(QuantPath path, ActivationBits bits);
+
+// Tokens are split over `threads` when there are several (prefill); one token is quantized by the
+// caller. `path` Avx512Vnni quantizes int8 blocks with AVX-512 (the same bytes as the plain loop).
+void quantize_activations(const float* x, int n, int cols, QuantizedActivations& out,
+                          ActivationBits bits = ActivationBits::Int8, int threads = 1,
+                          QuantPath path = QuantPath::Reference);
 bool quant_path_supported(QuantPath path);  // CPUID (and whether this build compiled the path)
 QuantPath best_quant_path();                // the fastest supported one, detected once
 
