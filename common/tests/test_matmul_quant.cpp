@@ -275,7 +275,7 @@ TEST_CASE("quant kernels: the int16 reference is the 16-lane order, and far clos
   CHECK(error16 * 50.0 < error8);  // the steps are 258x smaller; float rounding of the sums remains
 }
 
-TEST_CASE("quant kernels: the AVX-512 int8 activation quantizer gives the plain loop's bytes") {
+TEST_CASE("quant kernels: the AVX-512 activation quantizer gives the plain loop's bytes") {
   if (!quant_path_supported(QuantPath::Avx512Vnni)) INFER_SKIP("no AVX-512 VNNI on this CPU");
   const int n = 3, cols = 224;
   auto x = test::random_floats(size_t(n) * cols, 500, -3.0f, 3.0f);
@@ -291,4 +291,15 @@ TEST_CASE("quant kernels: the AVX-512 int8 activation quantizer gives the plain 
   CHECK(std::memcmp(plain.d_pairs.data(), simd.d_pairs.data(), plain.d_pairs.size() * 4) == 0);
   CHECK(plain.q4_0_start == simd.q4_0_start);
   CHECK(std::memcmp(plain.s_pairs.data(), simd.s_pairs.data(), plain.s_pairs.size() * 4) == 0);
+
+  QuantizedActivations plain16, simd16;
+  quantize_activations(x.data(), n, cols, plain16, ActivationBits::Int16, 1, QuantPath::Reference);
+  quantize_activations(x.data(), n, cols, simd16, ActivationBits::Int16, 2, QuantPath::Avx512Vnni);
+  CHECK(plain16.q16 == simd16.q16);
+  CHECK(plain16.hi == simd16.hi);
+  CHECK(plain16.hi_signed == simd16.hi_signed);
+  CHECK(plain16.lo == simd16.lo);
+  CHECK(std::memcmp(plain16.d.data(), simd16.d.data(), plain16.d.size() * 4) == 0);
+  CHECK(std::memcmp(plain16.s.data(), simd16.s.data(), plain16.s.size() * 4) == 0);
+  CHECK(std::memcmp(plain16.record_row(0), simd16.record_row(0), size_t(n) * plain16.record_stride()) == 0);
 }

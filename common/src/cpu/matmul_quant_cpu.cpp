@@ -810,22 +810,47 @@ void quantize_token(const float* x, int blocks, float limit, Int* q, float* d_ou
 }
 
 #if INFER_QUANT_X86
-// quantize_token's int8 blocks with AVX-512: the same operations per element (max of |x| -- exact in
-// any order --, d = max / 127, x * (1 / d) rounded to nearest even, clamped), so the same bytes; one
+// quantize_token's blocks with AVX-512: the same operations per element (max of |x| -- exact in any
+// order --, d = max / limit, x * (1 / d) rounded to nearest even, clamped), so the same bytes; one
 // token's quantization runs on one thread before every decode matmul (~1 us scalar for 576 columns).
-INFER_TARGET_VNNI void quantize_token_int8_avx512(const float* x, int blocks, int8_t* q, float* d_out, float* s_out,
-                                                  float* d_pairs) {
-  const __m512 limit = _mm512_set1_ps(127.0f), minus_limit = _mm512_set1_ps(-127.0f);
+// int16 also writes v5 / v6's byte planes and records, as quantize_token does.
+template <typename Int>
+INFER_TARGET_VNNI void quantize_token_avx512(const float* x, int blocks, Int* q, float* d_out, float* s_out, float* d_pairs,
+                                             uint8_t* hi = nullptr, uint8_t* hi_signed = nullptr, uint8_t* lo = nullptr,
+                                             uint8_t* records = nullptr) {
+  constexpr float kLimit = sizeof(Int) == 1 ? 127.0f : 32767.0f;
+  const __m512 limit = _mm512_set1_ps(kLimit), minus_limit = _mm512_set1_ps(-kLimit);
   for (int b = 0; b < blocks; ++b) {
     const __m512 v0 = _mm512_loadu_ps(x + size_t(b) * kBlock), v1 = _mm512_loadu_ps(x + size_t(b) * kBlock + 16);
     const float max_abs = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-    const float d = max_abs / 127.0f;
+    const float d = max_abs / kLimit;
     const __m512 inverse_d = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
     constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
     const __m512i i0 = _mm512_cvtps_epi32(_mm512_min_ps(limit, _mm512_max_ps(minus_limit, _mm512_roundscale_ps(_mm512_mul_ps(v0, inverse_d), kRound))));
     const __m512i i1 = _mm512_cvtps_epi32(_mm512_min_ps(limit, _mm512_max_ps(minus_limit, _mm512_roundscale_ps(_mm512_mul_ps(v1, inverse_d), kRound))));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + size_t(b) * kBlock), _mm512_cvtepi32_epi8(i0));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q + size_t(b) * kBlock + 16), _mm512_cvtepi32_epi8(i1));
+    Int* qb = q + size_t(b) * kBlock;
+    if constexpr (sizeof(Int) == 1) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qb), _mm512_cvtepi32_epi8(i0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qb + 16), _mm512_cvtepi32_epi8(i1));
+    } else {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), _mm512_cvtepi32_epi16(i0));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb + 16), _mm512_cvtepi32_epi16(i1));
+      const __m512i h0 = _mm512_srai_epi32(i0, 8), h1 = _mm512_srai_epi32(i1, 8);
+      const __m512i offset = _mm512_set1_epi32(128), low_byte = _mm512_set1_epi32(255);
+      uint8_t* hb = hi + size_t(b) * kBlock;
+      uint8_t* sb = hi_signed + size_t(b) * kBlock;
+      uint8_t* lb = lo + size_t(b) * kBlock;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(hb), _mm512_cvtepi32_epi8(_mm512_add_epi32(h0, offset)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(hb + 16), _mm512_cvtepi32_epi8(_mm512_add_epi32(h1, offset)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(sb), _mm512_cvtepi32_epi8(h0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(sb + 16), _mm512_cvtepi32_epi8(h1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(lb), _mm512_cvtepi32_epi8(_mm512_and_si512(i0, low_byte)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(lb + 16), _mm512_cvtepi32_epi8(_mm512_and_si512(i1, low_byte)));
+      uint8_t* record = records + size_t(b / 2) * QuantizedActivations::kRecordBytes;
+      std::memcpy(record + (b % 2) * kBlock, hb, kBlock);
+      std::memcpy(record + 64 + (b % 2) * kBlock, lb, kBlock);
+      std::fill_n(reinterpret_cast<float*>(record + 128) + (b % 2) * 8, 8, d);
+    }
     const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
     d_out[b] = d;
     std::fill_n(d_pairs + (b / 2) * 16 + (b % 2) * 8, 8, d);
@@ -878,14 +903,23 @@ void quantize_activations(const float* x, int n, int cols, QuantizedActivations&
     float* s = out.s.data() + size_t(t) * blocks;
     float* s_tile = out.s_tiles + size_t(t / 8) * tile_floats + t % 8;
     if (wide) {
-      quantize_token(xt, blocks, 32767.0f, out.q16.data() + size_t(t) * cols, d, s,
-                     out.d_pairs.data() + size_t(t) * pair_floats, out.hi.data() + size_t(t) * cols,
-                     out.hi_signed.data() + size_t(t) * cols, out.lo.data() + size_t(t) * cols,
-                     out.records + size_t(t) * out.record_stride());
+      if (path != QuantPath::Avx512Vnni) {
+        quantize_token(xt, blocks, 32767.0f, out.q16.data() + size_t(t) * cols, d, s,
+                       out.d_pairs.data() + size_t(t) * pair_floats, out.hi.data() + size_t(t) * cols,
+                       out.hi_signed.data() + size_t(t) * cols, out.lo.data() + size_t(t) * cols,
+                       out.records + size_t(t) * out.record_stride());
+      } else {
+#if INFER_QUANT_X86
+        quantize_token_avx512<int16_t>(xt, blocks, out.q16.data() + size_t(t) * cols, d, s,
+                                       out.d_pairs.data() + size_t(t) * pair_floats, out.hi.data() + size_t(t) * cols,
+                                       out.hi_signed.data() + size_t(t) * cols, out.lo.data() + size_t(t) * cols,
+                                       out.records + size_t(t) * out.record_stride());
+#endif
+      }
     } else {
 #if INFER_QUANT_X86
       if (path == QuantPath::Avx512Vnni) {
-        quantize_token_int8_avx512(xt, blocks, out.q.data() + size_t(t) * cols, d, s, out.d_pairs.data() + size_t(t) * pair_floats);
+        quantize_token_avx512(xt, blocks, out.q.data() + size_t(t) * cols, d, s, out.d_pairs.data() + size_t(t) * pair_floats);
       } else {
         quantize_token(xt, blocks, 127.0f, out.q.data() + size_t(t) * cols, d, s, out.d_pairs.data() + size_t(t) * pair_floats);
       }
