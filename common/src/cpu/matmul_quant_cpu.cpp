@@ -44,9 +44,10 @@
 //                   and spread by vpermps (was 2 x (load, convert, multiply, broadcast) + an insert),
 //                   and the GEMV's Q4_1 min chains run in lanes 0 / 8 of a vector (s_pairs): Q4_1 GEMV
 //                   49152 x 576, 1 thread, CPU time: 1.22 -> 1.04-1.09 ms (Q8_0 1.06 ms, f32 2.95 ms).
-//   Activations are quantized once per matmul, tokens split over the threads (was one thread); int8
-//   blocks with AVX-512 on the VNNI path (same bytes): one token, 576 / 1536 columns, 1 thread, CPU
-//   time: 1.01 -> 0.53 us / 2.25 -> 0.85 us (every decode matmul starts with this, on one thread).
+//   Activations are quantized once per matmul, tokens split over the threads (was one thread), with
+//   AVX-512 on the VNNI path (same bytes): one token, 576 / 1536 columns, 1 thread, CPU time: int8
+//   0.95 -> 0.54 us / 2.07 -> 0.81 us, int16 0.69 -> 0.49 / 1.45 -> 0.81 us (every decode matmul
+//   starts with this, on one thread).
 //
 // Which activation width each format runs (default_activation_bits): int16 for Q8_0 (top-1 agreement
 // with f32 over ch07's 2696 eval positions, int8 -> int16: 96.22% -> 98.03%, KL 0.0036 -> 0.00105,
