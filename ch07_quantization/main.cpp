@@ -126,6 +126,7 @@ int main(int argc, char** argv) {
   int prefill_tokens = 128;
   int bandwidth_mib = 1024;
   double given_bandwidth = 0.0;
+  std::string activations = "auto";
   app.add_option("--formats", formats_text, "Rows of the table, comma-separated: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, native");
   app.add_option("--eval-text", eval_path, "Text for perplexity / KL / top-1 (default: ch07_quantization/eval.txt)");
   app.add_option("--eval-tokens", eval_tokens, "Evaluate only the first N tokens of the text (0 = all)")->check(CLI::Range(0, 1 << 20));
@@ -134,11 +135,16 @@ int main(int argc, char** argv) {
   app.add_option("--prefill-tokens", prefill_tokens, "Prompt length of the prefill measurement")->check(CLI::Range(1, 1 << 16));
   app.add_option("--bandwidth-mib", bandwidth_mib, "Buffer size for the bandwidth measurement")->check(CLI::Range(16, 65536));
   app.add_option("--bandwidth-gb-s", given_bandwidth, "Use this bandwidth instead of measuring it");
+  app.add_option("--activations", activations,
+                 "Activation precision of the integer kernels: auto (each format's measured default), int8, int16")
+      ->check(CLI::IsMember({"auto", "int8", "int16"}));
   app.add_option("--save-gguf", save_path, "Write the model with --weights' format as a GGUF to PATH and exit");
   CLI11_PARSE(app, argc, argv);
 
   return run_reporting_errors([&] {
     const int threads = resolve_threads(options.threads);
+    if (activations != "auto")
+      cpu::override_activation_bits(activations == "int8" ? cpu::ActivationBits::Int8 : cpu::ActivationBits::Int16);
     auto backend = make_backend(options.device, threads);
     LoadedModel model = load_model(options);
     const ModelConfig& config = model.file.config;
@@ -179,8 +185,10 @@ int main(int argc, char** argv) {
     }
 
     fmt::print("ch07_quantization: weights in GGUF block formats vs f32, one run\n");
-    fmt::print("  cpu      {} ({} threads; integer dot path: {})\n", cpu_model_name(), threads,
-               cpu::quant_path_name(cpu::best_quant_path()));
+    fmt::print("  cpu      {} ({} threads; integer dot path: {}; activations: q8_0 int{}, q4_0 int{}, q4_1 int{})\n",
+               cpu_model_name(), threads, cpu::quant_path_name(cpu::best_quant_path()),
+               int(cpu::activation_bits(DType::Q8_0)), int(cpu::activation_bits(DType::Q4_0)),
+               int(cpu::activation_bits(DType::Q4_1)));
     fmt::print("  model    {} ({:.1f} M params; native = {})\n", model.description, config.n_params() / 1e6,
                dtype_mix(model.file));
     fmt::print("  eval     {} ({} tokens, chunks of {}); decode {} tokens greedy, prefill {} tokens, best of {}\n",
@@ -307,6 +315,10 @@ int main(int argc, char** argv) {
       report.set_field("eval_text", eval_path);
       report.set_field("eval_positions", variants[0].positions);
       report.set_field("quant_path", std::string(cpu::quant_path_name(cpu::best_quant_path())));
+      nlohmann::ordered_json bits = nlohmann::ordered_json::object();
+      for (DType type : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1})
+        bits[std::string(dtype_name(type))] = int(cpu::activation_bits(type));
+      report.set_field("activation_bits", bits);
       nlohmann::ordered_json texts = nlohmann::ordered_json::object();
       for (const Variant& v : variants) texts[v.name] = model.tokenizer->decode(v.decode.tokens);
       report.set_field("greedy_text", texts);
