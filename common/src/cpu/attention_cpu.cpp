@@ -40,6 +40,17 @@
 //                     a query gives the same bits in a contiguous cache or in any paged layout. Threads over
 //                     (token, kv head) pairs of the whole batch.
 //   paged_v3_tiled:   v3 through the block table (one template, attention_v3_core, for both layouts).
+//
+// int8 pool (ch07, KVDType::int8: int8 rows, one float scale per (position, kv head) for K and for V):
+//   paged_v4_int8:    v3's core reading an Int8Store instead of an F32Store (the f32 path compiles to what it
+//                     was). Per tile, each position's int8 K and V rows (head_dim bytes each) are converted to
+//                     fp32 into the thread's 16-row tile scratch (never a copy of the cache); the score lane of
+//                     a position is multiplied once by k_scale / sqrt(head_dim) (instead of 1 / sqrt(head_dim)),
+//                     and, after the softmax sum, its weight once by v_scale, so out = sum p_i * v_scale_i *
+//                     v_int8_i. Same tiles, chunks and merge order as v3: the same bits alone or batched, in any
+//                     block layout, with any thread count (tested). What it reads per position and kv head:
+//                     2 * (head_dim + 4) bytes instead of 2 * head_dim * 4 (SmolLM2: 136 vs 512 bytes).
+//                     Measured: see bench_kernels BM_paged_attention_int8 and ch07's long-context decode column.
 #include "infer/cpu/cpu_kernels.h"
 
 #include <algorithm>
@@ -478,7 +489,7 @@ inline void tile_weighted_values(float* const* o_heads, const float* weights, co
   }
 }
 
-// The per-thread workspace of v3.
+// The per-thread workspace of v3 (and v4).
 struct V3Scratch {
   std::vector<float> k_tile;     // (head_dim, kTile): the tile's K rows transposed
   std::vector<float> scores;     // (kQueryBlock * group, kTile): every (query, head) pair's lanes
@@ -486,10 +497,65 @@ struct V3Scratch {
   std::vector<float> chunk;      // (kQueryBlock * group, head_dim + 2): this chunk's partials
   std::vector<float> zeros;      // (head_dim): stands in for the rows past a partial tile's end
   std::vector<const float*> k_rows, v_rows;
+  // v4 (int8 pool) only: the tile's rows converted to fp32 (kTile, head_dim) each, and per row the factor of
+  // its score (k_scale / sqrt(head_dim)) and of its softmax weight (v_scale); 0 past a partial tile's end.
+  std::vector<float> k_rows_f32, v_rows_f32;
+  std::array<float, kTile> score_factor{}, weight_factor{};
   V3Scratch(int head_dim, int group)
       : k_tile(size_t(head_dim) * kTile), scores(size_t(kQueryBlock) * group * kTile),
         pair_queries(size_t(kQueryBlock) * group), chunk(size_t(kQueryBlock) * group * (head_dim + 2)),
         zeros(size_t(head_dim), 0.0f), k_rows(kTile), v_rows(kTile) {}
+};
+
+// Where v3's core reads a layer's rows. element offset o = row(s, p) + g * head_dim is the first of the
+// head_dim values of (position p, kv head g); for the int8 pool its scale is at o / head_dim.
+//   F32Store:  the rows are used in place (v3).
+//   Int8Store: each row is converted to fp32 into the tile scratch and its scales kept per lane (v4).
+struct F32Store {
+  static constexpr bool kScaled = false;
+  const float* k;
+  const float* v;
+  void prefetch(size_t offset, int head_dim) const {
+    for (int d = 0; d < head_dim; d += 16) {
+      __builtin_prefetch(k + offset + d);
+      __builtin_prefetch(v + offset + d);
+    }
+  }
+  void load(int i, size_t offset, int, float, V3Scratch& scratch) const {
+    scratch.k_rows[size_t(i)] = k + offset;
+    scratch.v_rows[size_t(i)] = v + offset;
+  }
+};
+
+struct Int8Store {
+  static constexpr bool kScaled = true;
+  const int8_t* k;
+  const int8_t* v;
+  const float* k_scale;
+  const float* v_scale;
+  void prefetch(size_t offset, int head_dim) const {
+    for (int d = 0; d < head_dim; d += 64) {
+      __builtin_prefetch(k + offset + d);
+      __builtin_prefetch(v + offset + d);
+    }
+  }
+  // Tile row i <- position row at `offset`: int8 -> fp32 (exact), the scales kept for its lane.
+  void load(int i, size_t offset, int head_dim, float score_scale, V3Scratch& scratch) const {
+    float* k_row = scratch.k_rows_f32.data() + size_t(i) * head_dim;
+    float* v_row = scratch.v_rows_f32.data() + size_t(i) * head_dim;
+    const int8_t* k_src = k + offset;
+    const int8_t* v_src = v + offset;
+#pragma omp simd
+    for (int d = 0; d < head_dim; ++d) {
+      k_row[d] = float(k_src[d]);
+      v_row[d] = float(v_src[d]);
+    }
+    scratch.k_rows[size_t(i)] = k_row;
+    scratch.v_rows[size_t(i)] = v_row;
+    const size_t row = offset / size_t(head_dim);
+    scratch.score_factor[size_t(i)] = k_scale[row] * score_scale;
+    scratch.weight_factor[size_t(i)] = v_scale[row];
+  }
 };
 
 // kt[d * kTile + i] = rows[i][d] for d in [0, head_dim): a tile's K rows transposed, so that the scores
@@ -535,8 +601,9 @@ inline void transpose_tile(const float* const* rows, int head_dim, float* kt) {
 // position; one that sees none keeps max -inf, sum 0, out 0. The arithmetic of a query does not
 // depend on the other queries of the block: each score is the same fused dot product over head_dim in
 // order, and its softmax and V sums run over its own positions only.
-template <typename Rows>
-void attend_chunk_v3(const float* q, const float* k_store, const float* v_store, const Rows& rows, int s, int t0,
+// Store: F32Store (v3) or Int8Store (v4, whose per-row scales multiply each score and each softmax weight once).
+template <typename Store, typename Rows>
+void attend_chunk_v3(const float* q, const Store& store, const Rows& rows, int s, int t0,
                      int t1, int g, int chunk_begin, int chunk_end, int n_heads, int group, int head_dim,
                      float scale, V3Scratch& scratch, float* partials) {
   const int entry = head_dim + 2;
@@ -554,21 +621,15 @@ void attend_chunk_v3(const float* q, const float* k_store, const float* v_store,
     const int rows_here = std::min(kTile, end - tile);
     // Ask for the next tile's K and V rows now: a decode row's cache comes from memory, and the loads
     // then overlap this tile's arithmetic instead of stalling the next transpose (no effect on results).
-    for (int i = 0; i < kTile && tile + kTile + i < end; ++i) {
-      const size_t offset = rows.row(s, tile + kTile + i) + size_t(g) * head_dim;
-      for (int d = 0; d < head_dim; d += 16) {
-        __builtin_prefetch(k_store + offset + d);
-        __builtin_prefetch(v_store + offset + d);
-      }
-    }
+    for (int i = 0; i < kTile && tile + kTile + i < end; ++i)
+      store.prefetch(rows.row(s, tile + kTile + i) + size_t(g) * head_dim, head_dim);
     // ---- the tile's K rows, transposed: kt[d * kTile + i] = K[tile + i][d] (zeros past the rows) -------
     for (int i = 0; i < kTile; ++i) {
       if (i < rows_here) {
-        const size_t offset = rows.row(s, tile + i) + size_t(g) * head_dim;
-        scratch.k_rows[i] = k_store + offset;
-        scratch.v_rows[i] = v_store + offset;
+        store.load(i, rows.row(s, tile + i) + size_t(g) * head_dim, head_dim, scale, scratch);
       } else {
         scratch.k_rows[i] = scratch.zeros.data();
+        if constexpr (Store::kScaled) scratch.score_factor[size_t(i)] = scratch.weight_factor[size_t(i)] = 0.0f;
       }
     }
     transpose_tile(scratch.k_rows.data(), head_dim, kt);
@@ -603,9 +664,19 @@ void attend_chunk_v3(const float* q, const float* k_store, const float* v_store,
       for (int j = 0; j < group; ++j) {
         Partial state{partials + (size_t(t - t0) * group + j) * entry};
         float* lanes = scores + size_t(pair + j) * kTile;
+        if constexpr (Store::kScaled) {
 #pragma omp simd
-        for (int i = 0; i < kTile; ++i) lanes[i] *= scale;
+          for (int i = 0; i < kTile; ++i) lanes[i] *= scratch.score_factor[size_t(i)];  // k_scale / sqrt(head_dim)
+        } else {
+#pragma omp simd
+          for (int i = 0; i < kTile; ++i) lanes[i] *= scale;
+        }
         const float r = softmax_tile(lanes, count, state.max(), state.sum());
+        if constexpr (Store::kScaled) {
+          // The softmax sum is taken; each weight now carries its V row's scale for the weighted sum.
+#pragma omp simd
+          for (int i = 0; i < kTile; ++i) lanes[i] *= scratch.weight_factor[size_t(i)];
+        }
         if (pending == kValueHeads || (pending > 0 && count != pending_count)) flush();
         if (pending == 0) {
           first_weights = lanes;  // the pending heads' weight rows are consecutive in `scores`
@@ -628,8 +699,8 @@ inline int chunks_for(int position) { return position / kChunk + 1; }
 // threads busy, each walking its chunks in order; otherwise (a few long decode rows) (query block, kv head,
 // chunk), so one long context spreads over the threads. The chunk partials are merged in chunk order in
 // both cases, so the choice never changes a bit of the result.
-template <typename Rows>
-void attention_v3_core(const float* q, const float* k_store, const float* v_store, float* out, const Rows& rows,
+template <typename Store, typename Rows>
+void attention_v3_core(const float* q, const Store& store, float* out, const Rows& rows,
                        int n_heads, int n_kv_heads, int head_dim, int threads) {
   const int group = n_heads / n_kv_heads;
   const float scale = 1.0f / std::sqrt(float(head_dim));
@@ -657,6 +728,7 @@ void attention_v3_core(const float* q, const float* k_store, const float* v_stor
 #pragma omp parallel num_threads(threads) if (units > 1)
     {
       V3Scratch scratch(head_dim, group);
+      if constexpr (Store::kScaled) scratch.k_rows_f32.resize(size_t(kTile) * head_dim), scratch.v_rows_f32.resize(size_t(kTile) * head_dim);
       std::vector<float> merged(size_t(kQueryBlock) * group * entry);
 #pragma omp for schedule(dynamic, 1)
       for (int unit = 0; unit < units; ++unit) {
@@ -665,7 +737,7 @@ void attention_v3_core(const float* q, const float* k_store, const float* v_stor
         const int n_chunks = chunks_for(rows.positions[b.t1 - 1]);
         for (int c = 0; c < n_chunks; ++c) {
           float* target = c == 0 ? merged.data() : scratch.chunk.data();
-          attend_chunk_v3(q, k_store, v_store, rows, b.s, b.t0, b.t1, g, c * kChunk, (c + 1) * kChunk, n_heads, group,
+          attend_chunk_v3(q, store, rows, b.s, b.t0, b.t1, g, c * kChunk, (c + 1) * kChunk, n_heads, group,
                           head_dim, scale, scratch, target);
           if (c == 0) continue;
           for (int t = b.t0; t < b.t1; ++t) {
@@ -693,13 +765,14 @@ void attention_v3_core(const float* q, const float* k_store, const float* v_stor
 #pragma omp parallel num_threads(threads) if (chunk_items * n_kv_heads > 1)
   {
     V3Scratch scratch(head_dim, group);
+    if constexpr (Store::kScaled) scratch.k_rows_f32.resize(size_t(kTile) * head_dim), scratch.v_rows_f32.resize(size_t(kTile) * head_dim);
 #pragma omp for schedule(dynamic, 1)
     for (int item = 0; item < chunk_items * n_kv_heads; ++item) {
       const int chunk_item = item / n_kv_heads, g = item % n_kv_heads;
       const int b = int(std::upper_bound(first_chunk.begin(), first_chunk.end(), chunk_item) - first_chunk.begin()) - 1;
       const int c = chunk_item - first_chunk[size_t(b)];
       const QueryBlock& block = blocks[size_t(b)];
-      attend_chunk_v3(q, k_store, v_store, rows, block.s, block.t0, block.t1, g, c * kChunk, (c + 1) * kChunk, n_heads,
+      attend_chunk_v3(q, store, rows, block.s, block.t0, block.t1, g, c * kChunk, (c + 1) * kChunk, n_heads,
                       group, head_dim, scale, scratch, partials.data() + size_t(item) * item_floats);
     }
   }
@@ -731,7 +804,7 @@ void attention_v3_tiled(const float* q, const float* k_cache, const float* v_cac
   const int query_start[2] = {0, n};
   auto row = [kv_dim](int, int p) { return size_t(p) * size_t(kv_dim); };
   const RaggedRows<decltype(row)> rows{n, 1, query_start, positions.data(), row};
-  attention_v3_core(q, k_cache, v_cache, out, rows, n_heads, n_kv_heads, head_dim, threads);
+  attention_v3_core(q, F32Store{k_cache, v_cache}, out, rows, n_heads, n_kv_heads, head_dim, threads);
 }
 
 void paged_attention_v3_tiled(const float* q, const float* k_pool, const float* v_pool, float* out,
@@ -740,7 +813,17 @@ void paged_attention_v3_tiled(const float* q, const float* k_pool, const float* 
   const int kv_dim = n_kv_heads * head_dim;
   auto row = [&batch, kv_dim](int s, int p) { return slot_row(batch, s, p, kv_dim); };
   const RaggedRows<decltype(row)> rows{batch.n_tokens, batch.n_sequences, batch.query_start, batch.positions, row};
-  attention_v3_core(q, k_pool, v_pool, out, rows, n_heads, n_kv_heads, head_dim, threads);
+  attention_v3_core(q, F32Store{k_pool, v_pool}, out, rows, n_heads, n_kv_heads, head_dim, threads);
+}
+
+void paged_attention_v4_int8(const float* q, const Int8KVLayer& pool, float* out, const BatchView& batch, int n_heads,
+                             int n_kv_heads, int head_dim, int threads) {
+  if (batch.n_tokens <= 0) return;
+  const int kv_dim = n_kv_heads * head_dim;
+  auto row = [&batch, kv_dim](int s, int p) { return slot_row(batch, s, p, kv_dim); };
+  const RaggedRows<decltype(row)> rows{batch.n_tokens, batch.n_sequences, batch.query_start, batch.positions, row};
+  attention_v3_core(q, Int8Store{pool.k, pool.v, pool.k_scale, pool.v_scale}, out, rows, n_heads, n_kv_heads, head_dim,
+                    threads);
 }
 
 void paged_attention(const float* q, const float* k_pool, const float* v_pool, float* out, const BatchView& batch,
