@@ -43,11 +43,12 @@
 //
 // int8 pool (ch07, KVDType::int8: int8 rows, one float scale per (position, kv head) for K and for V):
 //   paged_v4_int8:    v3's core reading an Int8Store instead of an F32Store (the f32 path compiles to what it
-//                     was). Per tile, each position's int8 K and V rows (head_dim bytes each) are converted to
-//                     fp32 into the thread's 16-row tile scratch (never a copy of the cache); the score lane of
-//                     a position is multiplied once by k_scale / sqrt(head_dim) (instead of 1 / sqrt(head_dim)),
-//                     and, after the softmax sum, its weight once by v_scale, so out = sum p_i * v_scale_i *
-//                     v_int8_i. Same tiles, chunks and merge order as v3: the same bits alone or batched, in any
+//                     was). Each position's int8 K and V rows (head_dim bytes each) are read in place and
+//                     converted to fp32 in registers (16 lanes at a time: sign-extend, convert; exact) by the
+//                     tile's K transpose and by the weighted V sum, so no fp32 copy of the cache, not even of a
+//                     tile, is written; the score lane of a position is multiplied once by k_scale /
+//                     sqrt(head_dim) (instead of 1 / sqrt(head_dim)), and, after the softmax sum, its weight once
+//                     by v_scale, so out = sum p_i * v_scale_i * v_int8_i. Same tiles, chunks and merge order as v3: the same bits alone or batched, in any
 //                     block layout, with any thread count (tested). What it reads per position and kv head:
 //                     2 * (head_dim + 4) bytes instead of 2 * head_dim * 4 (SmolLM2: 136 vs 512 bytes).
 //                     Measured: see bench_kernels BM_paged_attention_int8 and ch07's long-context decode column.
@@ -444,15 +445,21 @@ inline float softmax_tile(float* lanes, int count, float& running_max, float& ru
 // each V row is read once for all of them. AVX-512: 64 dimensions x the heads in registers while the
 // positions stream by (independent chains, no store per position).
 #if defined(__AVX512F__)
-template <int H>
+// 16 consecutive values of a row as fp32 lanes: f32 rows are loaded, int8 rows (v4) converted (exact).
+inline __m512 load_lanes(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load_lanes(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
+template <int H, typename T>
 inline void tile_values_avx512(float* const* o_heads, const float* weights, const float* rescale,
-                               const float* const* v_rows, int count, int d0) {
+                               const T* const* v_rows, int count, int d0) {
   __m512 acc[H][4];
   for (int h = 0; h < H; ++h)
     for (int b = 0; b < 4; ++b) acc[h][b] = _mm512_mul_ps(_mm512_loadu_ps(o_heads[h] + d0 + 16 * b), _mm512_set1_ps(rescale[h]));
   for (int i = 0; i < count; ++i) {
     __m512 v[4];
-    for (int b = 0; b < 4; ++b) v[b] = _mm512_loadu_ps(v_rows[i] + d0 + 16 * b);
+    for (int b = 0; b < 4; ++b) v[b] = load_lanes(v_rows[i] + d0 + 16 * b);
     for (int h = 0; h < H; ++h) {
       const __m512 w = _mm512_set1_ps(weights[h * kTile + i]);
       for (int b = 0; b < 4; ++b) acc[h][b] = _mm512_fmadd_ps(w, v[b], acc[h][b]);
@@ -462,8 +469,10 @@ inline void tile_values_avx512(float* const* o_heads, const float* weights, cons
     for (int b = 0; b < 4; ++b) _mm512_storeu_ps(o_heads[h] + d0 + 16 * b, acc[h][b]);
 }
 #endif
+// T: float (v3), or int8_t (v4: the rows' int8 values, their scales already in the weights).
+template <typename T>
 inline void tile_weighted_values(float* const* o_heads, const float* weights, const float* rescale, int heads,
-                                 const float* const* v_rows, int count, int head_dim) {
+                                 const T* const* v_rows, int count, int head_dim) {
   int d0 = 0;
 #if defined(__AVX512F__)
   for (; d0 + 64 <= head_dim; d0 += 64) {
@@ -482,9 +491,9 @@ inline void tile_weighted_values(float* const* o_heads, const float* weights, co
     for (int d = d0; d < head_dim; ++d) o[d] *= rescale[h];
     for (int i = 0; i < count; ++i) {
       const float w = weights[h * kTile + i];
-      const float* v_row = v_rows[i];
+      const T* v_row = v_rows[i];
 #pragma omp simd
-      for (int d = d0; d < head_dim; ++d) o[d] = std::fma(w, v_row[d], o[d]);
+      for (int d = d0; d < head_dim; ++d) o[d] = std::fma(w, float(v_row[d]), o[d]);
     }
   }
 }
@@ -497,20 +506,23 @@ struct V3Scratch {
   std::vector<float> chunk;      // (kQueryBlock * group, head_dim + 2): this chunk's partials
   std::vector<float> zeros;      // (head_dim): stands in for the rows past a partial tile's end
   std::vector<const float*> k_rows, v_rows;
-  // v4 (int8 pool) only: the tile's rows converted to fp32 (kTile, head_dim) each, and per row the factor of
-  // its score (k_scale / sqrt(head_dim)) and of its softmax weight (v_scale); 0 past a partial tile's end.
-  std::vector<float> k_rows_f32, v_rows_f32;
+  // v4 (int8 pool) only: the tile's int8 rows, and per row the factor of its score (k_scale / sqrt(head_dim))
+  // and of its softmax weight (v_scale); zeros8 and factors 0 past a partial tile's end.
+  std::vector<const int8_t*> k_rows8, v_rows8;
+  std::vector<int8_t> zeros8;
   std::array<float, kTile> score_factor{}, weight_factor{};
   V3Scratch(int head_dim, int group)
       : k_tile(size_t(head_dim) * kTile), scores(size_t(kQueryBlock) * group * kTile),
         pair_queries(size_t(kQueryBlock) * group), chunk(size_t(kQueryBlock) * group * (head_dim + 2)),
-        zeros(size_t(head_dim), 0.0f), k_rows(kTile), v_rows(kTile) {}
+        zeros(size_t(head_dim), 0.0f), k_rows(kTile), v_rows(kTile), k_rows8(kTile), v_rows8(kTile),
+        zeros8(size_t(head_dim), 0) {}
 };
 
 // Where v3's core reads a layer's rows. element offset o = row(s, p) + g * head_dim is the first of the
 // head_dim values of (position p, kv head g); for the int8 pool its scale is at o / head_dim.
 //   F32Store:  the rows are used in place (v3).
-//   Int8Store: each row is converted to fp32 into the tile scratch and its scales kept per lane (v4).
+//   Int8Store: the int8 rows are read in place, converted to fp32 in registers by the tile's transpose and
+//              weighted V sum (load_lanes), and their scales kept per lane (v4).
 struct F32Store {
   static constexpr bool kScaled = false;
   const float* k;
@@ -539,19 +551,10 @@ struct Int8Store {
       __builtin_prefetch(v + offset + d);
     }
   }
-  // Tile row i <- position row at `offset`: int8 -> fp32 (exact), the scales kept for its lane.
+  // Tile row i <- position row at `offset`, its scales kept for its lane.
   void load(int i, size_t offset, int head_dim, float score_scale, V3Scratch& scratch) const {
-    float* k_row = scratch.k_rows_f32.data() + size_t(i) * head_dim;
-    float* v_row = scratch.v_rows_f32.data() + size_t(i) * head_dim;
-    const int8_t* k_src = k + offset;
-    const int8_t* v_src = v + offset;
-#pragma omp simd
-    for (int d = 0; d < head_dim; ++d) {
-      k_row[d] = float(k_src[d]);
-      v_row[d] = float(v_src[d]);
-    }
-    scratch.k_rows[size_t(i)] = k_row;
-    scratch.v_rows[size_t(i)] = v_row;
+    scratch.k_rows8[size_t(i)] = k + offset;
+    scratch.v_rows8[size_t(i)] = v + offset;
     const size_t row = offset / size_t(head_dim);
     scratch.score_factor[size_t(i)] = k_scale[row] * score_scale;
     scratch.weight_factor[size_t(i)] = v_scale[row];
@@ -561,12 +564,13 @@ struct Int8Store {
 // kt[d * kTile + i] = rows[i][d] for d in [0, head_dim): a tile's K rows transposed, so that the scores
 // of the tile's 16 positions are one vector per dimension. Data movement only (exact): AVX-512 does 16 x 16
 // blocks in registers (unpack 32-bit, unpack 64-bit, then two 128-bit lane shuffles), the rest is a loop.
-inline void transpose_tile(const float* const* rows, int head_dim, float* kt) {
+template <typename T>
+inline void transpose_tile(const T* const* rows, int head_dim, float* kt) {
   int d0 = 0;
 #if defined(__AVX512F__)
   for (; d0 + 16 <= head_dim; d0 += 16) {
     __m512 r[16], t[16], u[16];
-    for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(rows[i] + d0);
+    for (int i = 0; i < 16; ++i) r[i] = load_lanes(rows[i] + d0);
     for (int i = 0; i < 16; i += 2) {
       t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);      // row i, i+1 interleaved: elements 0, 1 | 4, 5 | ...
       t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);  // elements 2, 3 | 6, 7 | ...
@@ -629,10 +633,16 @@ void attend_chunk_v3(const float* q, const Store& store, const Rows& rows, int s
         store.load(i, rows.row(s, tile + i) + size_t(g) * head_dim, head_dim, scale, scratch);
       } else {
         scratch.k_rows[i] = scratch.zeros.data();
-        if constexpr (Store::kScaled) scratch.score_factor[size_t(i)] = scratch.weight_factor[size_t(i)] = 0.0f;
+        if constexpr (Store::kScaled) {
+          scratch.k_rows8[size_t(i)] = scratch.zeros8.data();
+          scratch.score_factor[size_t(i)] = scratch.weight_factor[size_t(i)] = 0.0f;
+        }
       }
     }
-    transpose_tile(scratch.k_rows.data(), head_dim, kt);
+    if constexpr (Store::kScaled)
+      transpose_tile(scratch.k_rows8.data(), head_dim, kt);
+    else
+      transpose_tile(scratch.k_rows.data(), head_dim, kt);
     // ---- scores of every (query, head) pair of the block that sees the tile, kPairsAtOnce at a time ----
     int pairs = 0;
     for (int t = t0; t < t1; ++t) {
@@ -653,7 +663,10 @@ void attend_chunk_v3(const float* q, const Store& store, const Rows& rows, int s
     const float* first_weights = nullptr;
     int pending = 0, pending_count = 0;
     auto flush = [&] {
-      if (pending > 0)
+      if (pending == 0) return;
+      if constexpr (Store::kScaled)
+        tile_weighted_values(o_heads, first_weights, rescale, pending, scratch.v_rows8.data(), pending_count, head_dim);
+      else
         tile_weighted_values(o_heads, first_weights, rescale, pending, scratch.v_rows.data(), pending_count, head_dim);
       pending = 0;
     };
@@ -728,7 +741,6 @@ void attention_v3_core(const float* q, const Store& store, float* out, const Row
 #pragma omp parallel num_threads(threads) if (units > 1)
     {
       V3Scratch scratch(head_dim, group);
-      if constexpr (Store::kScaled) scratch.k_rows_f32.resize(size_t(kTile) * head_dim), scratch.v_rows_f32.resize(size_t(kTile) * head_dim);
       std::vector<float> merged(size_t(kQueryBlock) * group * entry);
 #pragma omp for schedule(dynamic, 1)
       for (int unit = 0; unit < units; ++unit) {
@@ -765,7 +777,6 @@ void attention_v3_core(const float* q, const Store& store, float* out, const Row
 #pragma omp parallel num_threads(threads) if (chunk_items * n_kv_heads > 1)
   {
     V3Scratch scratch(head_dim, group);
-    if constexpr (Store::kScaled) scratch.k_rows_f32.resize(size_t(kTile) * head_dim), scratch.v_rows_f32.resize(size_t(kTile) * head_dim);
 #pragma omp for schedule(dynamic, 1)
     for (int item = 0; item < chunk_items * n_kv_heads; ++item) {
       const int chunk_item = item / n_kv_heads, g = item % n_kv_heads;

@@ -95,8 +95,8 @@ void paged_attention_v3_tiled(const float* q, const float* k_pool, const float* 
                               const BatchView& batch, int n_heads, int n_kv_heads, int head_dim, int threads);
 void paged_attention(const float* q, const float* k_pool, const float* v_pool, float* out, const BatchView& batch,
                      int n_heads, int n_kv_heads, int head_dim, int threads);
-// paged_v4_int8: v3_tiled over an int8 pool (Int8KVLayer). Each tile's int8 K and V rows are converted to
-// fp32 in the thread's tile scratch (16 rows, never the cache); the row's K scale multiplies its score once
+// paged_v4_int8: v3_tiled over an int8 pool (Int8KVLayer). The int8 K and V rows are converted to fp32 in
+// registers by the tile transpose and the weighted V sum (no fp32 copy); the row's K scale multiplies its score once
 // (score = (q . k_int8) * k_scale / sqrt(head_dim)) and its V scale its softmax weight once
 // (out += (p * v_scale) * v_int8). Same tiles, chunks and order as v3: a query's bits do not depend on the
 // rest of the batch, the block layout or the thread count. What the CPU backend runs for an int8 cache.
