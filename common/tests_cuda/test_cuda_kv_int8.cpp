@@ -71,7 +71,7 @@ TEST_CASE("cuda store_kv_int8 == cpu store_kv_int8, byte for byte (random, zero 
   std::vector<float> new_v = random_floats(size_t(n) * kv_dim, 6, -0.01f, 0.01f);
   std::fill_n(new_k.begin() + 2 * kv_dim, head_dim, 0.0f);                     // token 2, head 0: all zeros
   new_v[size_t(5) * kv_dim + head_dim + 7] = std::numeric_limits<float>::infinity();  // token 5, head 1: Inf
-  std::vector<int> slot_mapping(size_t(n));
+  std::vector<int> slot_mapping(static_cast<size_t>(n));
   std::iota(slot_mapping.begin(), slot_mapping.end(), 0);
   std::mt19937_64 rng(3);
   std::shuffle(slot_mapping.begin(), slot_mapping.end(), rng);
@@ -122,7 +122,7 @@ TEST_CASE("cuda paged attention v2_int8 == cpu attention over the dequantized in
       longest = std::max(longest, context);
     }
     const int num_blocks = blocks_needed + 2, slots = num_blocks * c.block_size;
-    std::vector<int> free_blocks(size_t(num_blocks));
+    std::vector<int> free_blocks(static_cast<size_t>(num_blocks));
     std::iota(free_blocks.begin(), free_blocks.end(), 0);
     std::mt19937_64 rng(++seed);
     std::shuffle(free_blocks.begin(), free_blocks.end(), rng);
@@ -130,7 +130,7 @@ TEST_CASE("cuda paged attention v2_int8 == cpu attention over the dequantized in
     const std::vector<float> k = random_floats(size_t(slots) * kv_dim, ++seed), v = random_floats(size_t(slots) * kv_dim, ++seed);
     std::vector<int8_t> k8(k.size()), v8(v.size());
     std::vector<float> ks(size_t(slots) * c.n_kv_heads), vs(ks.size());
-    std::vector<int> all(size_t(slots));
+    std::vector<int> all(static_cast<size_t>(slots));
     std::iota(all.begin(), all.end(), 0);
     cpu::store_kv_int8(k.data(), v.data(), Int8KVLayer{k8.data(), v8.data(), ks.data(), vs.data()}, all.data(), slots,
                        c.n_kv_heads, c.head_dim, slots);
