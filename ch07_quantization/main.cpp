@@ -34,6 +34,7 @@
 #include <memory>
 #include <span>
 #include <sstream>
+#include <string_view>
 
 using namespace infer;
 
@@ -55,8 +56,18 @@ struct Variant {
   double long_decode_ms = 0.0;  // per token, with --long-context tokens cached (fastest of --repeat)
 };
 
-// "int8_kv": f32 weights, int8 KV cache; any other name is a weight format with the f32 cache.
+// "int8_kv": f32 weights, int8 KV cache; "FORMAT+int8_kv" (e.g. q8_0+int8_kv): that format's weights with the
+// int8 cache; any other name is a weight format with the f32 cache.
 constexpr const char* kInt8KvRow = "int8_kv";
+constexpr std::string_view kInt8KvSuffix = "+int8_kv";
+
+// The weight format of a row's name, and whether it runs the int8 KV cache.
+std::pair<std::string, bool> split_row_name(const std::string& name) {
+  if (name == kInt8KvRow) return {"f32", true};
+  if (name.size() > kInt8KvSuffix.size() && name.ends_with(kInt8KvSuffix))
+    return {name.substr(0, name.size() - kInt8KvSuffix.size()), true};
+  return {name, false};
+}
 
 std::string default_eval_text_path() {
   for (const std::filesystem::path& path : {std::filesystem::current_path() / "ch07_quantization" / "eval.txt",
@@ -139,7 +150,7 @@ int main(int argc, char** argv) {
   int long_context = 1024;
   int long_steps = 16;
   app.add_option("--formats", formats_text, "Rows of the table, comma-separated: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, "
-                 "q5_1, native, int8_kv (f32 weights + int8 KV cache)");
+                 "q5_1, native, int8_kv (f32 weights + int8 KV cache), FORMAT+int8_kv (e.g. q8_0+int8_kv)");
   app.add_option("--long-context", long_context, "Cached tokens of the long-context decode column (0 = skip)")
       ->check(CLI::Range(0, 1 << 20));
   app.add_option("--long-steps", long_steps, "Decode steps timed at --long-context")->check(CLI::Range(1, 4096));
@@ -193,13 +204,13 @@ int main(int argc, char** argv) {
     for (const std::string& name : names) {
       Variant v;
       v.name = name;
-      if (name == kInt8KvRow) {
-        v.format = WeightFormat::F32;
-        v.kv_dtype = KVDType::int8;
-        v.weights = variants[0].weights;  // the f32 row's (the baseline comes first)
-      } else {
-        v.format = parse_weight_format(name);
-        fmt::print(stderr, "loading {} weights\n", name);
+      const auto [format_name, int8_kv] = split_row_name(name);
+      v.format = parse_weight_format(format_name);
+      v.kv_dtype = int8_kv ? KVDType::int8 : KVDType::f32;
+      for (const Variant& other : variants)  // rows of the same weights share them (int8_kv: the f32 row's)
+        if (split_row_name(other.name).first == format_name) v.weights = other.weights;
+      if (v.weights == nullptr) {
+        fmt::print(stderr, "loading {} weights\n", format_name);
         v.weights = std::make_shared<Weights>(model.file, v.format, *backend);
       }
       v.transformer = std::make_unique<Transformer>(*v.weights, *backend, buffer_tokens);
@@ -331,7 +342,7 @@ int main(int argc, char** argv) {
     fmt::print("rows: decode of {} tokens after a {}-token prompt (GB/s counts weight + KV bytes read per step);\n"
                "bits_per_weight over the weight matrices; model_mb = weights resident (norms included);\n"
                "perplexity over {} positions of the eval text; kl = mean KL(f32 || format) in nats; top1_agreement =\n"
-               "share of positions whose most likely next token is f32's. int8_kv = f32 weights + int8 KV cache;\n"
+               "share of positions whose most likely next token is f32's. int8_kv = f32 weights + int8 KV cache (X+int8_kv: X's);\n"
                "kv_bytes_per_token = K + V bytes per cached position over all layers (int8: 2 * n_layers * (kv_dim + 4 *\n"
                "n_kv_heads), f32: 2 * n_layers * kv_dim * 4); long_ctx_tok_per_s = decode tok/s with {} tokens cached.\n",
                options.max_tokens - 1, prompt.size(), variants[0].positions, long_context);
@@ -349,7 +360,12 @@ int main(int argc, char** argv) {
     fmt::print("\nthe book: ~4x lower cost, <1% accuracy loss. This run, against f32:\n");
     for (const ReportRow& row : report.rows()) {
       if (row.variant == "f32") continue;
-      if (row.variant == kInt8KvRow) {
+      const auto [format_name, int8_kv] = split_row_name(row.variant);
+      if (int8_kv) {
+        // The long-context decode against the same weights with the f32 cache (f32's row for int8_kv).
+        const ReportRow* same_weights = &base;
+        for (const ReportRow& other : report.rows())
+          if (other.variant == format_name) same_weights = &other;
         const double ppl = row.extra["perplexity"].get<double>(), base_ppl = base.extra["perplexity"].get<double>();
         fmt::print("  {:7} {:4.2f}x less KV memory ({} vs {} bytes/token), perplexity {:+.2f}% (acceptance: within 1%), "
                    "top-1 {:.2f}%", row.variant,
@@ -357,8 +373,10 @@ int main(int argc, char** argv) {
                    row.extra["kv_bytes_per_token"].get<uint64_t>(), base.extra["kv_bytes_per_token"].get<uint64_t>(),
                    100.0 * (ppl / base_ppl - 1.0), 100.0 * row.extra["top1_agreement"].get<double>());
         if (long_context > 0)
-          fmt::print(", decode at {} cached tokens {:4.2f}x f32's", long_context,
-                     row.extra["long_ctx_tok_per_s"].get<double>() / base.extra["long_ctx_tok_per_s"].get<double>());
+          fmt::print(", decode at {} cached tokens {:4.2f}x {}'s", long_context,
+                     row.extra["long_ctx_tok_per_s"].get<double>() /
+                         same_weights->extra["long_ctx_tok_per_s"].get<double>(),
+                     same_weights->variant);
         fmt::print("\n");
         continue;
       }
