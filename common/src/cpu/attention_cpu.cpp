@@ -48,9 +48,10 @@
 //                     tile's K transpose and by the weighted V sum, so no fp32 copy of the cache, not even of a
 //                     tile, is written; the score lane of a position is multiplied once by k_scale /
 //                     sqrt(head_dim) (instead of 1 / sqrt(head_dim)), and, after the softmax sum, its weight once
-//                     by v_scale, so out = sum p_i * v_scale_i * v_int8_i. Same tiles, chunks and merge order as v3: the same bits alone or batched, in any
-//                     block layout, with any thread count (tested). What it reads per position and kv head:
-//                     2 * (head_dim + 4) bytes instead of 2 * head_dim * 4 (SmolLM2: 136 vs 512 bytes).
+//                     by v_scale, so out = sum p_i * v_scale_i * v_int8_i. Same tiles, chunks and merge order
+//                     as v3: the same bits alone or batched, in any block layout, with any thread count (tested).
+//                     It reads 2 * (head_dim + 4) bytes per position and kv head instead of 2 * head_dim * 4
+//                     (SmolLM2: 136 vs 512 bytes). Below head_dim 16 (stories260K: 8) the plain loops run.
 //                     Measured (bench_batch.cpp, SmolLM2's heads, blocks of 16 shuffled; AMD EPYC, 1 thread, CPU
 //                     time, machine loaded by other builds): one decode row over 2,048 positions 99 us (v3 on the
 //                     f32 rows: 108 us), over 8,192: 403 us (486 us); a 512-token prompt 2.73 ms (2.61 ms: the
