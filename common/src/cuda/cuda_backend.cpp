@@ -200,6 +200,21 @@ class CudaBackend final : public Backend {
                              attention_scratch_.ensure(bytes), bytes, stream_);
   }
 
+  // The int8 KV cache (ch07): quantized by store_kv_int8, read by the split-context kernel's int8 version.
+  bool supports_int8_kv() const override { return true; }
+
+  void store_kv_int8(const float* new_k, const float* new_v, const Int8KVLayer& pool, const int* slot_mapping, int n,
+                     int n_kv_heads, int head_dim, int num_slots) override {
+    cuda::store_kv_int8(new_k, new_v, pool, slot_mapping, n, n_kv_heads, head_dim, num_slots, stream_);
+  }
+
+  void paged_attention_int8(const float* q, const Int8KVLayer& pool, float* out, const BatchView& batch, int n_heads,
+                            int n_kv_heads, int head_dim) override {
+    const size_t bytes = cuda::attention_v2_workspace_bytes(batch.n_tokens, n_heads, head_dim);
+    cuda::paged_attention_v2_int8(q, pool, out, batch, n_heads, n_kv_heads, head_dim, attention_scratch_.ensure(bytes),
+                                  bytes, stream_);
+  }
+
   void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
                  int n_heads, int n_kv_heads, int head_dim) override {
     // v2 for decode and for contexts too long for v1's shared memory, v1 for prefill (attention.cu

@@ -37,6 +37,12 @@ void rope(float* x, int n, int n_heads, int head_dim, const int* positions, floa
 // rows of kv_dim floats). A slot outside [0, num_slots) is skipped (the batch was validated on the host).
 void store_kv(const float* new_k, const float* new_v, float* k_pool, float* v_pool, const int* slot_mapping, int n,
               int kv_dim, int num_slots, cudaStream_t stream);
+// The int8 pool (KVDType::int8, backend.h): each (token, kv head) row quantized symmetrically (scale =
+// max|x| / 127, q = round-to-nearest-even(x / scale), the same IEEE operations as cpu::quantize_row_int8, so
+// the same bytes) into its slot; a non-finite row stores zeros and a NaN scale. store_kv_int8_v1_warp_per_row:
+// one warp per (token, kv head, K or V) row.
+void store_kv_int8(const float* new_k, const float* new_v, const Int8KVLayer& pool, const int* slot_mapping, int n,
+                   int n_kv_heads, int head_dim, int num_slots, cudaStream_t stream);
 
 // ---- attention.cu ----------------------------------------------------------------------------------
 // Causal GQA attention (see Backend::attention): q (n, n_heads, head_dim), caches (max_seq, n_kv_heads,
@@ -62,6 +68,11 @@ void attention_v2(const float* q, const float* k_cache, const float* v_cache, fl
 void paged_attention_v2(const float* q, const float* k_pool, const float* v_pool, float* out, const BatchView& batch,
                         int n_heads, int n_kv_heads, int head_dim, void* workspace, size_t workspace_bytes,
                         cudaStream_t stream);
+// paged v2 over an int8 pool (v2_int8): the same kernel reading int8 rows (converted as they are loaded), each
+// position's K scale applied once to its score and its V scale once to its softmax weight. Same workspace.
+void paged_attention_v2_int8(const float* q, const Int8KVLayer& pool, float* out, const BatchView& batch, int n_heads,
+                             int n_kv_heads, int head_dim, void* workspace, size_t workspace_bytes,
+                             cudaStream_t stream);
 
 // ---- elementwise.cu --------------------------------------------------------------------------------
 void silu_mul(float* gate, const float* up, size_t count, cudaStream_t stream);  // gate = silu(gate) * up

@@ -74,6 +74,18 @@ void attention(const float* q, const float* k_cache, const float* v_cache, float
 void store_kv(const float* new_k, const float* new_v, float* k_pool, float* v_pool, const int* slot_mapping, int n,
               int kv_dim, int num_slots);
 
+// ---- the int8 KV cache (KVDType::int8, ch07; kv_store_int8_cpu.cpp) ---------------------------------
+// Quantizes one row x (n floats) symmetrically: scale = max|x| / 127, q[i] = round(x[i] / scale) in
+// [-127, 127]; returns scale (0 for an all-zero row, whose q are 0). Dequantized x'[i] = q[i] * scale
+// satisfies |x[i] - x'[i]| <= scale / 2 (up to float rounding of the division and the product, tested as
+// scale * (0.5 + 2^-16)). A non-finite row stores q = 0 and a non-finite scale, so the NaN/Inf reaches the
+// attention output (and --check-numerics) instead of disappearing.
+float quantize_row_int8(const float* x, int n, int8_t* q);
+// store_kv for an int8 pool (backend.h): each token's K and V rows quantized per kv head into slot
+// slot_mapping[t]. Throws infer::Error, before writing anything, when a slot is outside [0, num_slots).
+void store_kv_int8(const float* new_k, const float* new_v, const Int8KVLayer& pool, const int* slot_mapping, int n,
+                   int n_kv_heads, int head_dim, int num_slots);
+
 // Causal GQA attention of a ragged batch over a paged pool, see Backend::paged_attention and
 // attention_cpu.cpp. Each query's result depends only on its own q, its position and its sequence's
 // K/V rows, never on the rest of the batch or the block size.
@@ -89,5 +101,12 @@ void paged_attention_v3_tiled(const float* q, const float* k_pool, const float* 
                               const BatchView& batch, int n_heads, int n_kv_heads, int head_dim, int threads);
 void paged_attention(const float* q, const float* k_pool, const float* v_pool, float* out, const BatchView& batch,
                      int n_heads, int n_kv_heads, int head_dim, int threads);
+// paged_v4_int8: v3_tiled over an int8 pool (Int8KVLayer). The int8 K and V rows are converted to fp32 in
+// registers by the tile transpose and the weighted V sum (no fp32 copy); the row's K scale multiplies its score once
+// (score = (q . k_int8) * k_scale / sqrt(head_dim)) and its V scale its softmax weight once
+// (out += (p * v_scale) * v_int8). Same tiles, chunks and order as v3: a query's bits do not depend on the
+// rest of the batch, the block layout or the thread count. What the CPU backend runs for an int8 cache.
+void paged_attention_v4_int8(const float* q, const Int8KVLayer& pool, float* out, const BatchView& batch, int n_heads,
+                             int n_kv_heads, int head_dim, int threads);
 
 }  // namespace infer::cpu
