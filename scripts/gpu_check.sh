@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One command for a machine with an NVIDIA GPU: build the CUDA backend for this GPU, run the cuda-labelled
 # tests (the quantized Q8_0/Q4_0/Q4_1 kernels' included), run ch03 (naive decoding), ch05 (KV-cache decoding)
-# and ch07 (weights in f32 and GGUF block formats) on the GPU with synthetic models of real shapes, and print a
-# short summary (tok/s, GB/s, % of the measured copy bandwidth).
+# and ch07 (weights in f32 and GGUF block formats) on the GPU with synthetic models of real shapes, time the
+# matmul kernels alone (tools/gpu_matmul_bench: f16 vs block formats), and print a short summary (tok/s, GB/s,
+# % of the measured copy bandwidth).
 #
 #   scripts/gpu_check.sh                    # everything; the build goes to build/gpu
 #   scripts/gpu_check.sh --llama3-8b        # also ch05 on a Llama-3-8B-shaped f16 model (~16 GB written to
@@ -21,7 +22,7 @@
 # Needs: the Debian packages of scripts/lib/packages.sh (installed when run as root, else the exact apt-get
 # command is printed) and the CUDA toolkit (nvcc on PATH or at /usr/local/cuda/bin/nvcc). No network and no
 # model files: the models are written here by the project's own `synth` tool (random weights, real shapes).
-# Exit status: 0 when the tests passed and ch03, ch05 and ch07 ran on the GPU, 1 otherwise.
+# Exit status: 0 when the tests passed and ch03, ch05, ch07 and gpu_matmul_bench ran on the GPU, 1 otherwise.
 # Budget: on a 16-core H100/H200 machine, from a clean tree, well under 10 minutes without --llama3-8b
 # (the build of the four targets for one architecture is most of it).
 set -euo pipefail
@@ -99,7 +100,8 @@ fi
 [[ $reset_build_dir == 1 ]] && rm -rf "${build}/CMakeCache.txt" "${build}/CMakeFiles"
 cmake --preset cuda -B "$build" -DCMAKE_CUDA_ARCHITECTURES="$arch" -DINFER_BUILD_BENCH=OFF >"${work}/configure.log" \
   || { cat "${work}/configure.log"; exit 1; }
-cmake --build "$build" -j "$jobs" --target cuda_tests ch03_gpu_basics ch05_kv_cache ch07_quantization synth
+cmake --build "$build" -j "$jobs" --target cuda_tests ch03_gpu_basics ch05_kv_cache ch07_quantization synth \
+  gpu_matmul_bench
 echo "built in $((SECONDS - start_seconds)) s"
 
 say "cuda tests (ctest -L cuda)"
@@ -184,6 +186,11 @@ if ! grep -q '^  gpu ' "${work}/ch07_smollm2-135m-q4_1.log"; then
   ch07_status=1
 fi
 
+say "matmul kernels alone: decode GEMV GB/s (f16 vs Q8_0 / Q4_1 / Q4_0 blocks) and the GEMM paths"
+bench_status=0
+"${build}/tools/gpu_matmul_bench" --shapes 14336x4096,1536x576,49152x576 --dtypes f16,q8_0,q4_1,q4_0 --tokens 1,128 \
+  --repeat 20 2>&1 | tee "${work}/gpu_matmul_bench.log" || bench_status=$?
+
 say "summary"
 echo "GPU: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || echo unknown)  (arch ${arch})"
 echo "tests:"
@@ -209,9 +216,13 @@ done
 echo "quantized weights on the GPU (ch07, SmolLM2-shaped synthetic Q4_1 file: variant | tokens | ms/token | tok/s | speedup | GB/s | % BW | ...):"
 grep -E '^(f32|q8_0|q4_1|q4_0|native) +\|' "${work}/ch07_smollm2-135m-q4_1.log" | cut -c1-100 | sed 's/^/  /' \
   || echo "  no ch07 rows (see ${work}/ch07_smollm2-135m-q4_1.log)"
+echo "decode GEMV kernels on Llama-3-8B's FFN shape (gpu_matmul_bench; shape | dtype | n | kernel | us | GB/s | % BW):"
+grep -E '^ *14336x4096 \| .* \|    1 \|' "${work}/gpu_matmul_bench.log" | sed 's/^/  /' \
+  || echo "  no rows (see ${work}/gpu_matmul_bench.log)"
 echo "logs and JSON: ${work}   (total $((SECONDS - start_seconds)) s)"
-if [[ $tests_status -ne 0 || $ch03_status -ne 0 || $ch05_status -ne 0 || $ch07_status -ne 0 ]]; then
-  echo "gpu_check.sh: FAILED (tests status ${tests_status}, ch03 status ${ch03_status}, ch05 status ${ch05_status}, ch07 status ${ch07_status})"
+if [[ $tests_status -ne 0 || $ch03_status -ne 0 || $ch05_status -ne 0 || $ch07_status -ne 0 || $bench_status -ne 0 ]]; then
+  echo "gpu_check.sh: FAILED (tests status ${tests_status}, ch03 status ${ch03_status}, ch05 status ${ch05_status}," \
+       "ch07 status ${ch07_status}, gpu_matmul_bench status ${bench_status})"
   exit 1
 fi
 echo "gpu_check.sh: OK"
