@@ -54,8 +54,8 @@ __global__ void gemm_quant_v1_smem_tiles(const uint8_t* __restrict__ w, const fl
   float sum = 0.0f;  // output (token t0 + ty, row r0 + tx)
   for (int b = 0; b < n_blocks; ++b) {
     // A warp (fixed ty) reads one block of one row and 32 consecutive activations of one token.
-    w_tile[ty][tx] = load_row < rows ? quant::block_value<kType>(w + size_t(load_row) * row_bytes + size_t(b) * kBytes, tx)
-                                     : 0.0f;
+    const uint8_t* block = w + size_t(load_row) * row_bytes + size_t(b) * kBytes;  // used only when load_row < rows
+    w_tile[ty][tx] = load_row < rows ? quant::block_value<kType>(block, tx) : 0.0f;
     x_tile[ty][tx] = load_token < n ? x[size_t(load_token) * cols + size_t(b) * quant::kBlockWeights + tx] : 0.0f;
     __syncthreads();
     // x_tile[ty][k]: one address per warp (broadcast); w_tile[tx][k]: stride 33 words, 32 different banks.
@@ -78,7 +78,8 @@ __global__ void dequantize_rows(const uint8_t* __restrict__ w, int n_blocks, int
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = first_row + e / cols;
     const int64_t c = e % cols;
-    out[e] = quant::block_value<kType>(w + (r * n_blocks + c / quant::kBlockWeights) * kBytes, int(c % quant::kBlockWeights));
+    const uint8_t* block = w + (r * n_blocks + c / quant::kBlockWeights) * kBytes;
+    out[e] = quant::block_value<kType>(block, int(c % quant::kBlockWeights));
   }
 }
 
@@ -118,6 +119,16 @@ void launch_v2(cublasHandle_t handle, const Matrix& weight, const float* x, floa
   }
 }
 
+template <DType kType>
+void launch(GemmQuantVersion version, cublasHandle_t handle, const Matrix& weight, const float* x, float* y, int n,
+            void* workspace, cudaStream_t stream) {
+  if (version == GemmQuantVersion::V1SmemTiles) {
+    launch_v1<kType>(weight, x, y, n, stream);
+  } else {
+    launch_v2<kType>(handle, weight, x, y, n, workspace, stream);
+  }
+}
+
 }  // namespace
 
 const char* gemm_quant_version_name(GemmQuantVersion version) {
@@ -141,17 +152,10 @@ void gemm_quant(GemmQuantVersion version, cublasHandle_t handle, const Matrix& w
   if (version == GemmQuantVersion::V2DequantCublas && workspace_bytes < gemm_quant_workspace_bytes(version, weight))
     throw_error("cuda gemm_quant v2: workspace of " + std::to_string(workspace_bytes) + " bytes, needs " +
                 std::to_string(gemm_quant_workspace_bytes(version, weight)));
-  const bool v1 = version == GemmQuantVersion::V1SmemTiles;
   switch (weight.dtype) {
-    case DType::Q8_0:
-      v1 ? launch_v1<DType::Q8_0>(weight, x, y, n, stream) : launch_v2<DType::Q8_0>(handle, weight, x, y, n, workspace, stream);
-      return;
-    case DType::Q4_0:
-      v1 ? launch_v1<DType::Q4_0>(weight, x, y, n, stream) : launch_v2<DType::Q4_0>(handle, weight, x, y, n, workspace, stream);
-      return;
-    case DType::Q4_1:
-      v1 ? launch_v1<DType::Q4_1>(weight, x, y, n, stream) : launch_v2<DType::Q4_1>(handle, weight, x, y, n, workspace, stream);
-      return;
+    case DType::Q8_0: launch<DType::Q8_0>(version, handle, weight, x, y, n, workspace, stream); return;
+    case DType::Q4_0: launch<DType::Q4_0>(version, handle, weight, x, y, n, workspace, stream); return;
+    case DType::Q4_1: launch<DType::Q4_1>(version, handle, weight, x, y, n, workspace, stream); return;
     default: break;  // check_quant_matrix refused it
   }
 }

@@ -10,7 +10,7 @@
 //                         registers as dequantize_row does (block_dot_plain) and multiplied with x; the lanes
 //                         meet in a shuffle reduction. Byte loads of the blocks (34 / 18 / 20 bytes, 2-byte
 //                         aligned: no wider load fits them), scalar loads of x. 8 rows per 256-thread block.
-//   v2_staged_16b:        the blocks' bytes move as 16-byte loads: a block's row window of 64 blocks
+//   v2_staged_16b:        the blocks' bytes move as 16-byte loads: a window of 64 blocks of the row
 //                         (2176 B of Q8_0) is copied by the warp's 32 lanes as consecutive, coalesced 16-byte
 //                         chunks (__ldcs: streamed, read once) into the warp's slice of shared memory, whatever
 //                         the 34/18/20-byte block alignment; then each lane decodes whole blocks from shared

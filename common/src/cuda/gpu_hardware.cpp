@@ -224,7 +224,8 @@ GpuMatmulResult measure_gpu_matmul(const std::string& dtype, const std::string& 
     fail("measure_gpu_matmul: no kernel '{}' for dtype '{}' and n = {}", kernel, dtype, n);
   DType type = DType::F32;
   dtype_from_name(dtype, type);
-  if (cols % dtype_block_size(type) != 0) fail("measure_gpu_matmul: cols {} is not a multiple of {}'s block", cols, dtype);
+  if (cols % dtype_block_size(type) != 0)
+    fail("measure_gpu_matmul: cols {} is not a multiple of {}'s block size", cols, dtype);
   const size_t weight_bytes = dtype_row_bytes(type, int64_t(rows) * cols);
   DeviceBuffer w(weight_bytes), x(size_t(n) * cols * sizeof(float)), y(size_t(n) * rows * sizeof(float));
   upload_random(w.get(), type, size_t(rows) * cols, 3);
@@ -252,9 +253,12 @@ GpuMatmulResult measure_gpu_matmul(const std::string& dtype, const std::string& 
     const auto* xf = static_cast<const float*>(x.get());
     auto* yf = static_cast<float*>(y.get());
     auto run = [&] {
-      if (kernel == "gemv_v3_vectorized") cuda::gemv(cuda::GemvVersion::V3Vectorized, matrix, xf, yf, stream);
-      else if (kernel == "gemv_quant_v1_warp_per_row") cuda::gemv_quant(cuda::GemvQuantVersion::V1WarpPerRow, matrix, xf, yf, stream);
-      else if (kernel == "gemv_quant_v2_staged_16b") cuda::gemv_quant(cuda::GemvQuantVersion::V2Staged16B, matrix, xf, yf, stream);
+      if (kernel == "gemv_v3_vectorized")
+        cuda::gemv(cuda::GemvVersion::V3Vectorized, matrix, xf, yf, stream);
+      else if (kernel == "gemv_quant_v1_warp_per_row")
+        cuda::gemv_quant(cuda::GemvQuantVersion::V1WarpPerRow, matrix, xf, yf, stream);
+      else if (kernel == "gemv_quant_v2_staged_16b")
+        cuda::gemv_quant(cuda::GemvQuantVersion::V2Staged16B, matrix, xf, yf, stream);
       else if (kernel == "gemm_quant_v1_smem_tiles")
         cuda::gemm_quant(cuda::GemmQuantVersion::V1SmemTiles, handle, matrix, xf, yf, n, nullptr, 0, stream);
       else if (kernel == "gemm_quant_v2_dequant_cublas")
