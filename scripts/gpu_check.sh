@@ -13,6 +13,8 @@
 #   INFER_GPU_CHECK_DIR=/tmp/x scripts/gpu_check.sh   # where the models and logs go (default /tmp/infer-gpu-check)
 #   scripts/gpu_check.sh --stage-models     # on the machine that has them: copy stories260K (found in the model
 #                                           # search order, README "Models") into build/carry-models/, then exit
+#   scripts/gpu_check.sh --sanitize         # also the quantized-kernel tests under compute-sanitizer (memcheck,
+#                                           # then racecheck; a few minutes more: run it as a separate call)
 #
 # The golden CUDA tests need stories260K. On the GPU machine it is found in the usual search order
 # (INFER_MODELS_DIR, models/, ../shared/models) or in build/carry-models/ (git-ignored; a tool that copies only
@@ -23,17 +25,20 @@
 # command is printed) and the CUDA toolkit (nvcc on PATH or at /usr/local/cuda/bin/nvcc). No network and no
 # model files: the models are written here by the project's own `synth` tool (random weights, real shapes).
 # Exit status: 0 when the tests passed and ch03, ch05, ch07 and gpu_matmul_bench ran on the GPU, 1 otherwise.
-# Budget: on a 16-core H100/H200 machine, from a clean tree, well under 10 minutes without --llama3-8b
-# (the build of the four targets for one architecture is most of it).
+# Budget: on a 16-core H100/H200 machine, from a clean tree, well under 10 minutes without --llama3-8b and
+# --sanitize (the build of the six targets for one architecture is most of it; ch07 and gpu_matmul_bench were
+# added without a GPU to time them: an estimated 1-2 minutes together).
 set -euo pipefail
 
 with_llama3=0
 stage_models=0
+sanitize=0
 for arg in "$@"; do
   case "$arg" in
     --llama3-8b) with_llama3=1 ;;
     --stage-models) stage_models=1 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --sanitize) sanitize=1 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -115,6 +120,20 @@ if grep -q "SKIPPED:" "${work}/cuda_tests.log"; then
   grep "SKIPPED:" "${work}/cuda_tests.log" | sort -u >&2
   echo "gpu_check.sh: FAILED: CUDA tests were skipped (above); stage stories260K with --stage-models" >&2
   tests_status=1
+fi
+
+if [[ $sanitize == 1 ]]; then
+  say "compute-sanitizer on the quantized kernels' tests (memcheck: out-of-bounds / misaligned; racecheck: shared memory)"
+  sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  if [[ -x "$sanitizer" ]]; then
+    quant_cases='cuda gemv_quant*,cuda gemm_quant*,cuda embed of q*,cuda matmul on q*'
+    for tool in memcheck racecheck; do
+      timeout 600 "$sanitizer" --tool "$tool" --error-exitcode 9 "${build}/common/cuda_tests" -tc="$quant_cases" 2>&1 |
+        tee "${work}/sanitizer_${tool}.log" | tail -n 5 || { echo "gpu_check.sh: compute-sanitizer ${tool} FAILED"; tests_status=1; }
+    done
+  else
+    echo "no compute-sanitizer here: skipped"
+  fi
 fi
 
 say "synthetic models (tools/synth: random weights, real shapes)"
