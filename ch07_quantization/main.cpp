@@ -17,6 +17,7 @@
 // dequantized: the baseline every format is compared with, so "native" (the file as stored) shows the
 // shipped quantization's own cost, and q8_0 / q4_0 / q4_1 are quantized again from those f32 values.
 #include "infer/app/app.h"
+#include "infer/app/gpu_hardware.h"
 #include "infer/app/hardware.h"
 #include "infer/core/error.h"
 #include "infer/cpu/quant_kernels.h"
@@ -169,10 +170,15 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   return run_reporting_errors([&] {
+    fall_back_to_cpu_without_gpu(options);
     const int threads = resolve_threads(options.threads);
     if (activations != "auto")
       cpu::override_activation_bits(activations == "int8" ? cpu::ActivationBits::Int8 : cpu::ActivationBits::Int16);
     auto backend = make_backend(options.device, threads);
+    // --device cuda: every format runs on the GPU (Q8_0/Q4_0/Q4_1 as blocks: src/cuda/gemv_quant.cu,
+    // gemm_quant.cu), and % BW is against the GPU's device-to-device copy bandwidth.
+    const bool on_gpu = backend->name() == "cuda";
+    const std::string gpu_name = on_gpu ? query_gpu().name : std::string();
     LoadedModel model = load_model(options);
     const ModelConfig& config = model.file.config;
 
@@ -228,17 +234,25 @@ int main(int argc, char** argv) {
                cpu_model_name(), threads, cpu::quant_path_name(cpu::best_quant_path()),
                int(cpu::activation_bits(DType::Q8_0)), int(cpu::activation_bits(DType::Q4_0)),
                int(cpu::activation_bits(DType::Q4_1)));
+    if (on_gpu) fmt::print("  gpu      {} (--device cuda: every row runs on it, blocks decoded in registers)\n", gpu_name);
     fmt::print("  model    {} ({:.1f} M params; native = {})\n", model.description, config.n_params() / 1e6,
                dtype_mix(model.file));
     fmt::print("  eval     {} ({} tokens, chunks of {}); decode {} tokens greedy, prefill {} tokens, best of {}\n",
                eval_path, eval.size(), chunk, options.max_tokens, prefill_tokens, repeat);
 
     double bandwidth = given_bandwidth;
-    if (bandwidth <= 0.0) {
+    if (bandwidth <= 0.0 && on_gpu) {
+      fmt::print(stderr, "measuring GPU copy bandwidth ({} MiB buffer)...\n", bandwidth_mib);
+      bandwidth = measure_gpu_copy_bandwidth(size_t(bandwidth_mib) << 20, 10).gb_per_s;
+    } else if (bandwidth <= 0.0) {
       fmt::print(stderr, "measuring memory bandwidth ({} MiB buffer, {} threads)...\n", bandwidth_mib, threads);
       bandwidth = measure_read_bandwidth(size_t(bandwidth_mib) << 20, threads, 5).gb_per_s;
     }
-    fmt::print("  memory read bandwidth {:.1f} GB/s ({} threads, measured in this run)\n", bandwidth, threads);
+    if (on_gpu) {
+      fmt::print("  GPU copy bandwidth {:.1f} GB/s (device-to-device, reads + writes counted)\n", bandwidth);
+    } else {
+      fmt::print("  memory read bandwidth {:.1f} GB/s ({} threads, measured in this run)\n", bandwidth, threads);
+    }
 
     // ---- quality: every format beside f32 on the same tokens -------------------------------------
     const int vocab = config.vocab_size;
@@ -326,7 +340,9 @@ int main(int argc, char** argv) {
     }
 
     // ---- the table ---------------------------------------------------------------------------------
-    Report report("ch07_quantization", describe_machine(threads, bandwidth), model_json(model, formats_text));
+    MachineInfo machine = describe_machine(threads, bandwidth);
+    if (on_gpu) machine.gpu = gpu_name;
+    Report report("ch07_quantization", machine, model_json(model, formats_text));
     for (Variant& v : variants) {
       const GenerationResult& d = v.decode;
       const int decode_tokens = int(d.tokens.size()) - 1;
