@@ -305,10 +305,10 @@ TEST_CASE("cuda forward on a quantized synthetic stories260K-shaped model == cpu
   //    test_cuda_model.cpp) and the same greedy tokens. The CPU's smallest top-1/top-2 logit gap along those
   //    40 steps is 0.0064 (q8_0), 0.0079 (q4_0), 0.019 (q4_1), measured on the CPU: far above 1e-4 x ~4, so
   //    equal tokens is a sound requirement.
-  //  - Against the CPU computing natively (int8 activations per block, quant_kernels.h), fed the same tokens:
-  //    the logits differ by the activations' rounding. Measured on the CPU between its native and its
-  //    f32-of-the-blocks logits on these tokens: at most 0.109 (q8_0), 0.153 (q4_0), 0.097 (q4_1) with logits
-  //    up to ~4; bound used: 0.1 x the largest logit (~0.4). (Free-running greedy tokens of the two CPU paths
+  //  - Against the CPU computing natively (activations quantized per block: int16 for Q8_0, int8 for the Q4
+  //    formats, quant_kernels.h), fed the same tokens: the logits differ by the activations' rounding.
+  //    Measured on the CPU between its native and its f32-of-the-blocks logits on these tokens: at most
+  //    0.00036 (q8_0), 0.153 (q4_0), 0.097 (q4_1) with logits up to ~4; bound used: 0.1 x the largest (~0.4). (Free-running greedy tokens of the two CPU paths
   //    part after a few steps on this random-weight model, whose top-2 gaps are small: not compared.)
   const ModelConfig config = synthetic_preset("stories260k");
   const std::vector<int> prompt = {1, 200, 17, 301, 45};
@@ -332,7 +332,7 @@ TEST_CASE("cuda forward on a quantized synthetic stories260K-shaped model == cpu
     CHECK(vs_values <= 1e-4 * largest);
     if (on_cuda.tokens == cpu_values.tokens) {  // else the trajectories differ and the next check means nothing
       const double vs_native = max_abs_difference(on_cuda.logits, cpu_native.logits);
-      MESSAGE(dtype_name(dtype) << ": max |logit difference| cuda vs cpu native (int8 activations) " << vs_native);
+      MESSAGE(dtype_name(dtype) << ": max |logit difference| cuda vs cpu native (quantized activations) " << vs_native);
       CHECK(vs_native <= 0.1 * largest);
     }
     // The prompt as one multi-token pass (gemm_quant v1 tiles) gives the logits of the token-by-token passes.

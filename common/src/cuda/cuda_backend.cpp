@@ -19,8 +19,8 @@
 // Q8_0 / Q4_0 / Q4_1 weights stay in their GGUF blocks on the device (Weights uploads them as stored):
 //   n == 1:           gemv_quant.cu v2_staged_16b (v1_warp_per_row when W or x is not 16-byte aligned);
 //   2 <= n < 32:      gemm_quant.cu v1_smem_tiles; n >= 32: v2_dequant_cublas (fp32 tile + cuBLAS).
-//   x stays fp32 throughout (the CPU quantizes it to int8 per block: the two backends' logits differ by
-//   that rounding; cuda_tests bound it). Other block formats (Q5_*, K formats) are refused by name.
+//   x stays fp32 throughout (the CPU quantizes it per block, int16 for Q8_0 and int8 for the others: the
+//   two backends' logits differ by that rounding; cuda_tests bound it). Other block formats (Q5_*, K formats) are refused by name.
 // attention picks v2_split_context (split-K, GQA groups together) for decode and very long contexts,
 // v1_block_per_query_head for prefill (attention.cu explains).
 //
