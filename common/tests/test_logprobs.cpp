@@ -82,7 +82,7 @@ TEST_CASE("logprobs: bad input is an error naming the problem, not a crash") {
                        doctest::Contains("finite"), Error);
 }
 
-TEST_CASE("engine scheduler: logprobs in the events equal log_softmax of the raw logits; requests without get none") {
+TEST_CASE("engine scheduler: logprobs in the events equal log_softmax of the raw logits, requests without get none") {
   constexpr int kVocab = 50;
   Engine engine(std::make_unique<FakeRunner>(64, 4, kVocab), EngineOptions{});
   struct Got {
