@@ -9,7 +9,8 @@
 //                                               per head); the GFLOP counter counts 4 * head_dim flops per
 //                                               pair and query head (q.k and the weighted V sum).
 // v2_grouped is ch05's kernel through the block table (one position at a time, scalar exp); v3_tiled the
-// backend's (16-position tiles, query blocks, context chunks of 512 spread over the threads).
+// backend's (16-position tiles, query blocks, context chunks of 512 spread over the threads); v4_int8 v3 over
+// the same rows quantized to an int8 pool (ch07's int8 KV cache).
 // Matmul: y (n, rows) = x (n, cols) . W^T through cpu::matmul (GEMV at n = 1, the register-blocked GEMM
 // above), SmolLM2's gate/up shape (1536 x 576, f32), cycling through copies of W larger than the last-level
 // cache so every step reads W from memory as a forward pass does. A batch pays when the time per step
@@ -117,7 +118,62 @@ BENCHMARK(BM_paged_prefill_attention<infer::cpu::paged_attention_v3_tiled>)
     ->Name("BM_paged_prefill_attention_v3_tiled")->ArgName("prompt")
     ->Arg(128)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// ---- v4_int8: the same rows quantized to an int8 pool (KVDType::int8), the same batches ---------------------
+// bytes = int8 K and V rows plus their scales, read once per kv head: 2 * context * kv heads * (head_dim + 4).
+struct Int8PagedInput : PagedInput {
+  std::vector<int8_t> k8, v8;
+  std::vector<float> k_scale, v_scale;
+  infer::Int8KVLayer pool;
+  Int8PagedInput(int context, int n_new) : PagedInput(context, n_new) {
+    const size_t slots = k.size() / (kKvHeads * kHeadDim);
+    k8.resize(k.size());
+    v8.resize(v.size());
+    k_scale.resize(slots * kKvHeads);
+    v_scale.resize(slots * kKvHeads);
+    pool = infer::Int8KVLayer{k8.data(), v8.data(), k_scale.data(), v_scale.data()};
+    std::vector<int> all(slots);
+    std::iota(all.begin(), all.end(), 0);
+    infer::cpu::store_kv_int8(k.data(), v.data(), pool, all.data(), int(slots), kKvHeads, kHeadDim, int(slots));
+  }
+};
+
+void BM_paged_decode_attention_v4_int8(benchmark::State& state) {
+  const int context = int(state.range(0));
+  Int8PagedInput in(context, 1);
+  const int threads = omp_get_max_threads();
+  for (auto _ : state) {
+    infer::cpu::paged_attention_v4_int8(in.q.data(), in.pool, in.out.data(), in.view, kHeads, kKvHeads, kHeadDim, threads);
+    benchmark::DoNotOptimize(in.out.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(2 * size_t(context) * kKvHeads * (kHeadDim + sizeof(float))));
+  state.counters["threads"] = threads;
+}
+
+void BM_paged_prefill_attention_v4_int8(benchmark::State& state) {
+  const int prompt = int(state.range(0));
+  Int8PagedInput in(prompt, prompt);
+  const int threads = omp_get_max_threads();
+  for (auto _ : state) {
+    infer::cpu::paged_attention_v4_int8(in.q.data(), in.pool, in.out.data(), in.view, kHeads, kKvHeads, kHeadDim, threads);
+    benchmark::DoNotOptimize(in.out.data());
+    benchmark::ClobberMemory();
+  }
+  const double pairs = double(prompt) * (prompt + 1) / 2.0;
+  state.counters["GFLOP"] = benchmark::Counter(pairs * kHeads * 4.0 * kHeadDim * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tok/s"] = benchmark::Counter(double(prompt), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["threads"] = threads;
+}
+
+BENCHMARK(BM_paged_decode_attention_v4_int8)->ArgName("context")
+    ->Arg(32)->Arg(512)->Arg(2048)->Arg(8192)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_paged_prefill_attention_v4_int8)->ArgName("prompt")
+    ->Arg(128)->Arg(512)->Arg(2048)->Unit(benchmark::kMillisecond)->UseRealTime();
+
 // ---- the matmul of a batch of n rows, W from memory --------------------------------------------------
+using BatchKernel = void (*)(const infer::Matrix&, const float*, float*, int, int);
+// Kernel: infer::cpu::matmul (what the backend runs: the GEMV at n = 1, v3 above) or one GEMM version.
+template <BatchKernel Kernel>
 void BM_matmul_batch(benchmark::State& state) {
   constexpr int rows = 1536, cols = 576;  // SmolLM2's ffn gate/up
   const int n = int(state.range(0));
@@ -136,7 +192,7 @@ void BM_matmul_batch(benchmark::State& state) {
   for (auto _ : state) {
     const infer::Matrix weight{infer::DType::F32, rows, cols, all + next * count};
     next = (next + 1) % copies;
-    infer::cpu::matmul(weight, x.data(), y.data(), n, threads);
+    Kernel(weight, x.data(), y.data(), n, threads);
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
@@ -146,6 +202,10 @@ void BM_matmul_batch(benchmark::State& state) {
   state.counters["threads"] = threads;
   infer::free_host(all);
 }
-BENCHMARK(BM_matmul_batch)->ArgName("n")->Arg(1)->Arg(2)->Arg(4)->Arg(5)->Arg(8)->Arg(9)->Arg(16)->Arg(64)->Unit(benchmark::kMicrosecond)->UseRealTime();
+BENCHMARK(BM_matmul_batch<infer::cpu::matmul>)->Name("BM_matmul_batch")->ArgName("n")->Arg(1)->Arg(2)->Arg(4)->Arg(5)
+    ->Arg(8)->Arg(9)->Arg(16)->Arg(64)->Arg(256)->Unit(benchmark::kMicrosecond)->UseRealTime();
+// The previous GEMM (v2_register_blocked) on the same buffers, to compare with matmul's v3 in one run.
+BENCHMARK(BM_matmul_batch<infer::cpu::gemm_v2_register_blocked>)->Name("BM_matmul_batch_v2")->ArgName("n")->Arg(2)
+    ->Arg(4)->Arg(5)->Arg(8)->Arg(9)->Arg(16)->Arg(64)->Arg(256)->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 }  // namespace

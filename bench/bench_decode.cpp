@@ -120,11 +120,16 @@ BENCHMARK(BM_gemm<infer::cpu::gemm_v2_register_blocked>)->Name("BM_gemm_v2_regis
     ->Apply(smollm2_gemm_shapes)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_gemm<infer::cpu::gemm_v2_register_blocked_portable>)->Name("BM_gemm_v2_portable")
     ->Apply(smollm2_gemm_shapes)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_gemm<infer::cpu::gemm_v3_packed_prefetch>)->Name("BM_gemm_v3_packed_prefetch")
+    ->Apply(smollm2_gemm_shapes)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_gemm<infer::cpu::gemm_v3_packed_prefetch_portable>)->Name("BM_gemm_v3_portable")
+    ->Apply(smollm2_gemm_shapes)->Unit(benchmark::kMillisecond)->UseRealTime();
 // The prefill GEMM (the backend's dispatch) at a short and a long prompt: the same work per token? GFLOP/s at
 // n = 2048 against n = 128 shows whether the long prompt's tokens (x: n * cols floats, 4.7 MB for 2048 x 576)
 // still meet the weights in cache.
 BENCHMARK(BM_gemm<infer::cpu::matmul>)->Name("BM_gemm_prefill")->ArgNames({"rows", "cols", "n"})
-    ->Args({1536, 576, 128})->Args({1536, 576, 2048})->Args({576, 1536, 128})->Args({576, 1536, 2048})
+    ->Args({1536, 576, 128})->Args({1536, 576, 512})->Args({1536, 576, 2048})->Args({576, 1536, 128})
+    ->Args({576, 1536, 512})->Args({576, 1536, 2048})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // ---- decode attention ----------------------------------------------------------------------------

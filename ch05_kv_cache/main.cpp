@@ -73,6 +73,8 @@ struct Settings {
   int prefill_tokens = 128;
   int bandwidth_mib = 1024;
   double given_bandwidth = 0.0;
+  std::string kv_cache = "f32";  // --kv-cache: the cache's element type (ch07's int8 option)
+  KVDType kv_dtype() const { return parse_kv_dtype(kv_cache); }
 };
 
 // What every step shares: the backend, the model and its weights, the prompt.
@@ -146,11 +148,11 @@ Decodes run_decoders(Transformer& transformer, const Setup& setup, const CommonO
   if (decodes.naive_tokens > 0) {
     fmt::print(stderr, "naive decoder, {} tokens (every step reruns the whole prefix: this takes a while)\n",
                decodes.naive_tokens);
-    NaiveGenerator naive_generator(transformer);
+    NaiveGenerator naive_generator(transformer, settings.kv_dtype());
     generation.max_new_tokens = decodes.naive_tokens;
     decodes.naive = naive_generator.generate(setup.prompt, generation, progress("naive   ", decodes.naive_tokens));
   }
-  CachedGenerator cached_generator(transformer);
+  CachedGenerator cached_generator(transformer, settings.kv_dtype());
   generation.max_new_tokens = options.max_tokens;
   for (int run = 0; run < settings.repeat; ++run) {
     fmt::print(stderr, "KV-cache decoder, {} tokens, run {}/{}\n", options.max_tokens, run + 1, settings.repeat);
@@ -209,7 +211,7 @@ Report part1_table(const Setup& setup, const Decodes& decodes, const TokenCheck&
   MachineInfo machine = describe_machine(setup.threads, bandwidth);
   if (setup.on_gpu) machine.gpu = setup.gpu_name;
   Report report("ch05_kv_cache", machine, model_json(setup.model, options.weights));
-  const KVCache sizing(*setup.backend, setup.config(), 1);  // only for bytes_for, the formula
+  const KVCache sizing(*setup.backend, setup.config(), 1, settings.kv_dtype());  // only for bytes_for, the formula
   const GenerationResult& naive = decodes.naive;
   const GenerationResult& cached = decodes.cached;
   for (int length : generation_lengths(options.max_tokens)) {
@@ -251,9 +253,9 @@ Report part1_table(const Setup& setup, const Decodes& decodes, const TokenCheck&
 }
 
 // Part 2: the KV-cache formula with this model's numbers, and what GQA saves. Returns the JSON field.
-nlohmann::ordered_json part2_kv_memory(const Setup& setup, const CommonOptions& options) {
+nlohmann::ordered_json part2_kv_memory(const Setup& setup, const CommonOptions& options, const Settings& settings) {
   const ModelConfig& config = setup.config();
-  const KVCache sizing(*setup.backend, config, 1);
+  const KVCache sizing(*setup.backend, config, 1, settings.kv_dtype());
   const int bytes_per_element = sizeof(float);
   const uint64_t per_token = 2ull * config.n_layers * config.n_kv_heads * config.head_dim * bytes_per_element;
   const uint64_t per_token_mha = 2ull * config.n_layers * config.n_heads * config.head_dim * bytes_per_element;
@@ -263,8 +265,13 @@ nlohmann::ordered_json part2_kv_memory(const Setup& setup, const CommonOptions& 
   fmt::print("  kv_bytes = 2 (K and V) * n_layers * n_kv_heads * head_dim * bytes/element * tokens\n");
   fmt::print("           = 2 * {} * {} * {} * {} * tokens = {} bytes/token ({:.1f} KiB)\n", config.n_layers,
              config.n_kv_heads, config.head_dim, bytes_per_element, per_token, per_token / 1024.0);
+  if (settings.kv_dtype() == KVDType::int8)
+    fmt::print("  --kv-cache int8 (ch07): each (position, kv head) row is head_dim int8 values + one 4-byte scale:\n"
+               "           2 * {} * ({} * {} * 1 + {} * 4) = {} bytes/token ({:.1f}% of f32's {}); the sizes below use it.\n",
+               config.n_layers, config.n_kv_heads, config.head_dim, config.n_kv_heads, sizing.bytes_per_position(),
+               100.0 * double(sizing.bytes_per_position()) / double(per_token), per_token);
   fmt::print("  this run ({} tokens): {:.2f} MB;  the model's full context ({} tokens): {:.1f} MB\n", context_tokens,
-             sizing.bytes_for(context_tokens) / 1e6, config.max_seq_len, double(per_token) * config.max_seq_len / 1e6);
+             sizing.bytes_for(context_tokens) / 1e6, config.max_seq_len, double(sizing.bytes_for(config.max_seq_len)) / 1e6);
   fmt::print("  GQA: {} kv heads for {} query heads. Full multi-head attention would store n_heads = {} heads:\n",
              config.n_kv_heads, config.n_heads, config.n_heads);
   fmt::print("           2 * {} * {} * {} * {} = {} bytes/token, so GQA saves {:.1f}% of the cache\n", config.n_layers,
@@ -274,6 +281,8 @@ nlohmann::ordered_json part2_kv_memory(const Setup& setup, const CommonOptions& 
              context_tokens, sizing.bytes_for(context_tokens) / 1e6, setup.weight_bytes / 1e6,
              100.0 * double(sizing.bytes_for(context_tokens)) / double(setup.weight_bytes));
   return {{"formula", "2 * n_layers * n_kv_heads * head_dim * bytes * tokens"},
+          {"kv_cache", kv_dtype_name(settings.kv_dtype())},
+          {"bytes_per_token_this_cache", sizing.bytes_per_position()},
           {"n_layers", config.n_layers},
           {"n_kv_heads", config.n_kv_heads},
           {"n_heads", config.n_heads},
@@ -291,7 +300,7 @@ nlohmann::ordered_json part3_prefill_vs_decode(Transformer& transformer, const S
   const int prefill_tokens = std::min(settings.prefill_tokens, setup.config().max_seq_len);
   fmt::print(stderr, "prefill of {} tokens, {} runs\n", prefill_tokens, settings.repeat);
   const std::vector<int> prefill_prompt = long_prompt(setup.prompt, prefill_tokens);
-  KVCache prefill_cache(*setup.backend, setup.config(), prefill_tokens);
+  KVCache prefill_cache(*setup.backend, setup.config(), prefill_tokens, settings.kv_dtype());
   std::vector<float> logits(size_t(setup.config().vocab_size));
   double prefill_ms = 0.0;
   uint64_t prefill_bytes = 0;
@@ -344,6 +353,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1 << 16));
   app.add_option("--bandwidth-mib", settings.bandwidth_mib, "Buffer size for the bandwidth measurement")->check(CLI::Range(16, 65536));
   app.add_option("--bandwidth-gb-s", settings.given_bandwidth, "Use this bandwidth instead of measuring it");
+  app.add_option("--kv-cache", settings.kv_cache, "KV cache element type: f32, or int8 (ch07: one scale per position "
+                                                  "and kv head; both decoders use it)");
   CLI11_PARSE(app, argc, argv);
 
   return run_reporting_errors([&] {
@@ -367,7 +378,7 @@ int main(int argc, char** argv) {
     }
     print_output_text(setup, decodes, options);
     Report report = part1_table(setup, decodes, check, bandwidth, options, settings);
-    const nlohmann::ordered_json kv_memory = part2_kv_memory(setup, options);
+    const nlohmann::ordered_json kv_memory = part2_kv_memory(setup, options, settings);
     const nlohmann::ordered_json prefill = part3_prefill_vs_decode(transformer, setup, decodes, settings);
 
     if (!options.json.empty()) {

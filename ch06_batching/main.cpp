@@ -76,12 +76,14 @@ struct Setup {
   int block_size;
   int num_blocks;
   int step_tokens;
+  KVDType kv_dtype;
 };
 
 EngineRun run_engine(const Setup& setup, const std::string& label, const std::vector<WorkloadRequest>& workload,
                      int max_batch, SchedulePolicy policy, bool prefix_caching) {
   EngineOptions options;
   options.block_size = setup.block_size;
+  options.kv_dtype = setup.kv_dtype;
   options.num_blocks = setup.num_blocks;
   if (options.num_blocks == 0) {  // enough for every running request's full length: no preemption
     int longest = 0;
@@ -168,6 +170,7 @@ int main(int argc, char** argv) {
   bool skip_parts = false;
   int bandwidth_mib = 512;
   double given_bandwidth = 0.0;
+  std::string kv_cache = "f32";
   app.add_option("--requests", requests, "Requests of the main run (submitted at once)")->check(CLI::Range(1, 100000));
   app.add_option("--prompt-len", prompt_len, "Prompt tokens per request (random ids)")->check(CLI::Range(1, 1 << 20));
   app.add_option("--solo", solo, "Requests of the main run also decoded one at a time (ch05 path; 0 = none)")
@@ -199,6 +202,8 @@ int main(int argc, char** argv) {
   app.add_flag("--main-only", skip_parts, "Run Part 1 only");
   app.add_option("--bandwidth-mib", bandwidth_mib, "Buffer size for the bandwidth measurement")->check(CLI::Range(16, 65536));
   app.add_option("--bandwidth-gb-s", given_bandwidth, "Use this bandwidth instead of measuring it");
+  app.add_option("--kv-cache", kv_cache, "KV cache element type of every run: f32, or int8 (ch07: one scale per "
+                                         "position and kv head)");
   CLI11_PARSE(app, argc, argv);
 
   return run_reporting_errors([&] {
@@ -211,6 +216,9 @@ int main(int argc, char** argv) {
     const std::string gpu_name = on_gpu ? query_gpu().name : std::string();
     LoadedModel model = load_model(options);
     const ModelConfig& config = model.file.config;
+    const KVDType kv_dtype = parse_kv_dtype(kv_cache);
+    // What one cached position costs over all layers, K and V (scales included for int8): paged_kv_cache.h.
+    const uint64_t per_position = PagedKVCache::bytes_per_position(config, kv_dtype);
     Weights weights(model.file, parse_weight_format(options.weights), *backend);
     const int output_len = options.max_tokens;
     const std::vector<int> sweep = parse_list(sweep_text, "--sweep");
@@ -239,10 +247,15 @@ int main(int argc, char** argv) {
     const int pool_blocks = num_blocks;  // 0: each run's pool holds its running requests' full lengths
     Transformer transformer(weights, *backend, std::max({step_tokens, prompt_len, system_prompt + shared_own}));
     transformer.set_check_finite(options.check_numerics);
-    const Setup setup{&transformer, block_size, pool_blocks, step_tokens};
+    const Setup setup{&transformer, block_size, pool_blocks, step_tokens, kv_dtype};
     fmt::print("  engine  max batch {}, step budget {} tokens, KV blocks of {} positions, pool {}\n", max_batch, step_tokens,
                block_size, pool_blocks > 0 ? fmt::format("{} blocks", pool_blocks)
                                            : std::string("per run: max batch x the longest request's blocks (no preemption)"));
+    fmt::print("  KV      {} cache, {} bytes per position ({})\n", kv_dtype_name(kv_dtype), per_position,
+               kv_dtype == KVDType::f32
+                   ? fmt::format("2 * {} layers * {} kv_dim * 4", config.n_layers, config.kv_dim())
+                   : fmt::format("2 * {} layers * ({} kv_dim * 1 + {} kv heads * 4)", config.n_layers, config.kv_dim(),
+                                 config.n_kv_heads));
 
     MachineInfo machine = describe_machine(threads, bandwidth);
     if (on_gpu) machine.gpu = gpu_name;
@@ -266,7 +279,7 @@ int main(int argc, char** argv) {
     double solo_ms = 0;
     uint64_t solo_tokens = 0, solo_bytes = 0;
     if (solo > 0) {
-      CachedGenerator generator(transformer);
+      CachedGenerator generator(transformer, kv_dtype);
       GenerationOptions generation;
       generation.max_new_tokens = output_len;
       generation.sampler.temperature = 0.0f;
@@ -383,7 +396,6 @@ int main(int argc, char** argv) {
       // A contiguous cache reserves, for every request it runs, room for the longest it may become: its prompt
       // plus the max_tokens cap (it cannot know in advance which request will stop early).
       const int reserve_len = mixed_prompt + mixed_max;
-      const uint64_t per_position = 2ull * uint64_t(config.n_layers) * uint64_t(config.kv_dim()) * sizeof(float);
       const uint64_t contiguous_bytes = uint64_t(mm.peak_running) * uint64_t(reserve_len) * per_position;
       const double paged_ratio = double(mm.peak_kv_bytes) / double(std::max<uint64_t>(contiguous_bytes, 1));
       fmt::print("continuous / static: {:.2f}x generated tokens per second\n",
@@ -399,7 +411,9 @@ int main(int argc, char** argv) {
                     {"bytes_per_position", per_position},
                     {"formula", "paged = peak blocks in use * block_size * bytes/position; contiguous = peak running "
                                 "requests * (prompt + max_tokens cap) * bytes/position; bytes/position = 2 * n_layers * "
-                                "n_kv_heads * head_dim * 4"},
+                                "n_kv_heads * head_dim * 4 (f32) or 2 * n_layers * (n_kv_heads * head_dim + n_kv_heads * 4) "
+                                "(int8)"},
+                    {"kv_cache", kv_dtype_name(kv_dtype)},
                     {"continuous_over_static", mm.generated_tok_per_s / mixed_static.result.metrics.generated_tok_per_s}};
 
       // ---- Part 4: shared system prompt, prefix caching off / on ---------------------------------------
@@ -444,7 +458,7 @@ int main(int argc, char** argv) {
         fmt::print(stderr, "long contexts {} (prefill + 16 decode steps each, fastest of 2)\n", contexts_text);
         Transformer long_model(weights, *backend, longest);
         long_model.set_check_finite(options.check_numerics);
-        const std::vector<ContextSpeed> speeds = measure_long_context(long_model, contexts, 16, 2, block_size);
+        const std::vector<ContextSpeed> speeds = measure_long_context(long_model, contexts, 16, 2, block_size, 1, kv_dtype);
         fmt::print("{:>8} | {:>10} | {:>13} | {:>13} | {:>12}\n", "context", "prefill ms", "prefill tok/s", "decode ms/tok",
                    "decode tok/s");
         long_json = {{"rows", nlohmann::ordered_json::array()}};
@@ -478,6 +492,8 @@ int main(int argc, char** argv) {
     fmt::print("\noutputs_identical: {}   blocks_free_after: {}\n", outputs_identical ? "true" : "false",
                blocks_free_after ? "true" : "false");
     if (!options.json.empty()) {
+      report.set_field("kv_cache", kv_dtype_name(kv_dtype));
+      report.set_field("kv_bytes_per_position", per_position);
       report.set_field("outputs_identical", outputs_identical);
       report.set_field("blocks_free_after", blocks_free_after);
       report.set_field("solo_requests_checked", solo);

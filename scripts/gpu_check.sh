@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One command for a machine with an NVIDIA GPU: build the CUDA backend for this GPU, run the cuda-labelled
-# tests, run ch03 (naive decoding) and ch05 (KV-cache decoding) on the GPU with synthetic models of real
-# shapes, and print a short summary (tok/s, GB/s, % of the measured copy bandwidth).
+# tests (the quantized Q8_0/Q4_0/Q4_1 kernels' included), run ch03 (naive decoding), ch05 (KV-cache decoding)
+# and ch07 (weights in f32 and GGUF block formats) on the GPU with synthetic models of real shapes, time the
+# matmul kernels alone (tools/gpu_matmul_bench: f16 vs block formats), and print a short summary (tok/s, GB/s,
+# % of the measured copy bandwidth).
 #
 #   scripts/gpu_check.sh                    # everything; the build goes to build/gpu
 #   scripts/gpu_check.sh --llama3-8b        # also ch05 on a Llama-3-8B-shaped f16 model (~16 GB written to
@@ -11,6 +13,8 @@
 #   INFER_GPU_CHECK_DIR=/tmp/x scripts/gpu_check.sh   # where the models and logs go (default /tmp/infer-gpu-check)
 #   scripts/gpu_check.sh --stage-models     # on the machine that has them: copy stories260K (found in the model
 #                                           # search order, README "Models") into build/carry-models/, then exit
+#   scripts/gpu_check.sh --sanitize         # also the quantized-kernel tests under compute-sanitizer (memcheck,
+#                                           # then racecheck; a few minutes more: run it as a separate call)
 #
 # The golden CUDA tests need stories260K. On the GPU machine it is found in the usual search order
 # (INFER_MODELS_DIR, models/, ../shared/models) or in build/carry-models/ (git-ignored; a tool that copies only
@@ -20,18 +24,21 @@
 # Needs: the Debian packages of scripts/lib/packages.sh (installed when run as root, else the exact apt-get
 # command is printed) and the CUDA toolkit (nvcc on PATH or at /usr/local/cuda/bin/nvcc). No network and no
 # model files: the models are written here by the project's own `synth` tool (random weights, real shapes).
-# Exit status: 0 when the tests passed and ch03 and ch05 ran on the GPU, 1 otherwise.
-# Budget: on a 16-core H100/H200 machine, from a clean tree, well under 10 minutes without --llama3-8b
-# (the build of the four targets for one architecture is most of it).
+# Exit status: 0 when the tests passed and ch03, ch05, ch07 and gpu_matmul_bench ran on the GPU, 1 otherwise.
+# Budget: on a 16-core H100/H200 machine, from a clean tree, well under 10 minutes without --llama3-8b and
+# --sanitize (the build of the six targets for one architecture is most of it; ch07 and gpu_matmul_bench were
+# added without a GPU to time them: an estimated 1-2 minutes together).
 set -euo pipefail
 
 with_llama3=0
 stage_models=0
+sanitize=0
 for arg in "$@"; do
   case "$arg" in
     --llama3-8b) with_llama3=1 ;;
     --stage-models) stage_models=1 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --sanitize) sanitize=1 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -98,7 +105,8 @@ fi
 [[ $reset_build_dir == 1 ]] && rm -rf "${build}/CMakeCache.txt" "${build}/CMakeFiles"
 cmake --preset cuda -B "$build" -DCMAKE_CUDA_ARCHITECTURES="$arch" -DINFER_BUILD_BENCH=OFF >"${work}/configure.log" \
   || { cat "${work}/configure.log"; exit 1; }
-cmake --build "$build" -j "$jobs" --target cuda_tests ch03_gpu_basics ch05_kv_cache synth
+cmake --build "$build" -j "$jobs" --target cuda_tests ch03_gpu_basics ch05_kv_cache ch07_quantization synth \
+  gpu_matmul_bench
 echo "built in $((SECONDS - start_seconds)) s"
 
 say "cuda tests (ctest -L cuda)"
@@ -114,12 +122,29 @@ if grep -q "SKIPPED:" "${work}/cuda_tests.log"; then
   tests_status=1
 fi
 
+if [[ $sanitize == 1 ]]; then
+  say "compute-sanitizer on the quantized kernels' tests (memcheck: out-of-bounds / misaligned; racecheck: shared memory)"
+  sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  if [[ -x "$sanitizer" ]]; then
+    quant_cases='cuda gemv_quant*,cuda gemm_quant*,cuda embed of q*,cuda matmul on q*'
+    for tool in memcheck racecheck; do
+      timeout 600 "$sanitizer" --tool "$tool" --error-exitcode 9 "${build}/common/cuda_tests" -tc="$quant_cases" 2>&1 |
+        tee "${work}/sanitizer_${tool}.log" | tail -n 5 || { echo "gpu_check.sh: compute-sanitizer ${tool} FAILED"; tests_status=1; }
+    done
+  else
+    echo "no compute-sanitizer here: skipped"
+  fi
+fi
+
 say "synthetic models (tools/synth: random weights, real shapes)"
 synth="${build}/tools/synth"
-declare -A models=([smollm2-135m]="${work}/smollm2-135m-f16.gguf" [tinyllama-1.1b]="${work}/tinyllama-1.1b-f16.gguf")
-for name in smollm2-135m tinyllama-1.1b; do
+declare -A models=([smollm2-135m]="${work}/smollm2-135m-f16.gguf" [tinyllama-1.1b]="${work}/tinyllama-1.1b-f16.gguf"
+                   [smollm2-135m-q4_1]="${work}/smollm2-135m-q4_1.gguf")
+for name in smollm2-135m tinyllama-1.1b smollm2-135m-q4_1; do
   if [[ ! -f "${models[$name]}" ]]; then
-    "$synth" --preset "$name" --dtype f16 --format gguf --seed 1 --out "${models[$name]}"
+    dtype=f16; preset=$name
+    [[ $name == *-q4_1 ]] && { dtype=q4_1; preset=${name%-q4_1}; }
+    "$synth" --preset "$preset" --dtype "$dtype" --format gguf --seed 1 --out "${models[$name]}"
   else
     echo "${models[$name]} (kept from an earlier run)"
   fi
@@ -167,6 +192,24 @@ for run in "${ch05_runs[@]}"; do
     || ch05_status=$?
 done
 
+say "ch07 on the GPU: f32 vs Q8_0 / Q4_1 / Q4_0 blocks (and the file's own Q4_1, 'native')"
+# SmolLM2-135M's shape written as Q4_1 blocks (as the real default model is shipped); random weights, so the
+# perplexity / KL / top-1 columns only show that every format runs; speed and GB/s are the point here.
+ch07_status=0
+ch07="${build}/ch07_quantization/ch07_quantization"
+"$ch07" --device cuda --model "${models[smollm2-135m-q4_1]}" --formats f32,q8_0,q4_1,q4_0,native --max-tokens 64 \
+  --eval-tokens 512 --repeat 3 --prefill-tokens 128 ${copy_gb_s:+--bandwidth-gb-s "$copy_gb_s"} \
+  --json "${work}/ch07_smollm2-135m-q4_1.json" 2>&1 | tee "${work}/ch07_smollm2-135m-q4_1.log" || ch07_status=$?
+if ! grep -q '^  gpu ' "${work}/ch07_smollm2-135m-q4_1.log"; then
+  echo "gpu_check.sh: ch07 did not run on the GPU (no 'gpu' line in its header)" >&2
+  ch07_status=1
+fi
+
+say "matmul kernels alone: decode GEMV GB/s (f16 vs Q8_0 / Q4_1 / Q4_0 blocks) and the GEMM paths"
+bench_status=0
+"${build}/tools/gpu_matmul_bench" --shapes 14336x4096,1536x576,49152x576 --dtypes f16,q8_0,q4_1,q4_0 --tokens 1,128 \
+  --repeat 20 2>&1 | tee "${work}/gpu_matmul_bench.log" || bench_status=$?
+
 say "summary"
 echo "GPU: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || echo unknown)  (arch ${arch})"
 echo "tests:"
@@ -189,9 +232,16 @@ for log in "${work}"/ch05_*.log; do
   identical=$(grep -E '^tokens identical' "$log" | head -n 1 || true)
   printf '  %-20s %s\n  %-20s %s\n  %-20s %s\n' "$label" "${row:-no kv_cache row (see ${log})}" "" "${decode:-}" "" "${identical:-}"
 done
+echo "quantized weights on the GPU (ch07, SmolLM2-shaped synthetic Q4_1 file: variant | tokens | ms/token | tok/s | speedup | GB/s | % BW | ...):"
+grep -E '^(f32|q8_0|q4_1|q4_0|native) +\|' "${work}/ch07_smollm2-135m-q4_1.log" | cut -c1-100 | sed 's/^/  /' \
+  || echo "  no ch07 rows (see ${work}/ch07_smollm2-135m-q4_1.log)"
+echo "decode GEMV kernels on Llama-3-8B's FFN shape (gpu_matmul_bench; shape | dtype | n | kernel | us | GB/s | % BW):"
+grep -E '^ *14336x4096 \| .* \|    1 \|' "${work}/gpu_matmul_bench.log" | sed 's/^/  /' \
+  || echo "  no rows (see ${work}/gpu_matmul_bench.log)"
 echo "logs and JSON: ${work}   (total $((SECONDS - start_seconds)) s)"
-if [[ $tests_status -ne 0 || $ch03_status -ne 0 || $ch05_status -ne 0 ]]; then
-  echo "gpu_check.sh: FAILED (tests status ${tests_status}, ch03 status ${ch03_status}, ch05 status ${ch05_status})"
+if [[ $tests_status -ne 0 || $ch03_status -ne 0 || $ch05_status -ne 0 || $ch07_status -ne 0 || $bench_status -ne 0 ]]; then
+  echo "gpu_check.sh: FAILED (tests status ${tests_status}, ch03 status ${ch03_status}, ch05 status ${ch05_status}," \
+       "ch07 status ${ch07_status}, gpu_matmul_bench status ${bench_status})"
   exit 1
 fi
 echo "gpu_check.sh: OK"

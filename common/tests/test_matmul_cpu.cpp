@@ -3,9 +3,10 @@
 // Seeded random weights and inputs over shapes whose widths are not multiples of 16 (the dot's lane
 // count), in f32 and f16; the f16 GEMV's v2_fused must equal v1_scratch exactly (same lanes, same
 // order), and the GEMV must equal the GEMM's row for the same token exactly (what keeps the KV-cache
-// decoder's tokens identical to the naive decoder's). The GEMM versions (v1_dot, v2_register_blocked
-// and its plain-C++ tiles) must give those same bits for every token, in f32, f16 and bf16, over
-// token counts, row counts and widths that are not multiples of the 4 x 4 tile or the 16 lanes.
+// decoder's tokens identical to the naive decoder's). The GEMM versions (v1_dot, v2_register_blocked,
+// v3_packed_prefetch and their plain-C++ tiles) must give those same bits for every token, in f32, f16
+// and bf16, over token counts, row counts and widths that are not multiples of the 4 x 4 / 6 x 4
+// tiles or the 16 lanes, and (v3) over several token blocks.
 #include "infer/cpu/cpu_kernels.h"
 #include "infer/core/dtype.h"
 #include "test_util.h"
@@ -140,5 +141,50 @@ TEST_CASE("cpu GEMM: v2_register_blocked (intrinsics and portable) equals v1 and
     CHECK(same_bits(v1, gemv));
     CHECK(same_bits(v2, v1));
     CHECK(same_bits(portable, v1));
+  }
+}
+
+TEST_CASE("cpu GEMM: v3_packed_prefetch (intrinsics and portable) equals v2 and the GEMV bit for bit") {
+  // Exact equality again. Edges of the 6 x 4 tile (n = 2..13, rows = 1..9 mod 4), of the 16 lanes
+  // (cols 1, 15, 16, 17, ...) and of the token blocks: at cols = 4100 a block holds 18 tokens, so
+  // n = 40 runs three blocks, the last one short.
+  struct Shape {
+    int n, rows, cols;
+  };
+  std::vector<Shape> shapes;
+  for (int n : {2, 3, 5, 6, 7, 11, 12, 13})
+    for (int rows : {1, 3, 4, 5, 8, 9})
+      for (int cols : {1, 15, 16, 17, 48, 100}) shapes.push_back({n, rows, cols});
+  shapes.push_back({40, 9, 4100});
+  shapes.push_back({64, 12, 576});
+  std::mt19937_64 rng(909);
+  for (int trial = 0; trial < 60; ++trial)
+    shapes.push_back({2 + int(rng() % 70), 1 + int(rng() % 40), 1 + int(rng() % 400)});
+  int index = 0;
+  for (const Shape& s : shapes) {
+    const DType dtype = index % 3 == 0 ? DType::F32 : index % 3 == 1 ? DType::F16 : DType::BF16;
+    const int threads = 1 + index % 2;
+    ++index;
+    for (DType d : {DType::F32, dtype}) {
+      CAPTURE(dtype_name(d));
+      CAPTURE(s.n);
+      CAPTURE(s.rows);
+      CAPTURE(s.cols);
+      CAPTURE(threads);
+      const auto bytes = random_weights(d, s.rows, s.cols, uint64_t(s.rows * 7919 + s.cols));
+      const Matrix weight{d, s.rows, s.cols, bytes.data()};
+      const auto x = test::random_floats(size_t(s.n) * s.cols, uint64_t(s.n * 131 + s.cols), -4.0f, 4.0f);
+      std::vector<float> v2(size_t(s.n) * s.rows), v3(v2.size()), portable(v2.size()), gemv(v2.size()), dispatched(v2.size());
+      cpu::gemm_v2_register_blocked(weight, x.data(), v2.data(), s.n, threads);
+      cpu::gemm_v3_packed_prefetch(weight, x.data(), v3.data(), s.n, threads);
+      cpu::gemm_v3_packed_prefetch_portable(weight, x.data(), portable.data(), s.n, threads);
+      cpu::matmul(weight, x.data(), dispatched.data(), s.n, threads);
+      for (int t = 0; t < s.n; ++t)
+        cpu::matmul(weight, x.data() + size_t(t) * s.cols, gemv.data() + size_t(t) * s.rows, 1, threads);
+      CHECK(same_bits(v2, gemv));
+      CHECK(same_bits(v3, gemv));
+      CHECK(same_bits(portable, gemv));
+      CHECK(same_bits(dispatched, gemv));
+    }
   }
 }

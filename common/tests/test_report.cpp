@@ -121,6 +121,17 @@ TEST_CASE("write_json writes the same JSON, and names the path when it cannot") 
   CHECK_THROWS_WITH_AS(report.write_json(bad_path), doctest::Contains(bad_path.c_str()), infer::Error);
 }
 
+TEST_CASE("write_json writes text that is not valid UTF-8 with U+FFFD instead of failing") {
+  // ch07's greedy_text of a synthetic model: random byte tokens, here a lone continuation byte.
+  infer::Report report("ch_test", test_machine(), {{"path", "x"}});
+  report.set_field("greedy_text", std::string("ab\xa9."));
+  const auto path = infer::test::scratch_dir("report_write_json_utf8") / "report.json";
+  report.write_json(path.string());
+  std::ifstream file(path);
+  const auto json = nlohmann::ordered_json::parse(file);
+  CHECK(json["greedy_text"] == "ab\xef\xbf\xbd.");
+}
+
 // ---- Table ---------------------------------------------------------------------------------------
 
 TEST_CASE("print_table shows every variant, the standard headers and the union of extra columns") {

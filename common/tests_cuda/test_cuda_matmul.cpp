@@ -101,11 +101,8 @@ TEST_CASE("cuda matmul == cpu matmul for 1 to 33 tokens (GEMV and cuBLAS), f32, 
       }
     }
   }
-  SUBCASE("quantized weights are refused with a clear error") {
-    DeviceArray<uint8_t> storage(*b.cuda, dtype_row_bytes(DType::Q8_0, 64));
-    DeviceArray<float> x(*b.cuda, 64), y(*b.cuda, 2);
-    CHECK_THROWS_AS(b.cuda->matmul(Matrix{DType::Q8_0, 1, 64, storage.data()}, x.data(), y.data(), 2), Error);
-  }
+  // Q8_0 / Q4_0 / Q4_1 weights, and the refusal of the block formats without a CUDA kernel:
+  // test_cuda_quant.cpp.
 }
 
 TEST_CASE("ch03 GEMM ladder: v1_naive, v2_tiled, v3_cublas (fp32, fp16, bf16) == cpu gemm") {

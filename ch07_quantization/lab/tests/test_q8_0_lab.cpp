@@ -118,13 +118,13 @@ TEST_CASE("dot: the reference path equals the SIMD kernels bit for bit (the lane
   const std::vector<uint8_t> stored = random_q8_0_rows(rows, cols, 21);
   const Matrix m{DType::Q8_0, rows, cols, stored.data()};
   std::vector<float> reference(size_t(n) * rows);
-  cpu::gemm_quantized(m, x.data(), reference.data(), n, 1, cpu::QuantPath::Reference);
+  cpu::gemm_quantized(m, x.data(), reference.data(), n, 1, cpu::QuantPath::Reference, cpu::ActivationBits::Int8);
   int compared = 0;
   for (cpu::QuantPath path : {cpu::QuantPath::Avx2, cpu::QuantPath::Avx512Vnni}) {
     if (!cpu::quant_path_supported(path)) continue;
     ++compared;
     std::vector<float> simd(reference.size());
-    cpu::gemm_quantized(m, x.data(), simd.data(), n, 1, path);
+    cpu::gemm_quantized(m, x.data(), simd.data(), n, 1, path, cpu::ActivationBits::Int8);
     int different = 0;
     for (size_t i = 0; i < simd.size(); ++i) different += std::memcmp(&simd[i], &reference[i], 4) != 0;
     CHECK_MESSAGE(different == 0, different << " outputs differ from the " << cpu::quant_path_name(path)

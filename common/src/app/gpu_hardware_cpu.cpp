@@ -16,6 +16,10 @@ GpuInfo query_gpu() { no_cuda("query_gpu"); }
 GpuBandwidthResult measure_gpu_copy_bandwidth(size_t, int) { no_cuda("measure_gpu_copy_bandwidth"); }
 std::vector<std::string> gpu_gemm_variants() { return {}; }
 GpuGemmResult measure_gpu_gemm(const std::string&, int, int) { no_cuda("measure_gpu_gemm"); }
+std::vector<std::string> gpu_matmul_kernels(const std::string&, int) { return {}; }
+GpuMatmulResult measure_gpu_matmul(const std::string&, const std::string&, int, int, int, int) {
+  no_cuda("measure_gpu_matmul");
+}
 #endif
 
 }  // namespace infer

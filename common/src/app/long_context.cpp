@@ -27,7 +27,7 @@ double process_cpu_ms() {
 }  // namespace
 
 std::vector<ContextSpeed> measure_long_context(Transformer& model, std::span<const int> contexts, int decode_steps,
-                                               int repeats, int block_size, uint64_t seed) {
+                                               int repeats, int block_size, uint64_t seed, KVDType kv_dtype) {
   if (contexts.empty()) fail("measure_long_context: no context lengths");
   if (decode_steps <= 0 || repeats <= 0 || block_size <= 0)
     fail("measure_long_context: decode_steps ({}), repeats ({}) and block_size ({}) must be positive", decode_steps,
@@ -45,7 +45,7 @@ std::vector<ContextSpeed> measure_long_context(Transformer& model, std::span<con
   // One sequence owning blocks 0, 1, 2, ... of a pool just large enough.
   const int total = longest + decode_steps;
   const int num_blocks = (total + block_size - 1) / block_size;
-  PagedKVCache cache(model.backend(), config, num_blocks, block_size);
+  PagedKVCache cache(model.backend(), config, num_blocks, block_size, kv_dtype);
   std::vector<int> blocks(static_cast<size_t>(num_blocks));
   std::iota(blocks.begin(), blocks.end(), 0);
   std::mt19937_64 rng(seed);

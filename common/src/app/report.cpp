@@ -178,7 +178,9 @@ nlohmann::ordered_json Report::to_json() const {
 void Report::write_json(const std::string& path) const {
   std::ofstream file(path);
   if (!file) fail("{}: cannot open for writing the JSON report: {}", path, std::strerror(errno));
-  file << to_json().dump(2) << '\n';
+  // Generated text can hold invalid UTF-8 (a byte-level token cut mid-character, a synthetic model's
+  // random bytes): written as U+FFFD rather than throwing (nlohmann's default) and leaving an empty file.
+  file << to_json().dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << '\n';
   file.close();
   if (!file) fail("{}: writing the JSON report failed", path);
 }

@@ -40,6 +40,23 @@
 //                     a query gives the same bits in a contiguous cache or in any paged layout. Threads over
 //                     (token, kv head) pairs of the whole batch.
 //   paged_v3_tiled:   v3 through the block table (one template, attention_v3_core, for both layouts).
+//
+// int8 pool (ch07, KVDType::int8: int8 rows, one float scale per (position, kv head) for K and for V):
+//   paged_v4_int8:    v3's core reading an Int8Store instead of an F32Store (the f32 path compiles to what it
+//                     was). Each position's int8 K and V rows (head_dim bytes each) are read in place and
+//                     converted to fp32 in registers (16 lanes at a time: sign-extend, convert; exact) by the
+//                     tile's K transpose and by the weighted V sum, so no fp32 copy of the cache, not even of a
+//                     tile, is written; the score lane of a position is multiplied once by k_scale /
+//                     sqrt(head_dim) (instead of 1 / sqrt(head_dim)), and, after the softmax sum, its weight once
+//                     by v_scale, so out = sum p_i * v_scale_i * v_int8_i. Same tiles, chunks and merge order
+//                     as v3: the same bits alone or batched, in any block layout, with any thread count (tested).
+//                     It reads 2 * (head_dim + 4) bytes per position and kv head instead of 2 * head_dim * 4
+//                     (SmolLM2: 136 vs 512 bytes). Below head_dim 16 (stories260K: 8) the plain loops run.
+//                     Measured (bench_batch.cpp, SmolLM2's heads, blocks of 16 shuffled; AMD EPYC, 1 thread, CPU
+//                     time, machine loaded by other builds): one decode row over 2,048 positions 99 us (v3 on the
+//                     f32 rows: 108 us), over 8,192: 403 us (486 us); a 512-token prompt 2.73 ms (2.61 ms: the
+//                     conversions cost where the rows are in cache). A first version that converted each tile's
+//                     rows into an fp32 scratch before the transpose was 20-25% slower than v3.
 #include "infer/cpu/cpu_kernels.h"
 
 #include <algorithm>
@@ -433,15 +450,21 @@ inline float softmax_tile(float* lanes, int count, float& running_max, float& ru
 // each V row is read once for all of them. AVX-512: 64 dimensions x the heads in registers while the
 // positions stream by (independent chains, no store per position).
 #if defined(__AVX512F__)
-template <int H>
+// 16 consecutive values of a row as fp32 lanes: f32 rows are loaded, int8 rows (v4) converted (exact).
+inline __m512 load_lanes(const float* p) { return _mm512_loadu_ps(p); }
+inline __m512 load_lanes(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
+template <int H, typename T>
 inline void tile_values_avx512(float* const* o_heads, const float* weights, const float* rescale,
-                               const float* const* v_rows, int count, int d0) {
+                               const T* const* v_rows, int count, int d0) {
   __m512 acc[H][4];
   for (int h = 0; h < H; ++h)
     for (int b = 0; b < 4; ++b) acc[h][b] = _mm512_mul_ps(_mm512_loadu_ps(o_heads[h] + d0 + 16 * b), _mm512_set1_ps(rescale[h]));
   for (int i = 0; i < count; ++i) {
     __m512 v[4];
-    for (int b = 0; b < 4; ++b) v[b] = _mm512_loadu_ps(v_rows[i] + d0 + 16 * b);
+    for (int b = 0; b < 4; ++b) v[b] = load_lanes(v_rows[i] + d0 + 16 * b);
     for (int h = 0; h < H; ++h) {
       const __m512 w = _mm512_set1_ps(weights[h * kTile + i]);
       for (int b = 0; b < 4; ++b) acc[h][b] = _mm512_fmadd_ps(w, v[b], acc[h][b]);
@@ -451,8 +474,10 @@ inline void tile_values_avx512(float* const* o_heads, const float* weights, cons
     for (int b = 0; b < 4; ++b) _mm512_storeu_ps(o_heads[h] + d0 + 16 * b, acc[h][b]);
 }
 #endif
+// T: float (v3), or int8_t (v4: the rows' int8 values, their scales already in the weights).
+template <typename T>
 inline void tile_weighted_values(float* const* o_heads, const float* weights, const float* rescale, int heads,
-                                 const float* const* v_rows, int count, int head_dim) {
+                                 const T* const* v_rows, int count, int head_dim) {
   int d0 = 0;
 #if defined(__AVX512F__)
   for (; d0 + 64 <= head_dim; d0 += 64) {
@@ -471,14 +496,14 @@ inline void tile_weighted_values(float* const* o_heads, const float* weights, co
     for (int d = d0; d < head_dim; ++d) o[d] *= rescale[h];
     for (int i = 0; i < count; ++i) {
       const float w = weights[h * kTile + i];
-      const float* v_row = v_rows[i];
+      const T* v_row = v_rows[i];
 #pragma omp simd
-      for (int d = d0; d < head_dim; ++d) o[d] = std::fma(w, v_row[d], o[d]);
+      for (int d = d0; d < head_dim; ++d) o[d] = std::fma(w, float(v_row[d]), o[d]);
     }
   }
 }
 
-// The per-thread workspace of v3.
+// The per-thread workspace of v3 (and v4).
 struct V3Scratch {
   std::vector<float> k_tile;     // (head_dim, kTile): the tile's K rows transposed
   std::vector<float> scores;     // (kQueryBlock * group, kTile): every (query, head) pair's lanes
@@ -486,21 +511,71 @@ struct V3Scratch {
   std::vector<float> chunk;      // (kQueryBlock * group, head_dim + 2): this chunk's partials
   std::vector<float> zeros;      // (head_dim): stands in for the rows past a partial tile's end
   std::vector<const float*> k_rows, v_rows;
+  // v4 (int8 pool) only: the tile's int8 rows, and per row the factor of its score (k_scale / sqrt(head_dim))
+  // and of its softmax weight (v_scale); zeros8 and factors 0 past a partial tile's end.
+  std::vector<const int8_t*> k_rows8, v_rows8;
+  std::vector<int8_t> zeros8;
+  std::array<float, kTile> score_factor{}, weight_factor{};
   V3Scratch(int head_dim, int group)
       : k_tile(size_t(head_dim) * kTile), scores(size_t(kQueryBlock) * group * kTile),
         pair_queries(size_t(kQueryBlock) * group), chunk(size_t(kQueryBlock) * group * (head_dim + 2)),
-        zeros(size_t(head_dim), 0.0f), k_rows(kTile), v_rows(kTile) {}
+        zeros(size_t(head_dim), 0.0f), k_rows(kTile), v_rows(kTile), k_rows8(kTile), v_rows8(kTile),
+        zeros8(size_t(head_dim), 0) {}
+};
+
+// Where v3's core reads a layer's rows. element offset o = row(s, p) + g * head_dim is the first of the
+// head_dim values of (position p, kv head g); for the int8 pool its scale is at o / head_dim.
+//   F32Store:  the rows are used in place (v3).
+//   Int8Store: the int8 rows are read in place, converted to fp32 in registers by the tile's transpose and
+//              weighted V sum (load_lanes), and their scales kept per lane (v4).
+struct F32Store {
+  static constexpr bool kScaled = false;
+  const float* k;
+  const float* v;
+  void prefetch(size_t offset, int head_dim) const {
+    for (int d = 0; d < head_dim; d += 16) {
+      __builtin_prefetch(k + offset + d);
+      __builtin_prefetch(v + offset + d);
+    }
+  }
+  void load(int i, size_t offset, int, float, V3Scratch& scratch) const {
+    scratch.k_rows[size_t(i)] = k + offset;
+    scratch.v_rows[size_t(i)] = v + offset;
+  }
+};
+
+struct Int8Store {
+  static constexpr bool kScaled = true;
+  const int8_t* k;
+  const int8_t* v;
+  const float* k_scale;
+  const float* v_scale;
+  void prefetch(size_t offset, int head_dim) const {
+    for (int d = 0; d < head_dim; d += 64) {
+      __builtin_prefetch(k + offset + d);
+      __builtin_prefetch(v + offset + d);
+    }
+  }
+  // Tile row i <- position row at `offset`, its scales kept for its lane.
+  void load(int i, size_t offset, int head_dim, float score_scale, V3Scratch& scratch) const {
+    scratch.k_rows8[size_t(i)] = k + offset;
+    scratch.v_rows8[size_t(i)] = v + offset;
+    const size_t row = offset / size_t(head_dim);
+    scratch.score_factor[size_t(i)] = k_scale[row] * score_scale;
+    scratch.weight_factor[size_t(i)] = v_scale[row];
+  }
 };
 
 // kt[d * kTile + i] = rows[i][d] for d in [0, head_dim): a tile's K rows transposed, so that the scores
 // of the tile's 16 positions are one vector per dimension. Data movement only (exact): AVX-512 does 16 x 16
 // blocks in registers (unpack 32-bit, unpack 64-bit, then two 128-bit lane shuffles), the rest is a loop.
-inline void transpose_tile(const float* const* rows, int head_dim, float* kt) {
+template <typename T>
+inline void transpose_tile(const T* const* rows, int head_dim, float* kt) {
   int d0 = 0;
 #if defined(__AVX512F__)
   for (; d0 + 16 <= head_dim; d0 += 16) {
     __m512 r[16], t[16], u[16];
-    for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(rows[i] + d0);
+    for (int i = 0; i < 16; ++i) r[i] = load_lanes(rows[i] + d0);
     for (int i = 0; i < 16; i += 2) {
       t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);      // row i, i+1 interleaved: elements 0, 1 | 4, 5 | ...
       t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);  // elements 2, 3 | 6, 7 | ...
@@ -535,8 +610,9 @@ inline void transpose_tile(const float* const* rows, int head_dim, float* kt) {
 // position; one that sees none keeps max -inf, sum 0, out 0. The arithmetic of a query does not
 // depend on the other queries of the block: each score is the same fused dot product over head_dim in
 // order, and its softmax and V sums run over its own positions only.
-template <typename Rows>
-void attend_chunk_v3(const float* q, const float* k_store, const float* v_store, const Rows& rows, int s, int t0,
+// Store: F32Store (v3) or Int8Store (v4, whose per-row scales multiply each score and each softmax weight once).
+template <typename Store, typename Rows>
+void attend_chunk_v3(const float* q, const Store& store, const Rows& rows, int s, int t0,
                      int t1, int g, int chunk_begin, int chunk_end, int n_heads, int group, int head_dim,
                      float scale, V3Scratch& scratch, float* partials) {
   const int entry = head_dim + 2;
@@ -554,24 +630,24 @@ void attend_chunk_v3(const float* q, const float* k_store, const float* v_store,
     const int rows_here = std::min(kTile, end - tile);
     // Ask for the next tile's K and V rows now: a decode row's cache comes from memory, and the loads
     // then overlap this tile's arithmetic instead of stalling the next transpose (no effect on results).
-    for (int i = 0; i < kTile && tile + kTile + i < end; ++i) {
-      const size_t offset = rows.row(s, tile + kTile + i) + size_t(g) * head_dim;
-      for (int d = 0; d < head_dim; d += 16) {
-        __builtin_prefetch(k_store + offset + d);
-        __builtin_prefetch(v_store + offset + d);
-      }
-    }
+    for (int i = 0; i < kTile && tile + kTile + i < end; ++i)
+      store.prefetch(rows.row(s, tile + kTile + i) + size_t(g) * head_dim, head_dim);
     // ---- the tile's K rows, transposed: kt[d * kTile + i] = K[tile + i][d] (zeros past the rows) -------
     for (int i = 0; i < kTile; ++i) {
       if (i < rows_here) {
-        const size_t offset = rows.row(s, tile + i) + size_t(g) * head_dim;
-        scratch.k_rows[i] = k_store + offset;
-        scratch.v_rows[i] = v_store + offset;
+        store.load(i, rows.row(s, tile + i) + size_t(g) * head_dim, head_dim, scale, scratch);
       } else {
         scratch.k_rows[i] = scratch.zeros.data();
+        if constexpr (Store::kScaled) {
+          scratch.k_rows8[size_t(i)] = scratch.zeros8.data();
+          scratch.score_factor[size_t(i)] = scratch.weight_factor[size_t(i)] = 0.0f;
+        }
       }
     }
-    transpose_tile(scratch.k_rows.data(), head_dim, kt);
+    if constexpr (Store::kScaled)
+      transpose_tile(scratch.k_rows8.data(), head_dim, kt);
+    else
+      transpose_tile(scratch.k_rows.data(), head_dim, kt);
     // ---- scores of every (query, head) pair of the block that sees the tile, kPairsAtOnce at a time ----
     int pairs = 0;
     for (int t = t0; t < t1; ++t) {
@@ -592,7 +668,10 @@ void attend_chunk_v3(const float* q, const float* k_store, const float* v_store,
     const float* first_weights = nullptr;
     int pending = 0, pending_count = 0;
     auto flush = [&] {
-      if (pending > 0)
+      if (pending == 0) return;
+      if constexpr (Store::kScaled)
+        tile_weighted_values(o_heads, first_weights, rescale, pending, scratch.v_rows8.data(), pending_count, head_dim);
+      else
         tile_weighted_values(o_heads, first_weights, rescale, pending, scratch.v_rows.data(), pending_count, head_dim);
       pending = 0;
     };
@@ -603,9 +682,19 @@ void attend_chunk_v3(const float* q, const float* k_store, const float* v_store,
       for (int j = 0; j < group; ++j) {
         Partial state{partials + (size_t(t - t0) * group + j) * entry};
         float* lanes = scores + size_t(pair + j) * kTile;
+        if constexpr (Store::kScaled) {
 #pragma omp simd
-        for (int i = 0; i < kTile; ++i) lanes[i] *= scale;
+          for (int i = 0; i < kTile; ++i) lanes[i] *= scratch.score_factor[size_t(i)];  // k_scale / sqrt(head_dim)
+        } else {
+#pragma omp simd
+          for (int i = 0; i < kTile; ++i) lanes[i] *= scale;
+        }
         const float r = softmax_tile(lanes, count, state.max(), state.sum());
+        if constexpr (Store::kScaled) {
+          // The softmax sum is taken; each weight now carries its V row's scale for the weighted sum.
+#pragma omp simd
+          for (int i = 0; i < kTile; ++i) lanes[i] *= scratch.weight_factor[size_t(i)];
+        }
         if (pending == kValueHeads || (pending > 0 && count != pending_count)) flush();
         if (pending == 0) {
           first_weights = lanes;  // the pending heads' weight rows are consecutive in `scores`
@@ -628,8 +717,8 @@ inline int chunks_for(int position) { return position / kChunk + 1; }
 // threads busy, each walking its chunks in order; otherwise (a few long decode rows) (query block, kv head,
 // chunk), so one long context spreads over the threads. The chunk partials are merged in chunk order in
 // both cases, so the choice never changes a bit of the result.
-template <typename Rows>
-void attention_v3_core(const float* q, const float* k_store, const float* v_store, float* out, const Rows& rows,
+template <typename Store, typename Rows>
+void attention_v3_core(const float* q, const Store& store, float* out, const Rows& rows,
                        int n_heads, int n_kv_heads, int head_dim, int threads) {
   const int group = n_heads / n_kv_heads;
   const float scale = 1.0f / std::sqrt(float(head_dim));
@@ -665,7 +754,7 @@ void attention_v3_core(const float* q, const float* k_store, const float* v_stor
         const int n_chunks = chunks_for(rows.positions[b.t1 - 1]);
         for (int c = 0; c < n_chunks; ++c) {
           float* target = c == 0 ? merged.data() : scratch.chunk.data();
-          attend_chunk_v3(q, k_store, v_store, rows, b.s, b.t0, b.t1, g, c * kChunk, (c + 1) * kChunk, n_heads, group,
+          attend_chunk_v3(q, store, rows, b.s, b.t0, b.t1, g, c * kChunk, (c + 1) * kChunk, n_heads, group,
                           head_dim, scale, scratch, target);
           if (c == 0) continue;
           for (int t = b.t0; t < b.t1; ++t) {
@@ -699,7 +788,7 @@ void attention_v3_core(const float* q, const float* k_store, const float* v_stor
       const int b = int(std::upper_bound(first_chunk.begin(), first_chunk.end(), chunk_item) - first_chunk.begin()) - 1;
       const int c = chunk_item - first_chunk[size_t(b)];
       const QueryBlock& block = blocks[size_t(b)];
-      attend_chunk_v3(q, k_store, v_store, rows, block.s, block.t0, block.t1, g, c * kChunk, (c + 1) * kChunk, n_heads,
+      attend_chunk_v3(q, store, rows, block.s, block.t0, block.t1, g, c * kChunk, (c + 1) * kChunk, n_heads,
                       group, head_dim, scale, scratch, partials.data() + size_t(item) * item_floats);
     }
   }
@@ -731,7 +820,7 @@ void attention_v3_tiled(const float* q, const float* k_cache, const float* v_cac
   const int query_start[2] = {0, n};
   auto row = [kv_dim](int, int p) { return size_t(p) * size_t(kv_dim); };
   const RaggedRows<decltype(row)> rows{n, 1, query_start, positions.data(), row};
-  attention_v3_core(q, k_cache, v_cache, out, rows, n_heads, n_kv_heads, head_dim, threads);
+  attention_v3_core(q, F32Store{k_cache, v_cache}, out, rows, n_heads, n_kv_heads, head_dim, threads);
 }
 
 void paged_attention_v3_tiled(const float* q, const float* k_pool, const float* v_pool, float* out,
@@ -740,7 +829,17 @@ void paged_attention_v3_tiled(const float* q, const float* k_pool, const float* 
   const int kv_dim = n_kv_heads * head_dim;
   auto row = [&batch, kv_dim](int s, int p) { return slot_row(batch, s, p, kv_dim); };
   const RaggedRows<decltype(row)> rows{batch.n_tokens, batch.n_sequences, batch.query_start, batch.positions, row};
-  attention_v3_core(q, k_pool, v_pool, out, rows, n_heads, n_kv_heads, head_dim, threads);
+  attention_v3_core(q, F32Store{k_pool, v_pool}, out, rows, n_heads, n_kv_heads, head_dim, threads);
+}
+
+void paged_attention_v4_int8(const float* q, const Int8KVLayer& pool, float* out, const BatchView& batch, int n_heads,
+                             int n_kv_heads, int head_dim, int threads) {
+  if (batch.n_tokens <= 0) return;
+  const int kv_dim = n_kv_heads * head_dim;
+  auto row = [&batch, kv_dim](int s, int p) { return slot_row(batch, s, p, kv_dim); };
+  const RaggedRows<decltype(row)> rows{batch.n_tokens, batch.n_sequences, batch.query_start, batch.positions, row};
+  attention_v3_core(q, Int8Store{pool.k, pool.v, pool.k_scale, pool.v_scale}, out, rows, n_heads, n_kv_heads, head_dim,
+                    threads);
 }
 
 void paged_attention(const float* q, const float* k_pool, const float* v_pool, float* out, const BatchView& batch,

@@ -96,6 +96,18 @@ class CpuBackend final : public Backend {
     cpu::paged_attention(q, k_pool, v_pool, out, batch, n_heads, n_kv_heads, head_dim, threads_);
   }
 
+  bool supports_int8_kv() const override { return true; }
+
+  void store_kv_int8(const float* new_k, const float* new_v, const Int8KVLayer& pool, const int* slot_mapping, int n,
+                     int n_kv_heads, int head_dim, int num_slots) override {
+    cpu::store_kv_int8(new_k, new_v, pool, slot_mapping, n, n_kv_heads, head_dim, num_slots);
+  }
+
+  void paged_attention_int8(const float* q, const Int8KVLayer& pool, float* out, const BatchView& batch, int n_heads,
+                            int n_kv_heads, int head_dim) override {
+    cpu::paged_attention_v4_int8(q, pool, out, batch, n_heads, n_kv_heads, head_dim, threads_);
+  }
+
   void silu_mul(float* gate, const float* up, size_t count) override {
 #pragma omp parallel for num_threads(threads_) if (count > 16384)
     for (size_t i = 0; i < count; ++i) {

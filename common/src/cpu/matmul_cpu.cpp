@@ -9,8 +9,9 @@
 //                          then dot_f32: an allocation per matmul and a store/reload of each weight.
 //     f16 v2_fused:        converts 16 weights at a time inside the dot (registers / L1), no buffer and
 //                          no allocation; same lanes and order as dot_f32, so the same results as v1.
-//   GEMM  (n > 1):  prefill and the naive decoder. A block of kRowBlock weight rows is converted to
-//                   fp32 into a per-thread scratch that stays in L1/L2, then used by every token:
+//   GEMM  (n > 1):  prefill, batched decode and the naive decoder. A block of weight rows (16 in v1/v2,
+//                   4 in v3) is converted to fp32 (if it is not) into a per-thread scratch that stays
+//                   in L1/L2, then used by every token (v3: of a token block):
 //                   the weights are read from memory once per pass however many tokens there are.
 //     v1_dot:              one dot_f32 per (token, row): every FMA needs two loads (a weight and an x
 //                          value), so the loads, not the FMA units, set the speed.
@@ -22,8 +23,33 @@
 //                          decoder's); a full tile's 16 horizontal sums are done at once after a
 //                          16 x 16 register transpose, in the same order. f32 rows are used in place
 //                          (v1 copies them). AVX-512 intrinsics where the compiler targets AVX-512,
-//                          else the same tiles in plain C++ (the same bits, tested). What matmul
-//                          runs: 2-4x v1's GFLOP/s on SmolLM2's shapes (bench_decode.cpp, BM_gemm).
+//                          else the same tiles in plain C++ (the same bits, tested). 2-4x v1's
+//                          GFLOP/s on SmolLM2's shapes (bench_decode.cpp, BM_gemm), but only ~50% of
+//                          the FMA peak (~140 of 280 GFLOP/s per core): GCC folds each x load into
+//                          every FMA that uses it (vfmadd231ps zmm, zmm, [mem]), so the inner loop
+//                          issues 20 loads per 16 FMAs instead of 8, from 8 separate row streams.
+//     v3_packed_prefetch:  what matmul runs. The same per-output arithmetic as v2 (same bits, tested
+//                          against v2 and the GEMV, intrinsics and portable) with:
+//                          - 6 tokens x 4 rows per tile (24 accumulators + 4 weight vectors + 1 x
+//                            vector = 29 of the 32 zmm registers), and the x vector forced into a
+//                            register (an empty asm), so 10 loads per 24 FMAs;
+//                          - x packed once per call in the order the tile reads it ([tile][column/16]
+//                            [token][16]): one sequential stream per tile; tokens split in blocks whose
+//                            packed x stays in L2 (<= 384 KiB: 168 tokens at 576 columns, 60 at 1536);
+//                          - weights streamed 4 rows at a time, the rows 4 tiles ahead prefetched
+//                            into L2 while the current ones meet the block's first token tile.
+//                          In L1 (one tile over and over, K = 576, 1 thread) v2's 4x4 tile ran ~200
+//                          GFLOP/s and the 6x4 tile ~235-250 of 280 (4x6, 8x3, 5x5, 7x4: 210-250).
+//                          The whole GEMM, 1 thread, 1536 x 576, n = 60, loaded 2-core EPYC (Zen 5,
+//                          other builds running, best of 30 alternated runs): W cached 150 -> 200
+//                          GFLOP/s (v2 -> 6x4 tiles, x in a register); W from memory 135 -> 155 ->
+//                          181 (+ packed x, + the prefetch). Blocking the rows by 8, 16 or 32, or the
+//                          columns in chunks (accumulators kept between chunks), changed nothing
+//                          measurable once the tile stopped folding its loads.
+//                          bench_kernels, 1 thread, v2 and v3 interleaved in one run (loaded machine,
+//                          GFLOP/s from CPU time, 33 GB/s read bandwidth in that run): BM_matmul_batch
+//                          (1536 x 576, W from memory) n = 16 / 64 / 256: 97 / 87 / 93 -> 143 / 175 /
+//                          184; BM_gemm 1536 x 576 n = 64: 96 -> 186; 49152 x 576 n = 64: 108 -> 165.
 //
 // Every lane step of every dot here is lane_fma (fused where the target has FMA), so no kernel's
 // result depends on whether the compiler chose to contract a * b + c.
@@ -35,6 +61,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -370,6 +397,215 @@ void gemm_register_blocked(const Matrix& weight, const float* x, float* y, int n
   }
 }
 
+// ---- GEMM (n > 1), v3_packed_prefetch -----------------------------------------------------------
+// v2's arithmetic (every output is dot_f32's 16 lanes, its horizontal order and fma tail) with three
+// changes, each measured on the 2-core EPYC (see the file header):
+//  1. 6 tokens x 4 rows per tile (24 accumulators, 4 weight vectors, 1 x vector: 29 of 32 zmm), and
+//     the x vector kept in a register: GCC folds v2's x load into each of the R FMAs that use it, so
+//     v2's inner loop issues 20 loads per 16 FMAs, not 8; v3 loads 10 per 24.
+//  2. x packed once per call, token tile by token tile, in the order the micro-kernel reads it:
+//     [tile][column / 16][token][16], so a tile's x is one sequential stream instead of 6.
+//  3. Weights streamed a row tile at a time (4 rows) with a software prefetch of a row tile further
+//     on into L2 while the current one meets the first token tile; each row tile then meets every
+//     token tile of a token block (the block's packed x, at most kPackedBytes, stays in L2).
+
+constexpr int kV3Tokens = 6;   // tile: kV3Tokens x kV3Rows outputs, 24 accumulators
+constexpr int kV3Rows = 4;
+// Packed x of one token block: stays in the 1 MiB L2 beside the weights. Prefill GEMM, 1 thread, loaded
+// EPYC, ms (CPU time) at n = 512 / 2048: 1536 x 576: 96 KiB 4.9 / 20.1, 384 KiB 4.7 / 19.4, no blocks
+// 5.4 / 24.4; 576 x 1536: 96 KiB 5.9 / 24.2, 384 KiB 4.7 / 20.1, no blocks 6.6 / 28.9.
+constexpr size_t kPackedBytes = size_t(384) << 10;
+// The weights of the row tile kPrefetchTiles ahead are prefetched into L2 while a tile meets its block's
+// first token tile. BM_matmul_batch/n:64 (W from memory, 1 thread, loaded EPYC, CPU time, two rounds):
+// 1 tile ahead into L1 677-684 us, 2 or 4 ahead into L1 677-688, 4 ahead into L2 644-658, 8 ahead 653-656.
+constexpr int kPrefetchTiles = 4;
+
+// Where token t's 16 columns [16 * c, 16 * c + 16) sit in the packed x: tiles of kV3Tokens tokens
+// (the last may be shorter), each stored column chunk by column chunk, token by token.
+inline size_t packed_offset(int t, int c, int chunks, int n) {
+  const int t0 = t - t % kV3Tokens;
+  const int tile_tokens = std::min(kV3Tokens, n - t0);
+  return size_t(t0) * chunks * kLanes + (size_t(c) * tile_tokens + (t - t0)) * kLanes;
+}
+
+// The finish of a v3 tile: y[t * y_stride + r] = dot_f32's horizontal sum of lanes[t * R + r] (in
+// lane order from 0) then its fma tail over columns [tail_start, cols) of w row r and x token t.
+inline void finish_tile(const float* sums, int T, int R, const float* w, const float* x, int tail_start, int cols,
+                        float* y, int y_stride) {
+  for (int t = 0; t < T; ++t) {
+    for (int r = 0; r < R; ++r) {
+      float sum = sums[t * R + r];
+      const float* wr = w + size_t(r) * cols;
+      const float* xt = x + size_t(t) * cols;
+      for (int k = tail_start; k < cols; ++k) sum = std::fma(wr[k], xt[k], sum);
+      y[size_t(t) * y_stride + r] = sum;
+    }
+  }
+}
+
+// Plain C++ v3 tile: the same lanes and order as tile_v3_avx512. xp: the tile's packed x (T tokens
+// per column chunk); x: the same tokens unpacked (for the tail); prefetch unused.
+template <int T, int R>
+void tile_v3_portable(const float* w, const float* xp, const float* x, float* y, int y_stride, int cols,
+                      const float* /*prefetch*/) {
+  float acc[T * R][kLanes] = {};
+  const int chunks = cols / kLanes;
+  for (int c = 0; c < chunks; ++c) {
+    for (int t = 0; t < T; ++t) {
+      const float* xt = xp + (size_t(c) * T + t) * kLanes;
+      for (int r = 0; r < R; ++r) {
+        const float* wr = w + size_t(r) * cols + size_t(c) * kLanes;
+#pragma omp simd
+        for (int j = 0; j < kLanes; ++j) acc[t * R + r][j] = lane_fma(wr[j], xt[j], acc[t * R + r][j]);
+      }
+    }
+  }
+  float sums[T * R];
+  for (int o = 0; o < T * R; ++o) {
+    float sum = 0.0f;
+    for (int j = 0; j < kLanes; ++j) sum += acc[o][j];
+    sums[o] = sum;
+  }
+  finish_tile(sums, T, R, w, x, chunks * kLanes, cols, y, y_stride);
+}
+
+#if defined(__AVX512F__)
+// Keeps v in a register: without it GCC folds a load used by several FMAs into each of them (one
+// load per FMA instead of one per vector).
+inline __m512 in_register(__m512 v) {
+#if defined(__GNUC__)
+  asm("" : "+v"(v));
+#endif
+  return v;
+}
+
+// One v3 tile with intrinsics; prefetch (or nullptr): R rows (stride cols) to bring into L2, one
+// line per row per column chunk.
+template <int T, int R>
+void tile_v3_avx512(const float* w, const float* xp, const float* x, float* y, int y_stride, int cols,
+                    const float* prefetch) {
+  __m512 acc[T * R];
+#pragma GCC unroll 24
+  for (int o = 0; o < T * R; ++o) acc[o] = _mm512_setzero_ps();
+  const int chunks = cols / kLanes;
+  for (int c = 0; c < chunks; ++c, xp += T * kLanes) {
+    const size_t i = size_t(c) * kLanes;
+    __m512 wv[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) wv[r] = _mm512_loadu_ps(w + size_t(r) * cols + i);
+    if (prefetch != nullptr) {
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(prefetch + size_t(r) * cols + i), _MM_HINT_T1);
+    }
+#pragma GCC unroll 6
+    for (int t = 0; t < T; ++t) {
+      const __m512 xv = in_register(_mm512_load_ps(xp + t * kLanes));
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) acc[t * R + r] = _mm512_fmadd_ps(wv[r], xv, acc[t * R + r]);
+    }
+  }
+  alignas(64) float sums[32];
+  if constexpr (T * R >= kLanes) {
+    lane_sums_16(acc, sums);
+    if constexpr (T * R > kLanes) {
+      __m512 rest[kLanes];
+      for (int o = 0; o < kLanes; ++o) rest[o] = kLanes + o < T * R ? acc[kLanes + o] : _mm512_setzero_ps();
+      lane_sums_16(rest, sums + kLanes);
+    }
+  } else {
+    alignas(64) float lanes[kLanes];
+    for (int o = 0; o < T * R; ++o) {
+      _mm512_store_ps(lanes, acc[o]);
+      float sum = 0.0f;
+      for (int j = 0; j < kLanes; ++j) sum += lanes[j];
+      sums[o] = sum;
+    }
+  }
+  finish_tile(sums, T, R, w, x, chunks * kLanes, cols, y, y_stride);
+}
+#endif
+
+using TileV3 = void (*)(const float*, const float*, const float*, float*, int, int, const float*);
+
+template <bool kIntrinsics, int T, int R>
+void tile_v3(const float* w, const float* xp, const float* x, float* y, int y_stride, int cols, const float* prefetch) {
+#if defined(__AVX512F__)
+  if constexpr (kIntrinsics) {
+    tile_v3_avx512<T, R>(w, xp, x, y, y_stride, cols, prefetch);
+    return;
+  }
+#endif
+  tile_v3_portable<T, R>(w, xp, x, y, y_stride, cols, prefetch);
+}
+
+template <bool kIntrinsics, int T>
+constexpr TileV3 kTilesV3Row[kV3Rows] = {tile_v3<kIntrinsics, T, 1>, tile_v3<kIntrinsics, T, 2>,
+                                         tile_v3<kIntrinsics, T, 3>, tile_v3<kIntrinsics, T, 4>};
+
+// kTilesV3<...>[T - 1][R - 1]: full tiles are <6, 4>; the edges of n and of the row count use smaller ones.
+template <bool kIntrinsics>
+constexpr const TileV3* kTilesV3[kV3Tokens] = {kTilesV3Row<kIntrinsics, 1>, kTilesV3Row<kIntrinsics, 2>,
+                                               kTilesV3Row<kIntrinsics, 3>, kTilesV3Row<kIntrinsics, 4>,
+                                               kTilesV3Row<kIntrinsics, 5>, kTilesV3Row<kIntrinsics, 6>};
+
+// A grow-only 64-byte-aligned buffer per calling thread for the packed x: a fresh allocation of
+// hundreds of KB on every matmul would be an mmap and page faults each time.
+float* packed_x_buffer(size_t floats) {
+  thread_local std::vector<float> storage;
+  if (storage.size() < floats + kLanes) storage.resize(floats + kLanes);
+  const auto address = reinterpret_cast<uintptr_t>(storage.data());
+  return storage.data() + (((64 - address % 64) % 64) / sizeof(float));
+}
+
+template <bool kIntrinsics>
+void gemm_packed_prefetch(const Matrix& weight, const float* x, float* y, int n, int threads) {
+  const int rows = weight.rows, cols = weight.cols;
+  const int chunks = cols / kLanes;
+  const bool in_place = weight.dtype == DType::F32;
+  float* packed = packed_x_buffer(size_t(n) * chunks * kLanes);
+  // Token blocks: the fewest that keep a block's packed x within kPackedBytes, of equal numbers of
+  // whole token tiles (n = 512 at 576 columns: 4 blocks of 22 tiles, not 3 of 28 and a short one).
+  const size_t tile_bytes = size_t(kV3Tokens) * std::max(chunks, 1) * kLanes * sizeof(float);
+  const int max_block_tiles = int(std::max<size_t>(1, kPackedBytes / tile_bytes));
+  const int token_tiles = (n + kV3Tokens - 1) / kV3Tokens;
+  const int blocks = (token_tiles + max_block_tiles - 1) / max_block_tiles;
+  const int block_tokens = kV3Tokens * ((token_tiles + blocks - 1) / blocks);
+  const int row_tiles = (rows + kV3Rows - 1) / kV3Rows;
+  const float* w_all = static_cast<const float*>(weight.data);
+#pragma omp parallel num_threads(threads)
+  {
+#pragma omp for schedule(static)
+    for (int t = 0; t < n; ++t)
+      for (int c = 0; c < chunks; ++c)
+        std::memcpy(packed + packed_offset(t, c, chunks, n), x + size_t(t) * cols + size_t(c) * kLanes,
+                    kLanes * sizeof(float));
+    std::vector<float> block(in_place ? 0 : size_t(kV3Rows) * cols);  // converted rows (f16, bf16, K formats)
+    for (int b0 = 0; b0 < n; b0 += block_tokens) {
+      const int b1 = std::min(n, b0 + block_tokens);
+      // Row tiles in contiguous runs per thread (static), so the next row tile is usually this thread's.
+#pragma omp for schedule(static)
+      for (int tile_index = 0; tile_index < row_tiles; ++tile_index) {
+        const int r0 = tile_index * kV3Rows;
+        const int tile_rows = std::min(kV3Rows, rows - r0);
+        const float* w = block.data();
+        const float* next = nullptr;
+        if (in_place) {
+          w = w_all + size_t(r0) * cols;
+          if (r0 + (kPrefetchTiles + 1) * kV3Rows <= rows) next = w + size_t(kPrefetchTiles * kV3Rows) * cols;
+        } else {
+          rows_to_f32(weight, r0, tile_rows, block.data());
+        }
+        for (int t0 = b0; t0 < b1; t0 += kV3Tokens) {
+          const int tile_tokens = std::min(kV3Tokens, n - t0);
+          kTilesV3<kIntrinsics>[tile_tokens - 1][tile_rows - 1](
+              w, packed + size_t(t0) * chunks * kLanes, x + size_t(t0) * cols, y + size_t(t0) * rows + r0, rows, cols,
+              t0 == b0 ? next : nullptr);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void gemm_v2_register_blocked(const Matrix& weight, const float* x, float* y, int n, int threads) {
@@ -380,13 +616,21 @@ void gemm_v2_register_blocked_portable(const Matrix& weight, const float* x, flo
   gemm_register_blocked<false>(weight, x, y, n, threads);
 }
 
+void gemm_v3_packed_prefetch(const Matrix& weight, const float* x, float* y, int n, int threads) {
+  gemm_packed_prefetch<true>(weight, x, y, n, threads);
+}
+
+void gemm_v3_packed_prefetch_portable(const Matrix& weight, const float* x, float* y, int n, int threads) {
+  gemm_packed_prefetch<false>(weight, x, y, n, threads);
+}
+
 void matmul(const Matrix& weight, const float* x, float* y, int n, int threads) {
   if (quant_kernel_supports(weight.dtype)) {  // integer dot products on the blocks (matmul_quant_cpu.cpp)
     gemm_quantized(weight, x, y, n, threads, best_quant_path());
   } else if (n == 1) {
     gemv_v2_fused(weight, x, y, threads);
   } else {
-    gemm_v2_register_blocked(weight, x, y, n, threads);
+    gemm_v3_packed_prefetch(weight, x, y, n, threads);
   }
 }
 

@@ -21,6 +21,41 @@
 //                   1536 x 576 weights, 128 tokens, 1 thread (loaded 2-core Xeon): f32 GEMM v2 2.64 ms,
 //                   Q8_0 v2 per token 2.24 ms, v3 with 4 tokens and scalar scales 2.24 ms, v3 (8 tokens,
 //                   d_pairs) 1.82 ms; Q4_1 v3 2.17 ms. Decode GEMV (n = 1): f32 0.063 ms, Q8_0 0.025 ms.
+//   v4_avx2_int16, v5_avx512_vnni_int16, v6_avx512_vnni_int16_tiled: the same kernels with int16
+//                   activations (scale max/32767, 258x finer than int8), in the same 16-lane order
+//                   (sums of 4 products stay exact in float: |p| < 2^24). v4: vpmaddwd + vphaddd +
+//                   vpermq. v5 first used vpdpwssd (one block per zmm, 2 products per lane): 1.5-1.7x
+//                   the int8 GEMV's time (49152 x 576 Q8_0, 1 thread: 4.40 vs 2.92 ms, loaded). Now each
+//                   int16 q is split into two byte planes, hi + 128 and lo, and vpdpbusd runs on each
+//                   (the weights as the signed operand; lanes start at -128 * sum(w) to undo the +128),
+//                   the hi sums shifted left by 8: 3 vpdpbusd + 1 shift per 64 weights, the int8
+//                   kernel's layout otherwise. GEMV 49152 x 576, 1 thread: Q8_0 1.05 ms int16 vs 1.05
+//                   ms int8; Q4_1 +10%, Q4_0 +20% (loaded 2-core EPYC). v6 = v3's tiling for int16,
+//                   each token's block pair one 64-byte record (hi, lo, scales).
+//   Later changes to v2 / v3 / v6 (same bits, each measured 1 thread, CPU time, loaded 2-core EPYC):
+//                   the GEMM tiles address tokens as base + stride (8-pointer arrays spilled); the tiles
+//                   finish 8 tokens at once (8x16 transpose, 16 vector adds in lane order instead of 8
+//                   scalar 16-add chains); Q4_1's 8 min terms as one vector; Q4_0's "- 8" folded into
+//                   each lane's starting value (-8 * sum of its activations, once per token); the
+//                   min term in two chains (even / odd blocks: the GEMV's critical path for Q4_1 was
+//                   one scalar fma chain). 1536 x 576, 128 tokens, Q8_0 int16: 1.93 -> 1.56-1.64 ms
+//                   (f32 GEMM v2 in the same runs: 1.47-1.55 ms); cols = 1536: 0.95x the f32 time.
+//                   A block pair's two f16 scales (and Q4_1's mins) are converted by one vcvtph2ps
+//                   and spread by vpermps (was 2 x (load, convert, multiply, broadcast) + an insert),
+//                   and the GEMV's Q4_1 min chains run in lanes 0 / 8 of a vector (s_pairs): Q4_1 GEMV
+//                   49152 x 576, 1 thread, CPU time: 1.22 -> 1.04-1.09 ms (Q8_0 1.06 ms, f32 2.95 ms).
+//   Activations are quantized once per matmul, tokens split over the threads (was one thread), with
+//   AVX-512 on the VNNI path (same bytes): one token, 576 / 1536 columns, 1 thread, CPU time: int8
+//   0.95 -> 0.54 us / 2.07 -> 0.81 us, int16 0.69 -> 0.49 / 1.45 -> 0.81 us (every decode matmul
+//   starts with this, on one thread).
+//
+// Which activation width each format runs (default_activation_bits): int16 for Q8_0 (top-1 agreement
+// with f32 over ch07's 2696 eval positions, int8 -> int16: 96.22% -> 98.03%, KL 0.0036 -> 0.00105,
+// perplexity +0.62% -> +0.24%; GEMV time +0-5%), int8 for Q4_0 / Q4_1 / Q5 (decode speed is the Q4
+// formats' target and the int16 GEMV costs them 10-20% compute; their quality is bounded by the 4-bit
+// weights: re-quantized q4_1 82.86% -> 83.01% top-1, q4_0 63.50% -> 63.24%; but the shipped Q4_1 file
+// as stored goes from 96.66% to 100.00%, KL 0.0026 -> 5e-8: ch07 --activations int16). The Q5
+// formats run the reference.
 // Measured on SmolLM2-135M, batch-1 decode, 2 threads: see ch07_quantization/README.md.
 //
 // GEMV and GEMM call the same dot function for each (token, row), so a token's outputs do not
@@ -32,6 +67,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -115,15 +151,17 @@ float finish(const float* lanes, float min_sum) {
   return sum + min_sum;
 }
 
-float dot_reference(DType type, const uint8_t* row, const int8_t* q, const float* dx, const float* s, int n_blocks) {
-  if (type == DType::Q8_0) return dot_q8_0_reference(row, q, dx, n_blocks);  // quant_dot_q8_0_cpu.cpp
+// Both activation widths: lane j of block b is the exact integer sum of 4 products (|p| <= 4 * 127 *
+// 32767 < 2^24 for int16, so float(p) is exact too).
+template <typename Int>
+float dot_reference_lanes(DType type, const uint8_t* row, const Int* q, const float* dx, const float* s, int n_blocks) {
   const size_t block_bytes = dtype_block_bytes(type);
   float acc[kLanes] = {};
-  float min_sum = 0.0f;
+  float min_sums[2] = {0.0f, 0.0f};  // even, odd blocks
   BlockInts block;
   for (int b = 0; b < n_blocks; ++b) {
     unpack_block(type, row + size_t(b) * block_bytes, block);
-    const int8_t* qb = q + size_t(b) * kBlock;
+    const Int* qb = q + size_t(b) * kBlock;
     const float scale = block.d * dx[b];
     float* lanes = acc + (b % 2) * 8;
     for (int j = 0; j < 8; ++j) {
@@ -131,10 +169,23 @@ float dot_reference(DType type, const uint8_t* row, const int8_t* q, const float
       for (int k = 0; k < 4; ++k) p += int32_t(block.w[4 * j + k]) * int32_t(qb[4 * j + k]);
       lanes[j] = std::fma(scale, float(p), lanes[j]);
     }
-    if (is_affine(type)) min_sum = std::fma(block.m, s[b], min_sum);
+    if (is_affine(type)) min_sums[b % 2] = std::fma(block.m, s[b], min_sums[b % 2]);
   }
-  return finish(acc, min_sum);
+  return finish(acc, min_sums[0] + min_sums[1]);
 }
+
+float dot_reference(DType type, const uint8_t* row, const int8_t* q, const float* dx, const float* s, int n_blocks) {
+  if (type == DType::Q8_0) return dot_q8_0_reference(row, q, dx, n_blocks);  // quant_dot_q8_0_cpu.cpp
+  return dot_reference_lanes(type, row, q, dx, s, n_blocks);
+}
+
+}  // namespace
+
+float dot_int16_reference(DType type, const uint8_t* row, const int16_t* q, const float* dx, const float* s, int n_blocks) {
+  return dot_reference_lanes(type, row, q, dx, s, n_blocks);
+}
+
+namespace {
 
 #if INFER_QUANT_X86
 // ---- v1_avx2 ------------------------------------------------------------------------------------
@@ -159,7 +210,7 @@ INFER_TARGET_AVX2 float dot_avx2(const uint8_t* row, const int8_t* q, const floa
   const __m256i ones = _mm256_set1_epi16(1);
   const __m256i eights = _mm256_set1_epi8(8);
   __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-  float min_sum = 0.0f;
+  float min_sums[2] = {0.0f, 0.0f};  // even, odd blocks
   for (int b = 0; b < n_blocks; ++b) {
     const uint8_t* block = row + size_t(b) * kBytes;
     const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + size_t(b) * kBlock));
@@ -172,7 +223,7 @@ INFER_TARGET_AVX2 float dot_avx2(const uint8_t* row, const int8_t* q, const floa
       pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(w, x), _mm256_maddubs_epi16(eights, x));
     } else {
       pairs = _mm256_maddubs_epi16(nibbles_avx2(block + 4), x);
-      min_sum = std::fma(half_avx2(block + 2), s[b], min_sum);
+      min_sums[b % 2] = std::fma(half_avx2(block + 2), s[b], min_sums[b % 2]);
     }
     const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
     const __m256 scale = _mm256_set1_ps(half_avx2(block) * dx[b]);
@@ -181,7 +232,50 @@ INFER_TARGET_AVX2 float dot_avx2(const uint8_t* row, const int8_t* q, const floa
   alignas(32) float lanes[kLanes];
   _mm256_store_ps(lanes, acc[0]);
   _mm256_store_ps(lanes + 8, acc[1]);
-  return finish(lanes, min_sum);
+  return finish(lanes, min_sums[0] + min_sums[1]);
+}
+
+// ---- v4_avx2_int16 ------------------------------------------------------------------------------
+// int16 activations on AVX2: vpmaddwd gives the sums of 2 products, vphaddd the sums of 4 (in the
+// order 0 1 4 5 | 2 3 6 7 within its 128-bit halves), vpermq puts lanes 0..7 back in order.
+template <DType T>
+INFER_TARGET_AVX2 inline void block_weights_i16_avx2(const uint8_t* block, __m256i& lo, __m256i& hi) {
+  if constexpr (T == DType::Q8_0) {
+    lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2)));
+    hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 18)));
+  } else {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + (T == DType::Q4_0 ? 2 : 4)));
+    const __m128i mask = _mm_set1_epi8(15);
+    lo = _mm256_cvtepu8_epi16(_mm_and_si128(raw, mask));
+    hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(raw, 4), mask));
+    if constexpr (T == DType::Q4_0) {
+      lo = _mm256_sub_epi16(lo, _mm256_set1_epi16(8));
+      hi = _mm256_sub_epi16(hi, _mm256_set1_epi16(8));
+    }
+  }
+}
+
+template <DType T>
+INFER_TARGET_AVX2 float dot_avx2_i16(const uint8_t* row, const int16_t* q, const float* dx, const float* s, int n_blocks) {
+  constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  float min_sums[2] = {0.0f, 0.0f};  // even, odd blocks
+  for (int b = 0; b < n_blocks; ++b) {
+    const uint8_t* block = row + size_t(b) * kBytes;
+    __m256i lo, hi;
+    block_weights_i16_avx2<T>(block, lo, hi);
+    const int16_t* x = q + size_t(b) * kBlock;
+    const __m256i pairs_lo = _mm256_madd_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
+    const __m256i pairs_hi = _mm256_madd_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 16)));
+    const __m256i sums = _mm256_permute4x64_epi64(_mm256_hadd_epi32(pairs_lo, pairs_hi), 0xD8);
+    const __m256 scale = _mm256_set1_ps(half_avx2(block) * dx[b]);
+    acc[b % 2] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sums), acc[b % 2]);
+    if constexpr (T == DType::Q4_1) min_sums[b % 2] = std::fma(half_avx2(block + 2), s[b], min_sums[b % 2]);
+  }
+  alignas(32) float lanes[kLanes];
+  _mm256_store_ps(lanes, acc[0]);
+  _mm256_store_ps(lanes + 8, acc[1]);
+  return finish(lanes, min_sums[0] + min_sums[1]);
 }
 
 // ---- v2_avx512_vnni -----------------------------------------------------------------------------
@@ -219,51 +313,129 @@ INFER_TARGET_VNNI inline __m512i products_512(__m512i w, __m512i x) {
   }
 }
 
+// Q4_0's "- 8": the lanes start at -8 * (sum of their 4 activations) (QuantizedActivations::q4_0_start,
+// computed once per token), so one vpdpbusd gives sum((w - 8) x) (a second vpdpbusd with 8s per weight
+// row before: 2 of the ~16 operations per 64 weights of the GEMV).
 template <DType T>
-INFER_TARGET_VNNI float dot_avx512_vnni(const uint8_t* row, const int8_t* q, const float* dx, const float* s, int n_blocks) {
+INFER_TARGET_VNNI inline __m512i products_512(__m512i w, __m512i x, __m512i start) {
+  if constexpr (T == DType::Q4_0) return _mm512_dpbusd_epi32(start, w, x);
+  return products_512<T>(w, x);
+}
+
+
+// d_w of a block pair in the accumulator layout (lanes 0..7: the even block's, 8..15: the odd one's):
+// both f16 heads converted by one vcvtph2ps and spread by vpermps. (Lanes 1 and 3 of the converted
+// heads are Q4_1's mins; garbage for the other formats, never read.)
+INFER_TARGET_VNNI inline __m512 block_pair_heads(const uint8_t* even, const uint8_t* odd) {
+  uint32_t head_even, head_odd;
+  std::memcpy(&head_even, even, 4);
+  std::memcpy(&head_odd, odd, 4);
+  return _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi64_si128(int64_t(head_even) | (int64_t(head_odd) << 32))));
+}
+INFER_TARGET_VNNI inline __m512 spread_scales(__m512 heads) {
+  return _mm512_permutexvar_ps(_mm512_set_epi32(2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0), heads);
+}
+INFER_TARGET_VNNI inline __m512 spread_mins(__m512 heads) {
+  return _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1), heads);
+}
+
+template <DType T>
+INFER_TARGET_VNNI float dot_avx512_vnni(const uint8_t* row, const QuantizedActivations& xa, int t, int n_blocks) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
+  const int8_t* q = xa.q_row(t);
+  const float* dx = xa.d_row(t);
+  const float* s = xa.s_row(t);
+  const float* d_pairs = xa.d_pairs_row(t);
+  const float* s_pairs = xa.s_pairs_row(t);
+  const int32_t* start = xa.q4_0_start_row(t);
   __m512 acc = _mm512_setzero_ps();
-  float min_sum = 0.0f;
+  __m512 mins = _mm512_setzero_ps();  // Q4_1: lane 0 the even blocks' chain, lane 8 the odd blocks'
   int b = 0;
   for (; b + 2 <= n_blocks; b += 2) {
     const uint8_t* even = row + size_t(b) * kBytes;
     const uint8_t* odd = even + kBytes;
     const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(block_weights_512<T>(even)), block_weights_512<T>(odd), 1);
     const __m512i x = _mm512_loadu_si512(q + size_t(b) * kBlock);
-    const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x));
-    const __m512 scale = _mm512_insertf32x8(_mm512_set1_ps(half_vnni(even) * dx[b]),
-                                            _mm256_set1_ps(half_vnni(odd) * dx[b + 1]), 1);
-    acc = _mm512_fmadd_ps(scale, p, acc);
-    if constexpr (T == DType::Q4_1) {
-      min_sum = std::fma(half_vnni(even + 2), s[b], min_sum);
-      min_sum = std::fma(half_vnni(odd + 2), s[b + 1], min_sum);
-    }
+    const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x, _mm512_loadu_si512(start + size_t(b / 2) * kLanes)));
+    // d_w * d_pairs: each block's (d_w * d_x), the reference's products.
+    const __m512 heads = block_pair_heads(even, odd);
+    acc = _mm512_fmadd_ps(_mm512_mul_ps(spread_scales(heads), _mm512_loadu_ps(d_pairs + size_t(b / 2) * 16)), p, acc);
+    if constexpr (T == DType::Q4_1)
+      mins = _mm512_fmadd_ps(spread_mins(heads), _mm512_loadu_ps(s_pairs + size_t(b / 2) * 16), mins);
   }
+  alignas(64) float min_lanes[kLanes];
+  _mm512_store_ps(min_lanes, mins);
+  float min_sums[2] = {min_lanes[0], min_lanes[8]};  // even, odd blocks
   if (b < n_blocks) {  // a last even block: lanes 0..7 only
     const uint8_t* even = row + size_t(b) * kBytes;
     const __m512i w = _mm512_zextsi256_si512(block_weights_512<T>(even));
     const __m512i x = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + size_t(b) * kBlock)));
-    const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x));
+    const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x, _mm512_loadu_si512(start + size_t(b / 2) * kLanes)));
     acc = _mm512_mask3_fmadd_ps(_mm512_set1_ps(half_vnni(even) * dx[b]), p, acc, __mmask16(0x00ff));
-    if constexpr (T == DType::Q4_1) min_sum = std::fma(half_vnni(even + 2), s[b], min_sum);
+    if constexpr (T == DType::Q4_1) min_sums[0] = std::fma(half_vnni(even + 2), s[b], min_sums[0]);
   }
   alignas(64) float lanes[kLanes];
   _mm512_store_ps(lanes, acc);
-  return finish(lanes, min_sum);
+  return finish(lanes, min_sums[0] + min_sums[1]);
+}
+
+// The end of the 8-token tiles: finish() for 8 tokens at once. An 8 x 16 transpose (two 8 x 8 float
+// transposes of the accumulators' halves) turns the 8 sequential 16-add chains into 16 vector adds
+// over the tokens: each token's lanes still added one by one from lane 0, so finish()'s bits.
+// (The scalar chains were ~25% of a 576-column tile.)
+INFER_TARGET_VNNI inline void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+INFER_TARGET_VNNI inline void finish_tile(const __m512* acc, __m256 min_even, __m256 min_odd, float* out) {
+  __m256 low[8], high[8];  // lanes 0..7 and 8..15 of each token
+  for (int t = 0; t < 8; ++t) {
+    low[t] = _mm512_castps512_ps256(acc[t]);
+    high[t] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[t]), 1));
+  }
+  transpose8(low);   // low[l] = lane l of tokens 0..7
+  transpose8(high);  // high[l] = lane 8 + l
+  __m256 sum = _mm256_setzero_ps();
+  for (int l = 0; l < 8; ++l) sum = _mm256_add_ps(sum, low[l]);
+  for (int l = 0; l < 8; ++l) sum = _mm256_add_ps(sum, high[l]);
+  _mm256_storeu_ps(out, _mm256_add_ps(sum, _mm256_add_ps(min_even, min_odd)));
 }
 
 // v3_avx512_vnni_tiled (GEMM only): the v2 dot for kTileTokens tokens at once against one weight row:
 // the weight bytes are loaded, unpacked and their scales converted once for all of them. Each
 // token keeps its own accumulator and does v2's operations in v2's order: the same bits.
 template <DType T>
-INFER_TARGET_VNNI void dot_avx512_vnni_tile(const uint8_t* row, const int8_t* const* q, const float* const* dx,
-                                            const float* const* d_pairs, const float* const* s, int n_blocks, float* out) {
+INFER_TARGET_VNNI void dot_avx512_vnni_tile(const uint8_t* row, const QuantizedActivations& xq, int t0, int n_blocks,
+                                            float* out) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
+  // Token t's rows are a fixed stride apart: base + stride addressing keeps the pointers in registers
+  // (an array of 8 pointers per operand spilled them: measured ~10% of the tile).
+  const int8_t* q0 = xq.q_row(t0);
+  const int32_t* start0 = xq.q4_0_start_row(t0);  // same layout as d_pairs: pair_stride per token
+  const float* pairs0 = xq.d_pairs_row(t0);
+  const float* dx0 = xq.d_row(t0);
+  const size_t stride = size_t(xq.cols), pair_stride = size_t((n_blocks + 1) / 2) * 16, block_stride = size_t(n_blocks);
   __m512 acc[kTileTokens];
-  float min_sum[kTileTokens];
+  // The affine formats' min terms of the 8 tokens side by side (s_tiles: s of tokens t0..t0+7 per block).
+  __m256 min_even = _mm256_setzero_ps(), min_odd = _mm256_setzero_ps();
+  const float* s_tile = xq.s_tile(t0);
   for (int t = 0; t < kTileTokens; ++t) {
     acc[t] = _mm512_setzero_ps();
-    min_sum[t] = 0.0f;
   }
   int b = 0;
   for (; b + 2 <= n_blocks; b += 2) {
@@ -272,46 +444,231 @@ INFER_TARGET_VNNI void dot_avx512_vnni_tile(const uint8_t* row, const int8_t* co
     const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(block_weights_512<T>(even)), block_weights_512<T>(odd), 1);
     // The weight scales of both blocks in the accumulator layout; times the token's d_pairs vector
     // it is v2's (d_w * d_x) per block, the same products.
-    const __m512 d_w = _mm512_insertf32x8(_mm512_set1_ps(half_vnni(even)), _mm256_set1_ps(half_vnni(odd)), 1);
+    const __m512 d_w = spread_scales(block_pair_heads(even, odd));
 #pragma GCC unroll 8
-    for (int t = 0; t < kTileTokens; ++t) {
-      const __m512i x = _mm512_loadu_si512(q[t] + size_t(b) * kBlock);
-      const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x));
-      const __m512 scale = _mm512_mul_ps(d_w, _mm512_loadu_ps(d_pairs[t] + size_t(b / 2) * 16));
+    for (size_t t = 0; t < kTileTokens; ++t) {
+      const __m512i x = _mm512_loadu_si512(q0 + t * stride + size_t(b) * kBlock);
+      const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x, _mm512_loadu_si512(start0 + t * pair_stride + size_t(b / 2) * kLanes)));
+      const __m512 scale = _mm512_mul_ps(d_w, _mm512_loadu_ps(pairs0 + t * pair_stride + size_t(b / 2) * 16));
       acc[t] = _mm512_fmadd_ps(scale, p, acc[t]);
     }
     if constexpr (T == DType::Q4_1) {
-      const float m_even = half_vnni(even + 2), m_odd = half_vnni(odd + 2);
-      for (int t = 0; t < kTileTokens; ++t) {
-        min_sum[t] = std::fma(m_even, s[t][b], min_sum[t]);
-        min_sum[t] = std::fma(m_odd, s[t][b + 1], min_sum[t]);
-      }
+      min_even = _mm256_fmadd_ps(_mm256_set1_ps(half_vnni(even + 2)), _mm256_load_ps(s_tile + size_t(b) * 8), min_even);
+      min_odd = _mm256_fmadd_ps(_mm256_set1_ps(half_vnni(odd + 2)), _mm256_load_ps(s_tile + size_t(b + 1) * 8), min_odd);
     }
   }
   if (b < n_blocks) {
     const uint8_t* even = row + size_t(b) * kBytes;
     const __m512i w = _mm512_zextsi256_si512(block_weights_512<T>(even));
     const float d_even = half_vnni(even);
-    for (int t = 0; t < kTileTokens; ++t) {
-      const __m512i x = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q[t] + size_t(b) * kBlock)));
-      const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x));
-      acc[t] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(d_even * dx[t][b]), p, acc[t], __mmask16(0x00ff));
-      if constexpr (T == DType::Q4_1) min_sum[t] = std::fma(half_vnni(even + 2), s[t][b], min_sum[t]);
+    for (size_t t = 0; t < kTileTokens; ++t) {
+      const __m512i x = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q0 + t * stride + size_t(b) * kBlock)));
+      const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x, _mm512_loadu_si512(start0 + t * pair_stride + size_t(b / 2) * kLanes)));
+      acc[t] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(d_even * dx0[t * block_stride + b]), p, acc[t], __mmask16(0x00ff));
     }
   }
-  alignas(64) float lanes[kLanes];
-  for (int t = 0; t < kTileTokens; ++t) {
-    _mm512_store_ps(lanes, acc[t]);
-    out[t] = finish(lanes, min_sum[t]);
+  if constexpr (T == DType::Q4_1) {
+    if (b < n_blocks)
+      min_even = _mm256_fmadd_ps(_mm256_set1_ps(half_vnni(row + size_t(b) * kBytes + 2)), _mm256_load_ps(s_tile + size_t(b) * 8), min_even);
   }
+  static_assert(kTileTokens == 8, "finish_tile transposes 8 tokens");
+  finish_tile(acc, min_even, min_odd, out);
+}
+// ---- v5_avx512_vnni_int16 -----------------------------------------------------------------------
+// int16 activations with the int8 instruction: each x = 256 * hi + lo is stored as two byte planes,
+// lo = x & 255 and hi + 128 (both unsigned, vpdpbusd's first operand), the weights are the signed
+// operand (Q4_0's nibbles - 8). Per lane: sum((hi + 128) w) - 128 sum(w) = sum(hi w), shifted left by
+// 8, then vpdpbusd adds sum(lo w): the exact sum of 4 products w * x, the int8 kernels' 16 lanes.
+// Three vpdpbusd (one for the weights' 128 sum(w)) and a shift per 64 weights, against 2 x (vpdpwssd,
+// convert, scale, fma) for vpdpwssd on one block per register (measured 1.6-2x slower than int8 in the
+// decode GEMV, 1 thread; this is ~1.2-1.3x).
+template <DType T>
+INFER_TARGET_VNNI inline __m512i signed_weights_512(const uint8_t* even, const uint8_t* odd) {
+  const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(block_weights_512<T>(even)), block_weights_512<T>(odd), 1);
+  if constexpr (T == DType::Q4_0) return _mm512_sub_epi8(w, _mm512_set1_epi8(8));
+  return w;
+}
+template <DType T>
+INFER_TARGET_VNNI inline __m512i signed_weights_512(const uint8_t* even) {
+  const __m512i w = _mm512_zextsi256_si512(block_weights_512<T>(even));
+  if constexpr (T == DType::Q4_0) return _mm512_maskz_sub_epi8(__mmask64(0xffffffffu), w, _mm512_set1_epi8(8));
+  return w;
+}
+
+// -128 * (sum of the 4 weights of each lane): where the lanes of hi + 128 start.
+INFER_TARGET_VNNI inline __m512i offset_start(__m512i w) {
+  return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(char(0x80)), w));
+}
+
+INFER_TARGET_VNNI inline __m512i products_i16_512(__m512i start, __m512i w, __m512i hi, __m512i lo) {
+  return _mm512_dpbusd_epi32(_mm512_slli_epi32(_mm512_dpbusd_epi32(start, hi, w), 8), lo, w);
+}
+
+// Q4_1's weights (0..15) fit either operand: w (unsigned) times the signed hi plane needs no start.
+INFER_TARGET_VNNI inline __m512i products_i16_unsigned_w_512(__m512i w, __m512i hi_signed, __m512i lo) {
+  const __m512i zero = _mm512_setzero_si512();
+  return _mm512_dpbusd_epi32(_mm512_slli_epi32(_mm512_dpbusd_epi32(zero, w, hi_signed), 8), lo, w);
+}
+
+// The lane products of v5 / v6 for format T, from the hi planes (unsigned for Q8_0 / Q4_0, signed for Q4_1).
+template <DType T>
+INFER_TARGET_VNNI inline __m512i lane_products_i16(__m512i start, __m512i w, __m512i hi, __m512i lo) {
+  if constexpr (T == DType::Q4_1) return products_i16_unsigned_w_512(w, hi, lo);
+  return products_i16_512(start, w, hi, lo);
+}
+template <DType T>
+INFER_TARGET_VNNI inline __m512i start_i16(__m512i w) {
+  if constexpr (T == DType::Q4_1) return _mm512_setzero_si512();
+  return offset_start(w);
+}
+template <DType T>
+inline const uint8_t* hi_plane(const QuantizedActivations& x, int t) {
+  return T == DType::Q4_1 ? x.hi_signed_row(t) : x.hi_row(t);
+}
+
+template <DType T>
+INFER_TARGET_VNNI float dot_avx512_vnni_i16(const uint8_t* row, const uint8_t* hi, const uint8_t* lo, const float* dx,
+                                            const float* d_pairs, const float* s, int n_blocks) {
+  constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
+  __m512 acc = _mm512_setzero_ps();
+  float min_sums[2] = {0.0f, 0.0f};  // even, odd blocks
+  int b = 0;
+  for (; b + 2 <= n_blocks; b += 2) {
+    const uint8_t* even = row + size_t(b) * kBytes;
+    const uint8_t* odd = even + kBytes;
+    const __m512i w = signed_weights_512<T>(even, odd);
+    const __m512i p = lane_products_i16<T>(start_i16<T>(w), w, _mm512_loadu_si512(hi + size_t(b) * kBlock),
+                                       _mm512_loadu_si512(lo + size_t(b) * kBlock));
+    const __m512 scale = _mm512_mul_ps(spread_scales(block_pair_heads(even, odd)), _mm512_loadu_ps(d_pairs + size_t(b / 2) * 16));
+    acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(p), acc);
+    if constexpr (T == DType::Q4_1) {
+      min_sums[0] = std::fma(half_vnni(even + 2), s[b], min_sums[0]);
+      min_sums[1] = std::fma(half_vnni(odd + 2), s[b + 1], min_sums[1]);
+    }
+  }
+  if (b < n_blocks) {  // a last even block: lanes 0..7 only
+    const uint8_t* even = row + size_t(b) * kBytes;
+    const __m512i w = signed_weights_512<T>(even);
+    const __m512i p = lane_products_i16<T>(
+        start_i16<T>(w), w, _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(hi + size_t(b) * kBlock))),
+        _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + size_t(b) * kBlock))));
+    acc = _mm512_mask3_fmadd_ps(_mm512_set1_ps(half_vnni(even) * dx[b]), _mm512_cvtepi32_ps(p), acc, __mmask16(0x00ff));
+    if constexpr (T == DType::Q4_1) min_sums[b % 2] = std::fma(half_vnni(even + 2), s[b], min_sums[b % 2]);
+  }
+  alignas(64) float lanes[kLanes];
+  _mm512_store_ps(lanes, acc);
+  return finish(lanes, min_sums[0] + min_sums[1]);
+}
+
+// v6_avx512_vnni_int16_tiled (GEMM only): v5 for kTileTokens tokens per weight row, sharing the weight
+// loads, unpacking, the 128 sum(w) start and the scale conversions; each token does v5's operations
+// in v5's order (its scales as one d_pairs vector, as v3): v5's bits.
+template <DType T>
+INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const QuantizedActivations& xq, int t0, int n_blocks,
+                                                float* out) {
+  constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
+  constexpr size_t kRecord = QuantizedActivations::kRecordBytes;
+  const uint8_t* records0 = xq.record_row(t0);
+  const float* dx0 = xq.d_row(t0);
+  const size_t stride = xq.record_stride(), block_stride = size_t(n_blocks);
+  __m512 acc[kTileTokens];
+  // The affine formats' min terms of the 8 tokens side by side (s_tiles: s of tokens t0..t0+7 per block).
+  __m256 min_even = _mm256_setzero_ps(), min_odd = _mm256_setzero_ps();
+  const float* s_tile = xq.s_tile(t0);
+  for (int t = 0; t < kTileTokens; ++t) {
+    acc[t] = _mm512_setzero_ps();
+  }
+  int b = 0;
+  for (; b + 2 <= n_blocks; b += 2) {
+    const uint8_t* even = row + size_t(b) * kBytes;
+    const uint8_t* odd = even + kBytes;
+    const __m512i w = signed_weights_512<T>(even, odd);
+    const __m512i start = offset_start(w);  // the records hold the unsigned hi plane for every format
+    const __m512 d_w = spread_scales(block_pair_heads(even, odd));
+    const uint8_t* records = records0 + size_t(b / 2) * kRecord;
+#pragma GCC unroll 8
+    for (size_t t = 0; t < kTileTokens; ++t) {
+      const uint8_t* record = records + t * stride;
+      const __m512i p = products_i16_512(start, w, _mm512_load_si512(record), _mm512_load_si512(record + 64));
+      const __m512 scale = _mm512_mul_ps(d_w, _mm512_load_ps(reinterpret_cast<const float*>(record + 128)));
+      acc[t] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(p), acc[t]);
+    }
+    if constexpr (T == DType::Q4_1) {
+      min_even = _mm256_fmadd_ps(_mm256_set1_ps(half_vnni(even + 2)), _mm256_load_ps(s_tile + size_t(b) * 8), min_even);
+      min_odd = _mm256_fmadd_ps(_mm256_set1_ps(half_vnni(odd + 2)), _mm256_load_ps(s_tile + size_t(b + 1) * 8), min_odd);
+    }
+  }
+  if (b < n_blocks) {  // a last even block: the first 32 bytes of its record's hi and lo
+    const uint8_t* even = row + size_t(b) * kBytes;
+    const __m512i w = signed_weights_512<T>(even);
+    const __m512i start = offset_start(w);
+    const float d_even = half_vnni(even);
+    const uint8_t* records = records0 + size_t(b / 2) * kRecord;
+    for (size_t t = 0; t < kTileTokens; ++t) {
+      const uint8_t* record = records + t * stride;
+      const __m512i p = products_i16_512(start, w, _mm512_zextsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i*>(record))),
+                                         _mm512_zextsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i*>(record + 64))));
+      acc[t] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(d_even * dx0[t * block_stride + b]), _mm512_cvtepi32_ps(p), acc[t], __mmask16(0x00ff));
+    }
+  }
+  if constexpr (T == DType::Q4_1) {
+    if (b < n_blocks)
+      min_even = _mm256_fmadd_ps(_mm256_set1_ps(half_vnni(row + size_t(b) * kBytes + 2)), _mm256_load_ps(s_tile + size_t(b) * 8), min_even);
+  }
+  static_assert(kTileTokens == 8, "finish_tile transposes 8 tokens");
+  finish_tile(acc, min_even, min_odd, out);
 }
 #endif  // INFER_QUANT_X86
 
 bool simd_format(DType type) { return type == DType::Q8_0 || type == DType::Q4_0 || type == DType::Q4_1; }
 
-using DotFn = float (*)(const uint8_t*, const int8_t*, const float*, const float*, int);
-using TileFn = void (*)(const uint8_t*, const int8_t* const*, const float* const*, const float* const*,
-                        const float* const*, int, float*);
+using DotFn = float (*)(const uint8_t*, const QuantizedActivations&, int, int);
+using TileFn = void (*)(const uint8_t*, const QuantizedActivations&, int, int, float*);
+// The int16 paths read different layouts (AVX2: q16; AVX-512: the byte planes): one entry shape.
+using Dot16Fn = float (*)(const uint8_t*, const QuantizedActivations&, int, int);
+using Tile16Fn = void (*)(const uint8_t*, const QuantizedActivations&, int, int, float*);
+
+#if INFER_QUANT_X86
+template <DType T>
+float dot_avx2_entry(const uint8_t* row, const QuantizedActivations& x, int t, int n_blocks) {
+  return dot_avx2<T>(row, x.q_row(t), x.d_row(t), x.s_row(t), n_blocks);
+}
+template <DType T>
+float dot_avx2_i16_entry(const uint8_t* row, const QuantizedActivations& x, int t, int n_blocks) {
+  return dot_avx2_i16<T>(row, x.q16_row(t), x.d_row(t), x.s_row(t), n_blocks);
+}
+template <DType T>
+float dot_avx512_vnni_i16_entry(const uint8_t* row, const QuantizedActivations& x, int t, int n_blocks) {
+  return dot_avx512_vnni_i16<T>(row, hi_plane<T>(x, t), x.lo_row(t), x.d_row(t), x.d_pairs_row(t), x.s_row(t), n_blocks);
+}
+#endif
+
+Dot16Fn simd_dot16(QuantPath path, DType type) {
+#if INFER_QUANT_X86
+  if (path == QuantPath::Avx2) {
+    if (type == DType::Q8_0) return dot_avx2_i16_entry<DType::Q8_0>;
+    if (type == DType::Q4_0) return dot_avx2_i16_entry<DType::Q4_0>;
+    if (type == DType::Q4_1) return dot_avx2_i16_entry<DType::Q4_1>;
+  }
+  if (path == QuantPath::Avx512Vnni) {
+    if (type == DType::Q8_0) return dot_avx512_vnni_i16_entry<DType::Q8_0>;
+    if (type == DType::Q4_0) return dot_avx512_vnni_i16_entry<DType::Q4_0>;
+    if (type == DType::Q4_1) return dot_avx512_vnni_i16_entry<DType::Q4_1>;
+  }
+#endif
+  return nullptr;
+}
+
+Tile16Fn simd_tile16(QuantPath path, DType type) {
+#if INFER_QUANT_X86
+  if (path == QuantPath::Avx512Vnni) {
+    if (type == DType::Q8_0) return dot_avx512_vnni_i16_tile<DType::Q8_0>;
+    if (type == DType::Q4_0) return dot_avx512_vnni_i16_tile<DType::Q4_0>;
+    if (type == DType::Q4_1) return dot_avx512_vnni_i16_tile<DType::Q4_1>;
+  }
+#endif
+  return nullptr;
+}
 
 TileFn simd_tile(QuantPath path, DType type) {
 #if INFER_QUANT_X86
@@ -328,9 +685,9 @@ TileFn simd_tile(QuantPath path, DType type) {
 DotFn simd_dot(QuantPath path, DType type) {
 #if INFER_QUANT_X86
   if (path == QuantPath::Avx2) {
-    if (type == DType::Q8_0) return dot_avx2<DType::Q8_0>;
-    if (type == DType::Q4_0) return dot_avx2<DType::Q4_0>;
-    if (type == DType::Q4_1) return dot_avx2<DType::Q4_1>;
+    if (type == DType::Q8_0) return dot_avx2_entry<DType::Q8_0>;
+    if (type == DType::Q4_0) return dot_avx2_entry<DType::Q4_0>;
+    if (type == DType::Q4_1) return dot_avx2_entry<DType::Q4_1>;
   }
   if (path == QuantPath::Avx512Vnni) {
     if (type == DType::Q8_0) return dot_avx512_vnni<DType::Q8_0>;
@@ -360,6 +717,16 @@ std::string_view quant_path_name(QuantPath path) {
     case QuantPath::Reference: return "reference";
     case QuantPath::Avx2: return "v1_avx2";
     case QuantPath::Avx512Vnni: return "v2_avx512_vnni";
+  }
+  return "?";
+}
+
+std::string_view quant_path_name(QuantPath path, ActivationBits bits) {
+  if (bits == ActivationBits::Int8) return quant_path_name(path);
+  switch (path) {
+    case QuantPath::Reference: return "reference_int16";
+    case QuantPath::Avx2: return "v4_avx2_int16";
+    case QuantPath::Avx512Vnni: return "v5_avx512_vnni_int16";
   }
   return "?";
 }
@@ -405,42 +772,199 @@ bool quant_kernel_supports(DType type) {
   return simd_format(type) || type == DType::Q5_0 || type == DType::Q5_1;
 }
 
-void quantize_activations(const float* x, int n, int cols, QuantizedActivations& out) {
+namespace {
+
+// One token's row of activations quantized to `limit` (127 or 32767) steps per block side.
+template <typename Int>
+void quantize_token(const float* x, int blocks, float limit, Int* q, float* d_out, float* s_out, float* d_pairs,
+                    uint8_t* hi = nullptr, uint8_t* hi_signed = nullptr, uint8_t* lo = nullptr, uint8_t* records = nullptr) {
+  for (int b = 0; b < blocks; ++b) {
+    const float* xb = x + size_t(b) * kBlock;
+    Int* qb = q + size_t(b) * kBlock;
+    float max_abs = 0.0f;
+    for (int j = 0; j < kBlock; ++j) max_abs = std::max(max_abs, std::fabs(xb[j]));
+    const float d = max_abs / limit;
+    const float inverse_d = d != 0.0f ? 1.0f / d : 0.0f;
+    int32_t sum = 0;
+    for (int j = 0; j < kBlock; ++j) {
+      // |x / d| <= limit up to rounding; clamp anyway so a rounding step can never pass it.
+      const float scaled = std::min(limit, std::max(-limit, std::nearbyint(xb[j] * inverse_d)));
+      qb[j] = Int(scaled);
+      sum += qb[j];
+    }
+    if constexpr (sizeof(Int) == 2) {  // the byte planes of v5 / v6: x = 256 * (hi - 128) + lo
+      for (int j = 0; j < kBlock; ++j) {
+        hi[size_t(b) * kBlock + j] = uint8_t((int(qb[j]) >> 8) + 128);
+        hi_signed[size_t(b) * kBlock + j] = uint8_t(int8_t(int(qb[j]) >> 8));
+        lo[size_t(b) * kBlock + j] = uint8_t(int(qb[j]) & 255);
+      }
+      // v6's record of the block pair: hi at 0, lo at 64, this block's half at + 32 * (b % 2).
+      uint8_t* record = records + size_t(b / 2) * QuantizedActivations::kRecordBytes;
+      std::memcpy(record + (b % 2) * kBlock, hi + size_t(b) * kBlock, kBlock);
+      std::memcpy(record + 64 + (b % 2) * kBlock, lo + size_t(b) * kBlock, kBlock);
+      std::fill_n(reinterpret_cast<float*>(record + 128) + (b % 2) * 8, 8, d);
+    }
+    d_out[b] = d;
+    if (d_pairs != nullptr) std::fill_n(d_pairs + (b / 2) * 16 + (b % 2) * 8, 8, d);
+    s_out[b] = d * float(sum);
+  }
+}
+
+#if INFER_QUANT_X86
+// quantize_token's blocks with AVX-512: the same operations per element (max of |x| -- exact in any
+// order --, d = max / limit, x * (1 / d) rounded to nearest even, clamped), so the same bytes; one
+// token's quantization runs on one thread before every decode matmul (~1 us scalar for 576 columns).
+// int16 also writes v5 / v6's byte planes and records, as quantize_token does.
+template <typename Int>
+INFER_TARGET_VNNI void quantize_token_avx512(const float* x, int blocks, Int* q, float* d_out, float* s_out, float* d_pairs,
+                                             uint8_t* hi = nullptr, uint8_t* hi_signed = nullptr, uint8_t* lo = nullptr,
+                                             uint8_t* records = nullptr) {
+  constexpr float kLimit = sizeof(Int) == 1 ? 127.0f : 32767.0f;
+  const __m512 limit = _mm512_set1_ps(kLimit), minus_limit = _mm512_set1_ps(-kLimit);
+  for (int b = 0; b < blocks; ++b) {
+    const __m512 v0 = _mm512_loadu_ps(x + size_t(b) * kBlock), v1 = _mm512_loadu_ps(x + size_t(b) * kBlock + 16);
+    const float max_abs = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float d = max_abs / kLimit;
+    const __m512 inverse_d = _mm512_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const __m512i i0 = _mm512_cvtps_epi32(_mm512_min_ps(limit, _mm512_max_ps(minus_limit, _mm512_roundscale_ps(_mm512_mul_ps(v0, inverse_d), kRound))));
+    const __m512i i1 = _mm512_cvtps_epi32(_mm512_min_ps(limit, _mm512_max_ps(minus_limit, _mm512_roundscale_ps(_mm512_mul_ps(v1, inverse_d), kRound))));
+    Int* qb = q + size_t(b) * kBlock;
+    if constexpr (sizeof(Int) == 1) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qb), _mm512_cvtepi32_epi8(i0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qb + 16), _mm512_cvtepi32_epi8(i1));
+    } else {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb), _mm512_cvtepi32_epi16(i0));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(qb + 16), _mm512_cvtepi32_epi16(i1));
+      const __m512i h0 = _mm512_srai_epi32(i0, 8), h1 = _mm512_srai_epi32(i1, 8);
+      const __m512i offset = _mm512_set1_epi32(128), low_byte = _mm512_set1_epi32(255);
+      uint8_t* hb = hi + size_t(b) * kBlock;
+      uint8_t* sb = hi_signed + size_t(b) * kBlock;
+      uint8_t* lb = lo + size_t(b) * kBlock;
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(hb), _mm512_cvtepi32_epi8(_mm512_add_epi32(h0, offset)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(hb + 16), _mm512_cvtepi32_epi8(_mm512_add_epi32(h1, offset)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(sb), _mm512_cvtepi32_epi8(h0));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(sb + 16), _mm512_cvtepi32_epi8(h1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(lb), _mm512_cvtepi32_epi8(_mm512_and_si512(i0, low_byte)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(lb + 16), _mm512_cvtepi32_epi8(_mm512_and_si512(i1, low_byte)));
+      uint8_t* record = records + size_t(b / 2) * QuantizedActivations::kRecordBytes;
+      std::memcpy(record + (b % 2) * kBlock, hb, kBlock);
+      std::memcpy(record + 64 + (b % 2) * kBlock, lb, kBlock);
+      std::fill_n(reinterpret_cast<float*>(record + 128) + (b % 2) * 8, 8, d);
+    }
+    const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+    d_out[b] = d;
+    std::fill_n(d_pairs + (b / 2) * 16 + (b % 2) * 8, 8, d);
+    s_out[b] = d * float(sum);
+  }
+}
+#endif
+
+std::atomic<int> g_bits_override{0};  // 0: the per-format defaults
+
+}  // namespace
+
+void quantize_activations(const float* x, int n, int cols, QuantizedActivations& out, ActivationBits bits, int threads,
+                          QuantPath path) {
   if (cols % kBlock != 0) fail("quantize_activations: {} columns are not a multiple of {}", cols, kBlock);
+  if (!quant_path_supported(path)) fail("quantize_activations: the {} path is not supported on this CPU", quant_path_name(path));
   const int blocks = cols / kBlock;
+  const bool wide = bits == ActivationBits::Int16;
   out.n = n;
   out.cols = cols;
-  out.q.resize(size_t(n) * cols);
+  out.bits = bits;
+  if (wide) {
+    out.q16.resize(size_t(n) * cols);
+    out.hi.resize(size_t(n) * cols);
+    out.hi_signed.resize(size_t(n) * cols);
+    const size_t record_bytes = size_t(n) * out.record_stride();
+    out.records_storage.assign(record_bytes + 64, 0);
+    const auto address = reinterpret_cast<uintptr_t>(out.records_storage.data());
+    out.records = out.records_storage.data() + (64 - address % 64) % 64;
+    out.lo.resize(size_t(n) * cols);
+  } else {
+    out.q.resize(size_t(n) * cols);
+    out.q4_0_start.assign(size_t(n) * ((blocks + 1) / 2) * 16, 0);
+    out.s_pairs.assign(size_t(n) * ((blocks + 1) / 2) * 16, 0.0f);
+  }
+  out.d_pairs.assign(size_t(n) * ((blocks + 1) / 2) * 16, 0.0f);
   out.d.resize(size_t(n) * blocks);
   out.s.resize(size_t(n) * blocks);
-  const int pairs = (blocks + 1) / 2;
-  out.d_pairs.assign(size_t(n) * pairs * 16, 0.0f);
+  const size_t tile_floats = size_t(blocks) * 8;
+  const size_t tiles_bytes = ((size_t(n) + 7) / 8) * tile_floats * sizeof(float);
+  out.s_tiles_storage.assign(tiles_bytes + 32, 0);
+  const auto tiles_address = reinterpret_cast<uintptr_t>(out.s_tiles_storage.data());
+  out.s_tiles = reinterpret_cast<float*>(out.s_tiles_storage.data() + (32 - tiles_address % 32) % 32);
+  const int pair_floats = (blocks + 1) / 2 * 16;
+  // Each token is independent: the bits do not depend on the split over threads.
+#pragma omp parallel for num_threads(threads) schedule(static) if (n > 1 && threads > 1)
   for (int t = 0; t < n; ++t) {
-    for (int b = 0; b < blocks; ++b) {
-      const float* xb = x + size_t(t) * cols + size_t(b) * kBlock;
-      int8_t* qb = out.q.data() + size_t(t) * cols + size_t(b) * kBlock;
-      float max_abs = 0.0f;
-      for (int j = 0; j < kBlock; ++j) max_abs = std::max(max_abs, std::fabs(xb[j]));
-      const float d = max_abs / 127.0f;
-      const float inverse_d = d != 0.0f ? 1.0f / d : 0.0f;
-      int32_t sum = 0;
-      for (int j = 0; j < kBlock; ++j) {
-        // |x / d| <= 127 up to rounding; clamp anyway so a rounding step can never reach -128.
-        const float scaled = std::min(127.0f, std::max(-127.0f, std::nearbyint(xb[j] * inverse_d)));
-        qb[j] = int8_t(scaled);
-        sum += qb[j];
+    const float* xt = x + size_t(t) * cols;
+    float* d = out.d.data() + size_t(t) * blocks;
+    float* s = out.s.data() + size_t(t) * blocks;
+    float* s_tile = out.s_tiles + size_t(t / 8) * tile_floats + t % 8;
+    if (wide) {
+      if (path != QuantPath::Avx512Vnni) {
+        quantize_token(xt, blocks, 32767.0f, out.q16.data() + size_t(t) * cols, d, s,
+                       out.d_pairs.data() + size_t(t) * pair_floats, out.hi.data() + size_t(t) * cols,
+                       out.hi_signed.data() + size_t(t) * cols, out.lo.data() + size_t(t) * cols,
+                       out.records + size_t(t) * out.record_stride());
+      } else {
+#if INFER_QUANT_X86
+        quantize_token_avx512<int16_t>(xt, blocks, out.q16.data() + size_t(t) * cols, d, s,
+                                       out.d_pairs.data() + size_t(t) * pair_floats, out.hi.data() + size_t(t) * cols,
+                                       out.hi_signed.data() + size_t(t) * cols, out.lo.data() + size_t(t) * cols,
+                                       out.records + size_t(t) * out.record_stride());
+#endif
       }
-      out.d[size_t(t) * blocks + b] = d;
-      std::fill_n(out.d_pairs.data() + (size_t(t) * pairs + b / 2) * 16 + (b % 2) * 8, 8, d);
-      out.s[size_t(t) * blocks + b] = d * float(sum);
+    } else {
+#if INFER_QUANT_X86
+      if (path == QuantPath::Avx512Vnni) {
+        quantize_token_avx512(xt, blocks, out.q.data() + size_t(t) * cols, d, s, out.d_pairs.data() + size_t(t) * pair_floats);
+      } else {
+        quantize_token(xt, blocks, 127.0f, out.q.data() + size_t(t) * cols, d, s, out.d_pairs.data() + size_t(t) * pair_floats);
+      }
+#else
+      quantize_token(xt, blocks, 127.0f, out.q.data() + size_t(t) * cols, d, s, out.d_pairs.data() + size_t(t) * pair_floats);
+#endif
+      const int8_t* q = out.q.data() + size_t(t) * cols;
+      int32_t* start = out.q4_0_start.data() + size_t(t) * pair_floats;
+      float* s_pairs = out.s_pairs.data() + size_t(t) * pair_floats;
+      for (int b = 0; b < blocks; ++b) std::fill_n(s_pairs + (b / 2) * 16 + (b % 2) * 8, 8, s[b]);
+      for (int b = 0; b < blocks; ++b)
+        for (int j = 0; j < 8; ++j)
+          start[(b / 2) * 16 + (b % 2) * 8 + j] = -8 * (q[b * kBlock + 4 * j] + q[b * kBlock + 4 * j + 1] +
+                                                         q[b * kBlock + 4 * j + 2] + q[b * kBlock + 4 * j + 3]);
     }
+    for (int b = 0; b < blocks; ++b) s_tile[size_t(b) * 8] = s[b];
   }
+}
+
+// Measured on SmolLM2-135M (ch07_quantization; the file header has the numbers and the trade).
+ActivationBits default_activation_bits(DType type) {
+  switch (type) {
+    case DType::Q8_0: return ActivationBits::Int16;
+    default: return ActivationBits::Int8;
+  }
+}
+
+ActivationBits activation_bits(DType type) {
+  const int forced = g_bits_override.load(std::memory_order_relaxed);
+  return forced != 0 ? ActivationBits(forced) : default_activation_bits(type);
+}
+
+void override_activation_bits(std::optional<ActivationBits> bits) {
+  g_bits_override.store(bits ? int(*bits) : 0, std::memory_order_relaxed);
 }
 
 float dot_quantized(QuantPath path, DType type, const void* row, const QuantizedActivations& x, int t) {
   const auto* bytes = static_cast<const uint8_t*>(row);
   const int n_blocks = x.cols / kBlock;
-  if (DotFn fn = simd_dot(path, type)) return fn(bytes, x.q_row(t), x.d_row(t), x.s_row(t), n_blocks);
+  if (x.bits == ActivationBits::Int16) {
+    if (Dot16Fn fn = simd_dot16(path, type)) return fn(bytes, x, t, n_blocks);
+    return dot_int16_reference(type, bytes, x.q16_row(t), x.d_row(t), x.s_row(t), n_blocks);
+  }
+  if (DotFn fn = simd_dot(path, type)) return fn(bytes, x, t, n_blocks);
   return dot_reference(type, bytes, x.q_row(t), x.d_row(t), x.s_row(t), n_blocks);
 }
 
@@ -449,18 +973,29 @@ void gemv_quantized(const Matrix& weight, const float* x, float* y, int threads,
 }
 
 void gemm_quantized(const Matrix& weight, const float* x, float* y, int n, int threads, QuantPath path) {
+  gemm_quantized(weight, x, y, n, threads, path, activation_bits(weight.dtype));
+}
+
+void gemm_quantized(const Matrix& weight, const float* x, float* y, int n, int threads, QuantPath path,
+                    ActivationBits bits) {
   check_matrix(weight, path);
   QuantizedActivations& activations = scratch_activations();
-  quantize_activations(x, n, weight.cols, activations);
+  quantize_activations(x, n, weight.cols, activations, bits, threads, path);
   const QuantizedActivations& xq = activations;
   const int rows = weight.rows, n_blocks = weight.cols / kBlock;
   const size_t row_bytes = dtype_row_bytes(weight.dtype, weight.cols);
   const auto* w = static_cast<const uint8_t*>(weight.data);
   const DType type = weight.dtype;
-  const DotFn fn = simd_dot(path, type);
+  const bool wide = bits == ActivationBits::Int16;
+  const DotFn fn = wide ? nullptr : simd_dot(path, type);
+  const Dot16Fn fn16 = wide ? simd_dot16(path, type) : nullptr;
   auto dot = [&](int r, int t) {
     const uint8_t* row = w + size_t(r) * row_bytes;
-    return fn ? fn(row, xq.q_row(t), xq.d_row(t), xq.s_row(t), n_blocks)
+    if (wide) {
+      return fn16 ? fn16(row, xq, t, n_blocks)
+                  : dot_int16_reference(type, row, xq.q16_row(t), xq.d_row(t), xq.s_row(t), n_blocks);
+    }
+    return fn ? fn(row, xq, t, n_blocks)
               : dot_reference(type, row, xq.q_row(t), xq.d_row(t), xq.s_row(t), n_blocks);
   };
   if (n == 1) {
@@ -469,29 +1004,24 @@ void gemm_quantized(const Matrix& weight, const float* x, float* y, int n, int t
     return;
   }
   // Blocks of kRowBlock weight rows (~10-20 KB: they stay in L1/L2 while every token meets them);
-  // with the VNNI path, groups of kTileTokens tokens share each row's unpacking (v3), the rest one
-  // token at a time (v2). Both give every (token, row) the same bits.
+  // with the VNNI path, groups of kTileTokens tokens share each row's unpacking (v3 / v6), the rest
+  // one token at a time (v2 / v5). All give every (token, row) the same bits.
   constexpr int kRowBlock = 16;
-  const TileFn tile = simd_tile(path, type);
+  const TileFn tile = wide ? nullptr : simd_tile(path, type);
+  const Tile16Fn tile16 = wide ? simd_tile16(path, type) : nullptr;
 #pragma omp parallel for num_threads(threads) schedule(static)
   for (int r0 = 0; r0 < rows; r0 += kRowBlock) {
     const int r1 = std::min(rows, r0 + kRowBlock);
     int t0 = 0;
-    if (tile != nullptr) {
+    if (tile != nullptr || tile16 != nullptr) {
       for (; t0 + kTileTokens <= n; t0 += kTileTokens) {
-        const int8_t* q[kTileTokens];
-        const float* d[kTileTokens];
-        const float* d_pairs[kTileTokens];
-        const float* s[kTileTokens];
-        for (int i = 0; i < kTileTokens; ++i) {
-          q[i] = xq.q_row(t0 + i);
-          d[i] = xq.d_row(t0 + i);
-          d_pairs[i] = xq.d_pairs_row(t0 + i);
-          s[i] = xq.s_row(t0 + i);
-        }
         float out[kTileTokens];
         for (int r = r0; r < r1; ++r) {
-          tile(w + size_t(r) * row_bytes, q, d, d_pairs, s, n_blocks, out);
+          if (wide) {
+            tile16(w + size_t(r) * row_bytes, xq, t0, n_blocks, out);
+          } else {
+            tile(w + size_t(r) * row_bytes, xq, t0, n_blocks, out);
+          }
           for (int i = 0; i < kTileTokens; ++i) y[size_t(t0 + i) * rows + r] = out[i];
         }
       }

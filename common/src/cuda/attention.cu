@@ -34,6 +34,14 @@
 //                            prefill chunks and decode rows of many sequences). One kernel for both, so
 //                            the paged pass computes what the contiguous one does.
 //
+//   paged v2_int8 (ch07):    the same kernel over an int8 pool (KVDType::int8): each K and V value is
+//                            converted to fp32 as it is loaded (no fp32 copy of the cache), the position's
+//                            K scale multiplies its score once (dot * k_scale / sqrt(head_dim)) and, after
+//                            the tile's softmax sum, its V scale its weight once (out += w * v_scale *
+//                            v_int8). Reads 2 * (head_dim + 4) bytes per position and kv head instead of
+//                            2 * head_dim * 4. Never run on a GPU yet (no device lent to this session):
+//                            compiled, its tests (tests_cuda/test_cuda_attention.cpp) skip without one.
+//
 // Which one the backend runs (cuda_backend.cpp): v2 for decode (n == 1), where v1 leaves the GPU
 // idle and reads K/V `group` times; v2 also when the context is too long for v1's shared memory.
 // v1 otherwise, i.e. prefill: there n x n_heads blocks already fill the GPU, and v2 would need a
@@ -45,6 +53,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 namespace infer::cuda {
 namespace {
@@ -159,15 +168,20 @@ struct PagedRows {
   }
 };
 
-template <typename Rows>
-__global__ void attention_v2_split_context(const float* q, const float* k_cache, const float* v_cache,
-                                           Partials partials, int token_offset, Rows rows, int n_heads,
-                                           int n_kv_heads, int head_dim, int split_len, int n_splits, float scale) {
+// T: float (the f32 cache), or int8_t (the int8 pool, whose per-(position, kv head) scales are k_scale and
+// v_scale; unused, null, for float).
+template <typename Rows, typename T>
+__global__ void attention_v2_split_context(const float* q, const T* k_cache, const T* v_cache, const float* k_scale,
+                                           const float* v_scale, Partials partials, int token_offset, Rows rows,
+                                           int n_heads, int n_kv_heads, int head_dim, int split_len, int n_splits,
+                                           float scale) {
+  constexpr bool kInt8 = std::is_same_v<T, int8_t>;
   __shared__ float q_shared[kV2HeadsPerBlock][kV2MaxHeadDim];  // the group's queries
   __shared__ float weights[kV2HeadsPerBlock][kV2Tile];        // scores, then exp(score - running max)
   __shared__ float running_max[kV2HeadsPerBlock];
   __shared__ float running_sum[kV2HeadsPerBlock];
   __shared__ float tile_rescale[kV2HeadsPerBlock];             // exp(old max - new max) of this tile
+  __shared__ float tile_v_scale[kV2Tile];                      // int8: the tile's V scales
 
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
@@ -184,8 +198,8 @@ __global__ void attention_v2_split_context(const float* q, const float* k_cache,
   const int begin = split * split_len;
   const int end = min(begin + split_len, last + 1);  // may be <= begin: an empty split
   const size_t kv_dim = size_t(n_kv_heads) * size_t(head_dim);
-  const float* k_head = k_cache + size_t(g) * head_dim;  // row p at + p * kv_dim
-  const float* v_head = v_cache + size_t(g) * head_dim;
+  const T* k_head = k_cache + size_t(g) * head_dim;  // row p at + p * kv_dim
+  const T* v_head = v_cache + size_t(g) * head_dim;
 
   for (int i = threadIdx.x; i < kV2HeadsPerBlock * head_dim; i += blockDim.x) {
     const int j = i / head_dim, d = i % head_dim;
@@ -204,10 +218,16 @@ __global__ void attention_v2_split_context(const float* q, const float* k_cache,
 
     // ---- scores: warp w scores positions w, w + 4, ...; the K row is read once for every head --
     for (int p = warp; p < count; p += kV2Warps) {
-      const float* k_row = k_head + rows.row(table, tile + p) * kv_dim;  // (head_dim), coalesced over lanes
+      const size_t slot = rows.row(table, tile + p);
+      const T* k_row = k_head + slot * kv_dim;  // (head_dim), coalesced over lanes
+      float score_scale = scale;
+      if constexpr (kInt8) {
+        score_scale = k_scale[slot * size_t(n_kv_heads) + g] * scale;
+        if (lane == 0) tile_v_scale[p] = v_scale[slot * size_t(n_kv_heads) + g];
+      }
       float dots[kV2HeadsPerBlock] = {};
       for (int d = lane; d < head_dim; d += 32) {
-        const float k_value = k_row[d];
+        const float k_value = float(k_row[d]);
 #pragma unroll
         for (int j = 0; j < kV2HeadsPerBlock; ++j) dots[j] += q_shared[j][d] * k_value;
       }
@@ -215,7 +235,7 @@ __global__ void attention_v2_split_context(const float* q, const float* k_cache,
       for (int j = 0; j < kV2HeadsPerBlock; ++j) {
         if (j >= heads) break;  // uniform across the warp: the shuffles stay full-warp
         const float dot = warp_sum(dots[j]);
-        if (lane == 0) weights[j][p] = dot * scale;
+        if (lane == 0) weights[j][p] = dot * score_scale;
       }
     }
     __syncthreads();
@@ -229,8 +249,11 @@ __global__ void attention_v2_split_context(const float* q, const float* k_cache,
       float tile_sum = 0.0f;
       for (int p = lane; p < count; p += 32) {
         const float weight = expf(weights[j][p] - new_max);
-        weights[j][p] = weight;
         tile_sum += weight;
+        if constexpr (kInt8)
+          weights[j][p] = weight * tile_v_scale[p];  // the sum is taken; the weight now carries its V row's scale
+        else
+          weights[j][p] = weight;
       }
       tile_sum = warp_sum(tile_sum);
       if (lane == 0) {
@@ -252,7 +275,7 @@ __global__ void attention_v2_split_context(const float* q, const float* k_cache,
 #pragma unroll
       for (int j = 0; j < kV2HeadsPerBlock; ++j) acc[k][j] *= j < heads ? tile_rescale[j] : 0.0f;
       for (int p = 0; p < count; ++p) {
-        const float v_value = v_head[rows.row(table, tile + p) * kv_dim + d];  // coalesced over threads
+        const float v_value = float(v_head[rows.row(table, tile + p) * kv_dim + d]);  // coalesced over threads
 #pragma unroll
         for (int j = 0; j < kV2HeadsPerBlock; ++j) acc[k][j] += weights[j][p] * v_value;
       }
@@ -387,9 +410,10 @@ void attention_v2(const float* q, const float* k_cache, const float* v_cache, fl
     float* base = static_cast<float*>(workspace);
     const Partials partials{base, base + entries * head_dim, base + entries * head_dim + entries};
     const dim3 grid{unsigned(plan.n_splits), unsigned(n_kv_heads * head_batches), unsigned(batch)};
-    attention_v2_split_context<<<grid, kV2Threads, 0, stream>>>(q, k_cache, v_cache, partials, token_offset,
-                                                                ContiguousRows{start_pos}, n_heads, n_kv_heads,
-                                                                head_dim, plan.split_len, plan.n_splits, scale);
+    attention_v2_split_context<<<grid, kV2Threads, 0, stream>>>(q, k_cache, v_cache, nullptr, nullptr, partials,
+                                                                token_offset, ContiguousRows{start_pos}, n_heads,
+                                                                n_kv_heads, head_dim, plan.split_len, plan.n_splits,
+                                                                scale);
     CUDA_CHECK_LAUNCH();
     attention_v2_combine<<<dim3{unsigned(n_heads), unsigned(batch)}, kV2Threads, 0, stream>>>(
         partials, out, token_offset, n_heads, head_dim, plan.n_splits);
@@ -397,9 +421,13 @@ void attention_v2(const float* q, const float* k_cache, const float* v_cache, fl
   }
 }
 
-void paged_attention_v2(const float* q, const float* k_pool, const float* v_pool, float* out, const BatchView& batch,
-                        int n_heads, int n_kv_heads, int head_dim, void* workspace, size_t workspace_bytes,
-                        cudaStream_t stream) {
+namespace {
+
+// paged v2 over any element type: T float (f32 pool, scales null) or int8_t (int8 pool with its scales).
+template <typename T>
+void paged_attention_v2_any(const float* q, const T* k_pool, const T* v_pool, const float* k_scale,
+                            const float* v_scale, float* out, const BatchView& batch, int n_heads, int n_kv_heads,
+                            int head_dim, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   const int n = batch.n_tokens;
   if (n <= 0) return;
   check_shape("cuda paged attention v2", n, 0, n_heads, n_kv_heads, head_dim);
@@ -424,14 +452,30 @@ void paged_attention_v2(const float* q, const float* k_pool, const float* v_pool
     float* base = static_cast<float*>(workspace);
     const Partials partials{base, base + entries * head_dim, base + entries * head_dim + entries};
     const dim3 grid{unsigned(plan.n_splits), unsigned(n_kv_heads * head_batches), unsigned(launch)};
-    attention_v2_split_context<<<grid, kV2Threads, 0, stream>>>(q, k_pool, v_pool, partials, token_offset, rows,
-                                                                n_heads, n_kv_heads, head_dim, plan.split_len,
-                                                                plan.n_splits, scale);
+    attention_v2_split_context<<<grid, kV2Threads, 0, stream>>>(q, k_pool, v_pool, k_scale, v_scale, partials,
+                                                                token_offset, rows, n_heads, n_kv_heads, head_dim,
+                                                                plan.split_len, plan.n_splits, scale);
     CUDA_CHECK_LAUNCH();
     attention_v2_combine<<<dim3{unsigned(n_heads), unsigned(launch)}, kV2Threads, 0, stream>>>(
         partials, out, token_offset, n_heads, head_dim, plan.n_splits);
     CUDA_CHECK_LAUNCH();
   }
+}
+
+}  // namespace
+
+void paged_attention_v2(const float* q, const float* k_pool, const float* v_pool, float* out, const BatchView& batch,
+                        int n_heads, int n_kv_heads, int head_dim, void* workspace, size_t workspace_bytes,
+                        cudaStream_t stream) {
+  paged_attention_v2_any<float>(q, k_pool, v_pool, nullptr, nullptr, out, batch, n_heads, n_kv_heads, head_dim,
+                                workspace, workspace_bytes, stream);
+}
+
+void paged_attention_v2_int8(const float* q, const Int8KVLayer& pool, float* out, const BatchView& batch, int n_heads,
+                             int n_kv_heads, int head_dim, void* workspace, size_t workspace_bytes,
+                             cudaStream_t stream) {
+  paged_attention_v2_any<int8_t>(q, pool.k, pool.v, pool.k_scale, pool.v_scale, out, batch, n_heads, n_kv_heads,
+                                 head_dim, workspace, workspace_bytes, stream);
 }
 
 }  // namespace infer::cuda

@@ -4,7 +4,8 @@
 // kernel per op; the kernels live one concept per .cu file beside this one (cuda_kernels.h lists
 // them). Everything runs in order on one stream owned by the backend; download() synchronises, so
 // the logits the host samples from are complete. Weights arrive once through upload() already in
-// their storage format (Weights converts on the host to f32/f16/bf16); every op accumulates in fp32.
+// their storage format (Weights converts on the host to f32/f16/bf16, or keeps or makes Q8_0/Q4_0/Q4_1
+// blocks); every op accumulates in fp32.
 // Memory: available_memory() is the device's free memory (cudaMemGetInfo), which Weights and KVCache
 // check their sizes against before uploading; a failed cudaMalloc throws infer::Error with the size
 // and the free/total device memory and leaves the backend usable (device_malloc says how).
@@ -15,6 +16,11 @@
 //   n > 1 (prefill):  cublasGemmEx with fp32 compute. For f16/bf16 weights x is first rounded to the
 //                     weights' type (cuBLAS needs A and B of one type; the tensor cores need half
 //                     inputs); the cuda_tests bound the error this adds.
+// Q8_0 / Q4_0 / Q4_1 weights stay in their GGUF blocks on the device (Weights uploads them as stored):
+//   n == 1:           gemv_quant.cu v2_staged_16b (v1_warp_per_row when W or x is not 16-byte aligned);
+//   2 <= n < 32:      gemm_quant.cu v1_smem_tiles; n >= 32: v2_dequant_cublas (fp32 tile + cuBLAS).
+//   x stays fp32 throughout (the CPU quantizes it to int8 per block: the two backends' logits differ by
+//   that rounding; cuda_tests bound it). Other block formats (Q5_*, K formats) are refused by name.
 // attention picks v2_split_context (split-K, GQA groups together) for decode and very long contexts,
 // v1_block_per_query_head for prefill (attention.cu explains).
 //
@@ -164,8 +170,13 @@ class CudaBackend final : public Backend {
   }
 
   void matmul(const Matrix& weight, const float* x, float* y, int n) override {
+    if (cuda::quant_matmul_supported(weight.dtype)) {
+      matmul_quantized(weight, x, y, n);
+      return;
+    }
     if (weight.dtype != DType::F32 && weight.dtype != DType::F16 && weight.dtype != DType::BF16)
-      fail("cuda matmul: weights of dtype {} are not supported (load them as f32, f16 or bf16)", dtype_name(weight.dtype));
+      fail("cuda matmul: weights of dtype {} have no CUDA kernel (f32, f16, bf16, q8_0, q4_0 and q4_1 do; "
+           "load the model with --weights q8_0, q4_0, q4_1 or f16)", dtype_name(weight.dtype));
     if (n <= 0) return;
     if (n == 1) {
       const auto version =
@@ -200,6 +211,21 @@ class CudaBackend final : public Backend {
                              attention_scratch_.ensure(bytes), bytes, stream_);
   }
 
+  // The int8 KV cache (ch07): quantized by store_kv_int8, read by the split-context kernel's int8 version.
+  bool supports_int8_kv() const override { return true; }
+
+  void store_kv_int8(const float* new_k, const float* new_v, const Int8KVLayer& pool, const int* slot_mapping, int n,
+                     int n_kv_heads, int head_dim, int num_slots) override {
+    cuda::store_kv_int8(new_k, new_v, pool, slot_mapping, n, n_kv_heads, head_dim, num_slots, stream_);
+  }
+
+  void paged_attention_int8(const float* q, const Int8KVLayer& pool, float* out, const BatchView& batch, int n_heads,
+                            int n_kv_heads, int head_dim) override {
+    const size_t bytes = cuda::attention_v2_workspace_bytes(batch.n_tokens, n_heads, head_dim);
+    cuda::paged_attention_v2_int8(q, pool, out, batch, n_heads, n_kv_heads, head_dim, attention_scratch_.ensure(bytes),
+                                  bytes, stream_);
+  }
+
   void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int start_pos,
                  int n_heads, int n_kv_heads, int head_dim) override {
     // v2 for decode and for contexts too long for v1's shared memory, v1 for prefill (attention.cu
@@ -224,12 +250,35 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  // Q8_0 / Q4_0 / Q4_1 blocks as stored (gemv_quant.cu, gemm_quant.cu): the GEMV for one token (v2's
+  // 16-byte staged loads when W and x are 16-byte aligned, as the backend's allocations are), the
+  // shared-memory tiles for a few tokens (W read once per 32 tokens), dequantized tiles + cuBLAS from
+  // kQuantCublasTokens on (prefill: compute-bound, the fp32 tile traffic is amortised).
+  static constexpr int kQuantCublasTokens = 32;
+  void matmul_quantized(const Matrix& weight, const float* x, float* y, int n) {
+    if (n <= 0) return;
+    if (n == 1) {
+      const auto version = cuda::gemv_quant_v2_supported(weight, x) ? cuda::GemvQuantVersion::V2Staged16B
+                                                                     : cuda::GemvQuantVersion::V1WarpPerRow;
+      cuda::gemv_quant(version, weight, x, y, stream_);
+      return;
+    }
+    if (n < kQuantCublasTokens) {
+      cuda::gemm_quant(cuda::GemmQuantVersion::V1SmemTiles, cublas_, weight, x, y, n, nullptr, 0, stream_);
+      return;
+    }
+    const size_t bytes = cuda::gemm_quant_workspace_bytes(cuda::GemmQuantVersion::V2DequantCublas, weight);
+    cuda::gemm_quant(cuda::GemmQuantVersion::V2DequantCublas, cublas_, weight, x, y, n, dequant_scratch_.ensure(bytes),
+                     bytes, stream_);
+  }
+
   int device_;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   Scratch token_scratch_;  // (n) token ids for embed
   Scratch half_scratch_;   // (n, cols) activations rounded to f16/bf16 for the prefill GEMM
   Scratch attention_scratch_;  // attention v2's partial results; its size does not grow with the context
+  Scratch dequant_scratch_;    // gemm_quant v2's fp32 tile of quantized weights (at most 32 MiB)
 };
 
 }  // namespace

@@ -18,7 +18,7 @@
 namespace infer::cuda {
 
 // ---- embedding.cu ----------------------------------------------------------------------------------
-// out (n, dim) = table[tokens[t]] as fp32. table: (vocab, dim) in F32/F16/BF16; tokens: n device ints,
+// out (n, dim) = table[tokens[t]] as fp32. table: (vocab, dim) in F32/F16/BF16/Q8_0/Q4_0/Q4_1; tokens: n device ints,
 // already checked to lie in [0, vocab) by the caller.
 void embed(const Matrix& table, const int* tokens, int n, float* out, cudaStream_t stream);
 
@@ -37,6 +37,12 @@ void rope(float* x, int n, int n_heads, int head_dim, const int* positions, floa
 // rows of kv_dim floats). A slot outside [0, num_slots) is skipped (the batch was validated on the host).
 void store_kv(const float* new_k, const float* new_v, float* k_pool, float* v_pool, const int* slot_mapping, int n,
               int kv_dim, int num_slots, cudaStream_t stream);
+// The int8 pool (KVDType::int8, backend.h): each (token, kv head) row quantized symmetrically (scale =
+// max|x| / 127, q = round-to-nearest-even(x / scale), the same IEEE operations as cpu::quantize_row_int8, so
+// the same bytes) into its slot; a non-finite row stores zeros and a NaN scale. store_kv_int8_v1_warp_per_row:
+// one warp per (token, kv head, K or V) row.
+void store_kv_int8(const float* new_k, const float* new_v, const Int8KVLayer& pool, const int* slot_mapping, int n,
+                   int n_kv_heads, int head_dim, int num_slots, cudaStream_t stream);
 
 // ---- attention.cu ----------------------------------------------------------------------------------
 // Causal GQA attention (see Backend::attention): q (n, n_heads, head_dim), caches (max_seq, n_kv_heads,
@@ -62,6 +68,11 @@ void attention_v2(const float* q, const float* k_cache, const float* v_cache, fl
 void paged_attention_v2(const float* q, const float* k_pool, const float* v_pool, float* out, const BatchView& batch,
                         int n_heads, int n_kv_heads, int head_dim, void* workspace, size_t workspace_bytes,
                         cudaStream_t stream);
+// paged v2 over an int8 pool (v2_int8): the same kernel reading int8 rows (converted as they are loaded), each
+// position's K scale applied once to its score and its V scale once to its softmax weight. Same workspace.
+void paged_attention_v2_int8(const float* q, const Int8KVLayer& pool, float* out, const BatchView& batch, int n_heads,
+                             int n_kv_heads, int head_dim, void* workspace, size_t workspace_bytes,
+                             cudaStream_t stream);
 
 // ---- elementwise.cu --------------------------------------------------------------------------------
 void silu_mul(float* gate, const float* up, size_t count, cudaStream_t stream);  // gate = silu(gate) * up
@@ -93,5 +104,32 @@ void gemm_v3_cublas(cublasHandle_t handle, DType type, const void* a, const void
 // and fp32 output. x is stored in W's dtype (fp32 for F32 weights; the caller rounds it to F16/BF16
 // for half weights, since cublasGemmEx needs A and B of one type).
 void matmul_cublas(cublasHandle_t handle, const Matrix& weight, const void* x, float* y, int n);
+
+// ---- gemv_quant.cu, gemm_quant.cu: y (n, W.rows) = x (n, W.cols) . W^T, W in Q8_0/Q4_0/Q4_1 blocks as stored ----
+// Block layouts: quant_block_decode.h. x and y fp32, fp32 sums. W needs cols a multiple of 32 and a 2-byte
+// aligned base (check_quant_matrix throws infer::Error naming the problem, also for other dtypes).
+bool quant_matmul_supported(DType type);  // Q8_0, Q4_0, Q4_1
+void check_quant_matrix(const char* what, const Matrix& weight);
+// The CPU reference (host pointers): each row dequantized with dequantize_row, then an fp32 dot in column order.
+void matmul_quant_reference(const Matrix& weight_host, const float* x_host, float* y_host, int n);
+// Decode (n == 1).
+enum class GemvQuantVersion {
+  V1WarpPerRow,  // one warp per row, each weight dequantized in registers, byte loads
+  V2Staged16B,   // 16-byte coalesced loads of the raw blocks into shared memory, 8 rows per block
+};
+const char* gemv_quant_version_name(GemvQuantVersion version);
+bool gemv_quant_v2_supported(const Matrix& weight, const float* x);  // 16-byte aligned W and x
+void gemv_quant(GemvQuantVersion version, const Matrix& weight, const float* x, float* y, cudaStream_t stream);
+// Prefill / batched decode (any n >= 1).
+enum class GemmQuantVersion {
+  V1SmemTiles,      // 32 x 32 output tiles, W dequantized tile by tile into shared memory
+  V2DequantCublas,  // rows dequantized to an fp32 workspace tile, then cublasGemmEx (fp32)
+};
+const char* gemm_quant_version_name(GemmQuantVersion version);
+// Device memory V2 needs as `workspace` (at most 32 MiB, whatever the matrix); 0 for V1.
+size_t gemm_quant_workspace_bytes(GemmQuantVersion version, const Matrix& weight);
+// `handle` (V2 only) must run on `stream`.
+void gemm_quant(GemmQuantVersion version, cublasHandle_t handle, const Matrix& weight, const float* x, float* y, int n,
+                void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
 }  // namespace infer::cuda

@@ -1,4 +1,5 @@
-// gpu_hardware.cpp: the GPU's ceilings for ch03 (query, copy bandwidth, the GEMM ladder).
+// gpu_hardware.cpp: the GPU's ceilings for ch03 (query, copy bandwidth, the GEMM ladder), and the matmul
+// kernels of one weight matrix timed alone (measure_gpu_matmul: the decode GEMVs' GB/s, f16 vs GGUF blocks).
 //
 // Peaks are derived the datasheet way from what the device reports:
 //   bandwidth = 2 (double data rate) x memory clock x bus width / 8   (H100 SXM: 2 x 2619 MHz x 5120 bit / 8
@@ -84,7 +85,7 @@ class DeviceBuffer {
   void* data_ = nullptr;
 };
 
-// Seeded uniform [-1, 1) values stored as `type` (F32, F16, BF16), uploaded.
+// Seeded uniform [-1, 1) values stored as `type` (F32, F16, BF16, or blocks of Q8_0, Q4_0, Q4_1), uploaded.
 void upload_random(void* device, DType type, size_t count, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -197,6 +198,91 @@ GpuGemmResult measure_gpu_gemm(const std::string& variant, int n, int repetition
   }
   if (handle != nullptr) cublasDestroy(handle);
   result.tflops = 2.0 * double(n) * double(n) * double(n) / (result.ms * 1e-3) / 1e12;
+  return result;
+}
+
+std::vector<std::string> gpu_matmul_kernels(const std::string& dtype, int n) {
+  DType type;
+  if (!dtype_from_name(dtype, type)) return {};
+  const bool quantized = cuda::quant_matmul_supported(type);
+  if (!quantized && type != DType::F32 && type != DType::F16 && type != DType::BF16) return {};
+  if (n == 1) {
+    if (quantized) return {"gemv_quant_v1_warp_per_row", "gemv_quant_v2_staged_16b"};
+    return {"gemv_v3_vectorized"};
+  }
+  if (quantized) return {"gemm_quant_v1_smem_tiles", "gemm_quant_v2_dequant_cublas"};
+  return {"cublas"};
+}
+
+GpuMatmulResult measure_gpu_matmul(const std::string& dtype, const std::string& kernel, int rows, int cols, int n,
+                                   int repetitions) {
+  require_device();
+  if (rows <= 0 || cols <= 0 || n <= 0 || repetitions <= 0)
+    fail("measure_gpu_matmul: rows, cols, n and repetitions must be positive");
+  const std::vector<std::string> kernels = gpu_matmul_kernels(dtype, n);
+  if (std::find(kernels.begin(), kernels.end(), kernel) == kernels.end())
+    fail("measure_gpu_matmul: no kernel '{}' for dtype '{}' and n = {}", kernel, dtype, n);
+  DType type = DType::F32;
+  dtype_from_name(dtype, type);
+  if (cols % dtype_block_size(type) != 0)
+    fail("measure_gpu_matmul: cols {} is not a multiple of {}'s block size", cols, dtype);
+  const size_t weight_bytes = dtype_row_bytes(type, int64_t(rows) * cols);
+  DeviceBuffer w(weight_bytes), x(size_t(n) * cols * sizeof(float)), y(size_t(n) * rows * sizeof(float));
+  upload_random(w.get(), type, size_t(rows) * cols, 3);
+  upload_random(x.get(), DType::F32, size_t(n) * cols, 4);
+  const Matrix matrix{type, rows, cols, w.get()};
+  // fp16/bf16 weights: cuBLAS takes x in the weights' type (the backend rounds it; here random values).
+  DeviceBuffer x_half(type == DType::F16 || type == DType::BF16 ? size_t(n) * cols * 2 : 1);
+  if (type == DType::F16 || type == DType::BF16) upload_random(x_half.get(), type, size_t(n) * cols, 4);
+  const size_t workspace_bytes = cuda::gemm_quant_workspace_bytes(cuda::GemmQuantVersion::V2DequantCublas, matrix);
+  DeviceBuffer workspace(cuda::quant_matmul_supported(type) ? workspace_bytes : 1);
+  int l2_bytes = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, 0));
+  const size_t flush_bytes = std::max<size_t>(size_t(2) * size_t(l2_bytes), size_t(64) << 20);
+  DeviceBuffer flush(flush_bytes);
+
+  cudaStream_t stream = nullptr;
+  cublasHandle_t handle = nullptr;
+  CUBLAS_CHECK(cublasCreate(&handle));
+  GpuMatmulResult result;
+  result.kernel = kernel;
+  result.ms = 1e300;
+  try {
+    CUBLAS_CHECK(cublasSetStream(handle, stream));
+    CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
+    const auto* xf = static_cast<const float*>(x.get());
+    auto* yf = static_cast<float*>(y.get());
+    auto run = [&] {
+      if (kernel == "gemv_v3_vectorized")
+        cuda::gemv(cuda::GemvVersion::V3Vectorized, matrix, xf, yf, stream);
+      else if (kernel == "gemv_quant_v1_warp_per_row")
+        cuda::gemv_quant(cuda::GemvQuantVersion::V1WarpPerRow, matrix, xf, yf, stream);
+      else if (kernel == "gemv_quant_v2_staged_16b")
+        cuda::gemv_quant(cuda::GemvQuantVersion::V2Staged16B, matrix, xf, yf, stream);
+      else if (kernel == "gemm_quant_v1_smem_tiles")
+        cuda::gemm_quant(cuda::GemmQuantVersion::V1SmemTiles, handle, matrix, xf, yf, n, nullptr, 0, stream);
+      else if (kernel == "gemm_quant_v2_dequant_cublas")
+        cuda::gemm_quant(cuda::GemmQuantVersion::V2DequantCublas, handle, matrix, xf, yf, n, workspace.get(),
+                         workspace_bytes, stream);
+      else cuda::matmul_cublas(handle, matrix, type == DType::F32 ? x.get() : x_half.get(), yf, n);
+    };
+    EventTimer timer;
+    run();  // warm-up (cuBLAS picks its kernel here)
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    for (int r = 0; r < repetitions; ++r) {
+      CUDA_CHECK(cudaMemsetAsync(flush.get(), r & 0xff, flush_bytes, stream));  // evicts W from L2
+      timer.start(stream);
+      run();
+      result.ms = std::min(result.ms, timer.stop(stream));
+    }
+  } catch (...) {
+    cublasDestroy(handle);
+    throw;
+  }
+  cublasDestroy(handle);
+  const double moved = double(weight_bytes) + double(n) * (double(cols) + double(rows)) * 4.0;
+  result.gb_per_s = moved / (result.ms * 1e-3) / 1e9;
+  result.tflops = 2.0 * double(n) * double(rows) * double(cols) / (result.ms * 1e-3) / 1e12;
   return result;
 }
 

@@ -26,7 +26,7 @@ GenerationResult CachedGenerator::generate(const std::vector<int>& prompt, const
          prompt.size(), model_.max_tokens());
 
   const int total = int(prompt.size()) + options.max_new_tokens;
-  KVCache cache(model_.backend(), model_.config(), std::max(total, 1));  // (n_layers, total, n_kv_heads, head_dim)
+  KVCache cache(model_.backend(), model_.config(), std::max(total, 1), kv_dtype_);  // (n_layers, total, n_kv_heads, head_dim)
   return run_decode_loop(
       prompt, options, model_.config().vocab_size,
       [&](int step, const std::vector<int>& sequence, float* logits) {

@@ -7,8 +7,8 @@
 
 namespace infer {
 
-TransformerRunner::TransformerRunner(Transformer& model, int num_blocks, int block_size)
-    : model_(model), cache_(model.backend(), model.config(), num_blocks, block_size) {}
+TransformerRunner::TransformerRunner(Transformer& model, int num_blocks, int block_size, KVDType kv_dtype)
+    : model_(model), cache_(model.backend(), model.config(), num_blocks, block_size, kv_dtype) {}
 
 int TransformerRunner::vocab_size() const { return model_.config().vocab_size; }
 int TransformerRunner::context_length() const { return model_.config().max_seq_len; }
@@ -29,7 +29,7 @@ int pool_blocks(const Transformer& model, const EngineOptions& options) {
   if (options.block_size <= 0) fail("engine: block_size must be positive (got {})", options.block_size);
   if (options.num_blocks > 0) return options.num_blocks;
   const ModelConfig& config = model.config();
-  const uint64_t per_block = 2ull * config.n_layers * uint64_t(config.kv_dim()) * sizeof(float) * options.block_size;
+  const uint64_t per_block = PagedKVCache::bytes_per_position(config, options.kv_dtype) * uint64_t(options.block_size);
   uint64_t bytes = options.kv_cache_bytes;
   if (bytes == 0) {
     const uint64_t contexts = uint64_t(std::max(options.max_batch, 1)) * uint64_t(config.max_seq_len);
@@ -45,6 +45,8 @@ int pool_blocks(const Transformer& model, const EngineOptions& options) {
 }  // namespace
 
 Engine::Engine(Transformer& model, EngineOptions options)
-    : Engine(std::make_unique<TransformerRunner>(model, pool_blocks(model, options), options.block_size), options) {}
+    : Engine(std::make_unique<TransformerRunner>(model, pool_blocks(model, options), options.block_size,
+                                                 options.kv_dtype),
+             options) {}
 
 }  // namespace infer

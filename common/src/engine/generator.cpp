@@ -59,7 +59,7 @@ GenerationResult NaiveGenerator::generate(const std::vector<int>& prompt, const 
   const int total = int(prompt.size()) + options.max_new_tokens;
   // The cache here is only the forward pass's scratch for one step: every step rewrites it from
   // position 0, so nothing computed for the previous token is reused. That is the point.
-  KVCache scratch(model_.backend(), model_.config(), std::max(total, 1));
+  KVCache scratch(model_.backend(), model_.config(), std::max(total, 1), kv_dtype_);
   return run_decode_loop(
       prompt, options, model_.config().vocab_size,
       [&](int /*step*/, const std::vector<int>& sequence, float* logits) {

@@ -89,8 +89,15 @@ ForwardStats Transformer::forward(const Batch& batch, PagedKVCache& cache, float
     if (check_finite_) check_activation(k_.data(), size_t(n) * kv_dim, l, "rope(k)");
     // The new keys/values join the pool at their slots; each query then reads positions [0, its own]
     // of its own sequence through the sequence's block table.
-    be.store_kv(k_.data(), v_.data(), cache.k(l), cache.v(l), view.slot_mapping, n, kv_dim, cache.capacity_tokens());
-    be.paged_attention(q_.data(), cache.k(l), cache.v(l), att_out_.data(), view, c.n_heads, c.n_kv_heads, c.head_dim);
+    if (cache.dtype() == KVDType::f32) {
+      be.store_kv(k_.data(), v_.data(), cache.k(l), cache.v(l), view.slot_mapping, n, kv_dim, cache.capacity_tokens());
+      be.paged_attention(q_.data(), cache.k(l), cache.v(l), att_out_.data(), view, c.n_heads, c.n_kv_heads, c.head_dim);
+    } else {  // int8 (ch07): quantized on the way in, dequantized inside the attention kernel
+      const Int8KVLayer pool = cache.int8_layer(l);
+      be.store_kv_int8(k_.data(), v_.data(), pool, view.slot_mapping, n, c.n_kv_heads, c.head_dim,
+                       cache.capacity_tokens());
+      be.paged_attention_int8(q_.data(), pool, att_out_.data(), view, c.n_heads, c.n_kv_heads, c.head_dim);
+    }
     if (check_finite_) check_activation(att_out_.data(), size_t(n) * c.q_dim(), l, "attention");
     be.matmul(w.wo, att_out_.data(), xb2_.data(), n);
     if (check_finite_) check_activation(xb2_.data(), size_t(n) * c.dim, l, "attn_output");
@@ -113,7 +120,7 @@ ForwardStats Transformer::forward(const Batch& batch, PagedKVCache& cache, float
 
     // KV traffic: the n new rows are written; token t reads positions [0, positions[t]] once per kv
     // head (the query heads of a group share them in cache).
-    const uint64_t row_bytes = uint64_t(kv_dim) * sizeof(float);
+    const uint64_t row_bytes = cache.row_bytes();  // one position's K (or V) row of a layer, scales included
     stats.kv_bytes += 2 * row_bytes * uint64_t(n);
     for (int t = 0; t < n; ++t) stats.kv_bytes += 2 * row_bytes * uint64_t(batch.positions[t] + 1);
   }

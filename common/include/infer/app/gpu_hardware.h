@@ -55,4 +55,20 @@ std::vector<std::string> gpu_gemm_variants();
 // Times one variant on seeded random (n, n) matrices: one warm-up run, then the best of `repetitions`.
 GpuGemmResult measure_gpu_gemm(const std::string& variant, int n, int repetitions);
 
+// ---- matmul kernels on one weight matrix (tools/gpu_matmul_bench, scripts/gpu_check.sh) ----------------------
+struct GpuMatmulResult {
+  std::string kernel;
+  double ms = 0.0;        // best time of one call (L2 flushed before each)
+  double gb_per_s = 0.0;  // (weight bytes as stored + x + y) / best time
+  double tflops = 0.0;    // 2 n rows cols / best time
+};
+// The kernels measure_gpu_matmul times for a weight dtype ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1") and
+// n tokens: n == 1: gemv_v3_vectorized (float types) or gemv_quant_v1_warp_per_row, gemv_quant_v2_staged_16b;
+// n > 1: cublas (float types) or gemm_quant_v1_smem_tiles, gemm_quant_v2_dequant_cublas.
+std::vector<std::string> gpu_matmul_kernels(const std::string& dtype, int n);
+// y (n, rows) = x (n, cols) . W^T with seeded random W stored as `dtype`; one warm-up call, then the best of
+// `repetitions`, each after a write of twice the L2 size so W comes from device memory.
+GpuMatmulResult measure_gpu_matmul(const std::string& dtype, const std::string& kernel, int rows, int cols, int n,
+                                   int repetitions);
+
 }  // namespace infer

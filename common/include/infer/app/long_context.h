@@ -35,6 +35,7 @@ struct ContextSpeed {
 // max(contexts) + decode_steps positions; throws infer::Error naming the sizes otherwise. Tokens are seeded
 // random ids (the speed does not depend on them). Progress goes to nowhere: the caller prints.
 std::vector<ContextSpeed> measure_long_context(Transformer& model, std::span<const int> contexts, int decode_steps = 16,
-                                               int repeats = 2, int block_size = 16, uint64_t seed = 1);
+                                               int repeats = 2, int block_size = 16, uint64_t seed = 1,
+                                               KVDType kv_dtype = KVDType::f32);
 
 }  // namespace infer

@@ -24,9 +24,10 @@ void bf16_to_f32_row(const uint16_t* src, float* dst, int n);
 // integer kernels of quant_kernels.h; the K formats are dequantized a few rows at a time (below).
 //  n == 1 (decode): a GEMV, one output row per iteration, threads split the rows. It streams W once,
 //                   so its speed is bandwidth / W.n_bytes().
-//  n > 1 (prefill): a block of 16 weight rows is converted to fp32 once and kept in cache while
-//                   every token's dot products with it are computed, so W is still read once
-//                   (gemm_v2_register_blocked).
+//  n > 1 (prefill, batched decode): 4 weight rows at a time (converted to fp32 once if they are not)
+//                   meet every token of a block of tokens in 6 x 4 register tiles, so W is read once
+//                   per token block (one block up to 168 tokens at 576 columns)
+//                   (gemm_v3_packed_prefetch).
 void matmul(const Matrix& weight, const float* x, float* y, int n, int threads);
 // The GEMV (n == 1) versions, see matmul_cpu.cpp: v1_scratch converts half-precision rows into a
 // per-call buffer; v2_fused (what matmul runs) converts inside the dot, with no buffer.
@@ -34,12 +35,17 @@ void gemv_v1_scratch(const Matrix& weight, const float* x, float* y, int threads
 void gemv_v2_fused(const Matrix& weight, const float* x, float* y, int threads);
 // The GEMM (n > 1) versions, see matmul_cpu.cpp; both give the GEMV's bits for every token.
 //  v1_dot: one dot_f32 per (token, row) of a block of 16 rows converted to fp32 once.
-//  v2_register_blocked (what matmul runs): 4 tokens x 4 rows per micro-kernel, accumulators in
+//  v2_register_blocked: 4 tokens x 4 rows per micro-kernel, accumulators in
 //    registers (AVX-512 intrinsics when compiled for AVX-512); _portable: the same tiles in plain C++,
 //    what builds without AVX-512 run, callable everywhere so tests can check it gives the same bits.
 void gemm_v1_dot(const Matrix& weight, const float* x, float* y, int n, int threads);
 void gemm_v2_register_blocked(const Matrix& weight, const float* x, float* y, int n, int threads);
 void gemm_v2_register_blocked_portable(const Matrix& weight, const float* x, float* y, int n, int threads);
+//  v3_packed_prefetch (what matmul runs): 6 tokens x 4 rows per micro-kernel with the x vector kept in a
+//    register, x packed once per call in the micro-kernel's order, weights streamed 4 rows at a time with a
+//    software prefetch of the next 4; the same bits as v1/v2/the GEMV. _portable as for v2.
+void gemm_v3_packed_prefetch(const Matrix& weight, const float* x, float* y, int n, int threads);
+void gemm_v3_packed_prefetch_portable(const Matrix& weight, const float* x, float* y, int n, int threads);
 
 // Rotates pairs of each head of x (n, n_heads, head_dim) by angle pos * theta^(-2i/head_dim),
 // pos = start_pos + t. Interleaved pairs are (2i, 2i+1); HalfSplit pairs are (i, i + head_dim/2).
@@ -68,6 +74,18 @@ void attention(const float* q, const float* k_cache, const float* v_cache, float
 void store_kv(const float* new_k, const float* new_v, float* k_pool, float* v_pool, const int* slot_mapping, int n,
               int kv_dim, int num_slots);
 
+// ---- the int8 KV cache (KVDType::int8, ch07; kv_store_int8_cpu.cpp) ---------------------------------
+// Quantizes one row x (n floats) symmetrically: scale = max|x| / 127, q[i] = round(x[i] / scale) in
+// [-127, 127]; returns scale (0 for an all-zero row, whose q are 0). Dequantized x'[i] = q[i] * scale
+// satisfies |x[i] - x'[i]| <= scale / 2 (up to float rounding of the division and the product, tested as
+// scale * (0.5 + 2^-16)). A non-finite row stores q = 0 and a non-finite scale, so the NaN/Inf reaches the
+// attention output (and --check-numerics) instead of disappearing.
+float quantize_row_int8(const float* x, int n, int8_t* q);
+// store_kv for an int8 pool (backend.h): each token's K and V rows quantized per kv head into slot
+// slot_mapping[t]. Throws infer::Error, before writing anything, when a slot is outside [0, num_slots).
+void store_kv_int8(const float* new_k, const float* new_v, const Int8KVLayer& pool, const int* slot_mapping, int n,
+                   int n_kv_heads, int head_dim, int num_slots);
+
 // Causal GQA attention of a ragged batch over a paged pool, see Backend::paged_attention and
 // attention_cpu.cpp. Each query's result depends only on its own q, its position and its sequence's
 // K/V rows, never on the rest of the batch or the block size.
@@ -83,5 +101,12 @@ void paged_attention_v3_tiled(const float* q, const float* k_pool, const float* 
                               const BatchView& batch, int n_heads, int n_kv_heads, int head_dim, int threads);
 void paged_attention(const float* q, const float* k_pool, const float* v_pool, float* out, const BatchView& batch,
                      int n_heads, int n_kv_heads, int head_dim, int threads);
+// paged_v4_int8: v3_tiled over an int8 pool (Int8KVLayer). The int8 K and V rows are converted to fp32 in
+// registers by the tile transpose and the weighted V sum (no fp32 copy); the row's K scale multiplies its score once
+// (score = (q . k_int8) * k_scale / sqrt(head_dim)) and its V scale its softmax weight once
+// (out += (p * v_scale) * v_int8). Same tiles, chunks and order as v3: a query's bits do not depend on the
+// rest of the batch, the block layout or the thread count. What the CPU backend runs for an int8 cache.
+void paged_attention_v4_int8(const float* q, const Int8KVLayer& pool, float* out, const BatchView& batch, int n_heads,
+                             int n_kv_heads, int head_dim, int threads);
 
 }  // namespace infer::cpu

@@ -28,7 +28,7 @@ class BatchRunner {
 // A Transformer over a PagedKVCache of num_blocks x block_size positions in the model's backend.
 class TransformerRunner : public BatchRunner {
  public:
-  TransformerRunner(Transformer& model, int num_blocks, int block_size);
+  TransformerRunner(Transformer& model, int num_blocks, int block_size, KVDType kv_dtype = KVDType::f32);
   // (Defined in engine_transformer.cpp, out of line, so that code using only the BatchRunner interface
   // links without the model's paged forward pass.)
   int vocab_size() const override;

@@ -91,8 +91,10 @@ enum class SchedulePolicy {
 
 struct EngineOptions {
   int block_size = 16;            // positions per KV block
+  KVDType kv_dtype = KVDType::f32;  // the pool's element type (ch07: int8, one scale per position and kv head)
   int num_blocks = 0;             // KV pool size; 0 = sized from kv_cache_bytes
-  uint64_t kv_cache_bytes = 0;    // used when num_blocks == 0; 0 = max_batch full contexts, at most 1 GiB
+  uint64_t kv_cache_bytes = 0;    // used when num_blocks == 0 (blocks of kv_dtype's real bytes); 0 = max_batch
+                                  // full contexts, at most 1 GiB
   int max_batch = 64;             // sequences in one step at most
   int max_step_tokens = 512;      // token budget of one step (decode tokens + prefill chunks)
   bool prefix_caching = true;     // reuse full cached blocks of identical prompt prefixes

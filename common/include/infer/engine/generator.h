@@ -72,24 +72,28 @@ class Generator {
 
 class NaiveGenerator : public Generator {
  public:
-  explicit NaiveGenerator(Transformer& model) : model_(model) {}
+  // kv_dtype: the element type of the pass's scratch cache (int8 gives CachedGenerator's int8 tokens).
+  explicit NaiveGenerator(Transformer& model, KVDType kv_dtype = KVDType::f32) : model_(model), kv_dtype_(kv_dtype) {}
   GenerationResult generate(const std::vector<int>& prompt, const GenerationOptions& options,
                             const TokenCallback& on_token = {}) override;
 
  private:
   Transformer& model_;
+  KVDType kv_dtype_;
 };
 
 class CachedGenerator : public Generator {
  public:
   // The prompt must fit in one prefill pass: prompt length <= model.max_tokens(). The KV cache is
   // sized per call to prompt + max_new_tokens positions (bounded by the model's context).
-  explicit CachedGenerator(Transformer& model) : model_(model) {}
+  // kv_dtype: the cache's element type (ch07's int8 option; f32 by default).
+  explicit CachedGenerator(Transformer& model, KVDType kv_dtype = KVDType::f32) : model_(model), kv_dtype_(kv_dtype) {}
   GenerationResult generate(const std::vector<int>& prompt, const GenerationOptions& options,
                             const TokenCallback& on_token = {}) override;
 
  private:
   Transformer& model_;
+  KVDType kv_dtype_;
 };
 
 }  // namespace infer

@@ -84,7 +84,7 @@ struct RunMetrics {
   int peak_blocks = 0;
   int peak_running = 0;
   uint64_t peak_kv_bytes = 0;
-  uint64_t kv_bytes_per_position = 0;  // 2 * n_layers * kv_dim * 4 (bytes_per_block / block_size)
+  uint64_t kv_bytes_per_position = 0;  // bytes_per_block / block_size (2 * n_layers * kv_dim * 4 for f32)
   uint64_t preemptions = 0;
   uint64_t prefix_hit_tokens = 0;
   double prefix_hit_rate = 0;       // prompt tokens served from the cache / prompt tokens

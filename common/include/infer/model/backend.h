@@ -42,6 +42,25 @@ struct BatchView {
   const int* block_tables = nullptr;  // (n_sequences, max_blocks)
 };
 
+// The element type of a KV cache (PagedKVCache's option, ch07).
+//   f32:  K and V rows as computed.
+//   int8: each (position, kv head) row of head_dim values stored as int8 q with one float scale s per row
+//         (symmetric: s = max|x| / 127, q = round(x / s), x' = q * s, so |x - x'| <= s / 2), for K and for V.
+enum class KVDType { f32, int8 };
+const char* kv_dtype_name(KVDType dtype);  // "f32", "int8"
+// "f32" / "int8"; throws infer::Error naming the value otherwise.
+KVDType parse_kv_dtype(const std::string& name);
+
+// One layer of an int8 KV pool (KVDType::int8): k, v (num_slots, n_kv_heads, head_dim) int8 and
+// k_scale, v_scale (num_slots, n_kv_heads) floats; position row (slot, kv head g) is
+// k[(slot * n_kv_heads + g) * head_dim + d] * k_scale[slot * n_kv_heads + g] (the same for V).
+struct Int8KVLayer {
+  int8_t* k = nullptr;
+  int8_t* v = nullptr;
+  float* k_scale = nullptr;
+  float* v_scale = nullptr;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -93,6 +112,19 @@ class Backend {
   //   the batch (the same bits alone or batched).
   virtual void paged_attention(const float* q, const float* k_pool, const float* v_pool, float* out,
                                const BatchView& batch, int n_heads, int n_kv_heads, int head_dim) = 0;
+  // ---- the int8 KV cache (KVDType::int8) ----------------------------------------------------------
+  // A backend without these ops keeps the defaults: supports_int8_kv() false, and PagedKVCache refuses an
+  // int8 cache on it up front (never a silent fallback to f32); the ops themselves throw infer::Error.
+  virtual bool supports_int8_kv() const { return false; }
+  // store_kv for an int8 pool: token t's K and V rows are quantized per kv head (scale = max|x| / 127)
+  // into slot slot_mapping[t]. Slot checks as store_kv.
+  virtual void store_kv_int8(const float* new_k, const float* new_v, const Int8KVLayer& pool, const int* slot_mapping,
+                             int n, int n_kv_heads, int head_dim, int num_slots);
+  // paged_attention over an int8 pool (shapes as paged_attention): the rows are dequantized inside the
+  // kernel, each row's scale applied once per score and once per weighted V row.
+  virtual void paged_attention_int8(const float* q, const Int8KVLayer& pool, float* out, const BatchView& batch,
+                                    int n_heads, int n_kv_heads, int head_dim);
+
   // gate (count) = silu(gate) * up
   virtual void silu_mul(float* gate, const float* up, size_t count) = 0;
   // x (count) += y
