@@ -26,8 +26,13 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <cerrno>
+#include <cstdlib>
+#include <dirent.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <random>
 #include <thread>
 
@@ -46,6 +51,59 @@ double seconds_between(Clock::time_point from, Clock::time_point to) {
 // The OpenAI finish_reason of an engine finish: a stop token is "stop", max_tokens is "length".
 std::string openai_finish_reason(FinishReason reason) {
   return reason == FinishReason::length ? "length" : "stop";
+}
+
+// ==== noticing a client that left a non-streaming request ===================================================
+// A streaming response notices a client that left when a write fails (or its sink stops being writable). A
+// non-streaming one writes nothing until the end, and cpp-httplib 0.11 (Debian's) gives a handler no access
+// to its connection (newer versions have Request::is_connection_closed). The handler's connection stays open
+// while the handler runs, so its descriptor is the one socket of this process whose local and peer addresses
+// are the request's four-tuple (unique for TCP): we find it once, then peek at it while the request runs.
+
+// "address:port" of a socket's local or peer end, in the numeric form httplib fills Request with.
+std::optional<std::pair<std::string, int>> socket_end(int fd, bool peer) {
+  sockaddr_storage address{};
+  socklen_t length = sizeof(address);
+  const int rc = peer ? getpeername(fd, reinterpret_cast<sockaddr*>(&address), &length)
+                      : getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  if (rc != 0 || (address.ss_family != AF_INET && address.ss_family != AF_INET6)) return std::nullopt;
+  char host[NI_MAXHOST], port[NI_MAXSERV];
+  if (getnameinfo(reinterpret_cast<sockaddr*>(&address), length, host, sizeof(host), port, sizeof(port),
+                  NI_NUMERICHOST | NI_NUMERICSERV) != 0) {
+    return std::nullopt;
+  }
+  return std::make_pair(std::string(host), std::atoi(port));
+}
+
+// The request's connected socket, -1 when not found (then the request simply runs to its end).
+int find_request_socket(const httplib::Request& req) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int found = -1;
+  while (const dirent* entry = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(entry->d_name, &end, 10);
+    if (end == entry->d_name || *end != '\0' || fd == dirfd(dir)) continue;
+    struct stat info {};
+    if (fstat(int(fd), &info) != 0 || !S_ISSOCK(info.st_mode)) continue;
+    const auto peer = socket_end(int(fd), true);
+    if (!peer || peer->second != req.remote_port || peer->first != req.remote_addr) continue;
+    const auto local = socket_end(int(fd), false);
+    if (!local || local->second != req.local_port || local->first != req.local_addr) continue;
+    found = int(fd);
+    break;
+  }
+  closedir(dir);
+  return found;
+}
+
+// Whether the peer closed its end: a read would return end-of-file (or the connection was reset). Bytes
+// waiting to be read (a pipelined next request) are left where they are and mean "still there".
+bool peer_closed(int fd) {
+  char byte = 0;
+  const ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return true;
+  return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
 }
 
 void send_error(httplib::Response& res, const ApiError& error) {
@@ -82,9 +140,37 @@ struct Generation {
   std::string error;                          // the engine refused or failed the request
   bool first_chunk = true;
   bool cancelled = false;                     // we asked the engine to abort it (stop string, client gone)
+  // logprobs (when the request asked): one entry per generated token, the token that completed a stop string
+  // included; `logprob_tokens` holds those not sent yet, `logprob_offset` the legacy text_offset reached.
+  const Tokenizer& tokenizer;
+  int previous_token;
+  std::vector<LogprobToken> logprob_tokens;
+  size_t logprob_offset = 0;
 
-  Generation(const Tokenizer& tokenizer, int previous_token, std::vector<std::string> stop_strings)
-      : detokenizer(tokenizer, previous_token), stops(std::move(stop_strings)) {}
+  Generation(const Tokenizer& tokenizer_, int previous_token_, std::vector<std::string> stop_strings)
+      : detokenizer(tokenizer_, previous_token_), stops(std::move(stop_strings)), tokenizer(tokenizer_),
+        previous_token(previous_token_) {}
+
+  // The client's view of an event's log-probabilities: each token's bytes decoded after the previous token.
+  void add_logprobs(const RequestEvent& event) {
+    if (!event.logprobs) return;
+    LogprobToken entry;
+    entry.bytes = tokenizer.decode_token(previous_token, event.token);  // control tokens: "", as in the text
+    entry.logprob = event.logprobs->logprob;
+    for (const TokenLogprob& alternative : event.logprobs->top) {
+      entry.top.emplace_back(tokenizer.decode_token(previous_token, alternative.token), alternative.logprob);
+    }
+    logprob_tokens.push_back(std::move(entry));
+  }
+  // The logprobs JSON of the entries not sent yet (null when the request did not ask), and forgets them.
+  json take_logprobs() {
+    if (!request.logprobs) return nullptr;
+    json out = request.endpoint == Endpoint::chat_completions ? chat_logprobs_json(logprob_tokens)
+                                                               : completion_logprobs_json(logprob_tokens, logprob_offset);
+    for (const LogprobToken& token : logprob_tokens) logprob_offset += token.bytes.size();
+    logprob_tokens.clear();
+    return out;
+  }
 
   // Consumes the events that arrived; returns the text to send now. Sets finish_reason at the end.
   std::string absorb(const std::vector<RequestEvent>& events, EngineWorker& worker) {
@@ -96,6 +182,8 @@ struct Generation {
         if (!first_token) first_token = now;
         last_token = now;
         ++completion_tokens;
+        add_logprobs(event);
+        previous_token = event.token;
         text += stops.push(detokenizer.push(event.token));
         if (stops.stopped()) {
           finish_reason = "stop";
@@ -230,10 +318,6 @@ class OpenAiServer {
       limits.max_prompt_tokens = size_t(model_.context);
       GenerationRequest request = parse_generation_request(req.body, endpoint, limits);
       if (request.model != model_.id) throw unknown_model(request.model);
-      if (request.logprobs) {
-        throw ApiError(400, "'logprobs' is not supported: the engine reports sampled tokens, not their probabilities",
-                       "logprobs");
-      }
       std::vector<int> prompt = prompt_tokens(request);
       if (prompt.empty()) throw ApiError(400, "The prompt is empty (and the model adds no BOS token)", "prompt");
       const int remaining = model_.context - int(prompt.size());
@@ -250,6 +334,7 @@ class OpenAiServer {
       params.max_tokens = max_tokens;
       params.stop_tokens = model_.end_of_generation;
       params.ignore_eos = request.ignore_eos;
+      params.logprobs = request.logprobs ? request.top_logprobs : -1;
 
       generation = std::make_shared<Generation>(*model_.loaded.tokenizer, prompt.back(), request.stop);
       generation->header = {endpoint, fmt::format("{}-{}", endpoint == Endpoint::chat_completions ? "chatcmpl" : "cmpl",
@@ -273,12 +358,23 @@ class OpenAiServer {
       ~Close() { count.fetch_sub(1); }
     } close{open_responses_};
 
-    // ---- one JSON response at the end ----
+    // ---- one JSON response at the end; a client that leaves meanwhile cancels the request ----
+    const int socket = find_request_socket(req);
     std::string text;
-    while (!generation->done()) text += generation->absorb(generation->channel->wait(std::chrono::milliseconds(100)), worker_);
+    while (!generation->done()) {
+      text += generation->absorb(generation->channel->wait(std::chrono::milliseconds(50)), worker_);
+      if (!generation->done() && socket >= 0 && peer_closed(socket)) {
+        worker_.cancel(generation->channel);  // the engine frees its blocks at its next step
+        generation->cancelled = true;
+        metrics_.count_cancelled();
+        res.status = 499;  // nginx's "client closed request": nobody reads it, /metrics counts it
+        return;
+      }
+    }
     if (!generation->error.empty()) return send_error(res, ApiError(400, generation->error, "prompt"));
     finish(*generation);
-    res.set_content(dump_json(completion_response(generation->header, text, *generation->finish_reason, generation->usage())),
+    res.set_content(dump_json(completion_response(generation->header, text, *generation->finish_reason, generation->usage(),
+                                                  generation->take_logprobs())),
                     "application/json");
   }
 
@@ -301,8 +397,10 @@ class OpenAiServer {
           if (!g.error.empty()) {
             out += "data: " + dump_json(error_body(ApiError(500, g.error))) + "\n\n";
           } else {
-            if (!text.empty()) {
-              out += sse_event(stream_chunk(g.header, text, std::nullopt, g.first_chunk));
+            // Text, or tokens whose text is still held back (half a character, a possible stop string) but
+            // whose logprobs the client asked for.
+            if (!text.empty() || !g.logprob_tokens.empty()) {
+              out += sse_event(stream_chunk(g.header, text, std::nullopt, g.first_chunk, g.take_logprobs()));
               g.first_chunk = false;
             }
             if (g.finish_reason) {

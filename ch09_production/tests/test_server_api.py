@@ -2,6 +2,7 @@
 completions and chat, streaming and not, usage, stop strings, seeds, the bad-request corpus, auth, 429."""
 import concurrent.futures
 import json
+import math
 import socket
 import sys
 import threading
@@ -134,7 +135,9 @@ class CompletionsTest(unittest.TestCase):
             (C, b'{"model": "stories260K", "prompt": "\xff\xfe"}', 400),      # invalid UTF-8
             (C, b'{"model": "stories260K", "prompt": [1, 99999]}', 400),      # token id outside the vocabulary
             (C, b'{"model": "stories260K", "prompt": "' + b"x" * (2 << 20) + b'"}', 413),  # oversized body
-            (C, base.encode() + b'"logprobs": 2}', 400),                      # not supported: refused by name
+            (C, base.encode() + b'"logprobs": 6}', 400),                      # legacy logprobs: 0..5
+            (C, base.encode() + b'"logprobs": true}', 400),                   # legacy logprobs: an integer
+            (C, base.encode() + b'"top_logprobs": 2}', 400),                  # chat's field, not this endpoint's
             (H, b'{"model": "stories260K", "messages": [{"role": "user", "content": "hi"}]}', 400),  # no template
             (H, b'{"model": "stories260K", "messages": "hi"}', 400),
             ("/v1/nothing", b'{}', 404),
@@ -172,6 +175,119 @@ class CompletionsTest(unittest.TestCase):
             client.completions.create(model="nope", prompt=PROMPT, max_tokens=4)
         with self.assertRaises(openai.BadRequestError):
             client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, n=2)
+
+
+def check_top_list(test, chosen_logprob, top, n, greedy):
+    """A top-N list: N entries, most likely first, every logprob <= 0, probabilities summing to <= 1; under
+    greedy decoding the chosen token is the first."""
+    test.assertEqual(len(top), n)
+    logprobs = [t[1] for t in top]
+    test.assertEqual(logprobs, sorted(logprobs, reverse=True))
+    test.assertTrue(all(lp <= 0 for lp in logprobs))
+    test.assertLessEqual(sum(math.exp(lp) for lp in logprobs), 1 + 1e-5)
+    test.assertLessEqual(chosen_logprob, 0)
+    if greedy and n > 0:
+        test.assertAlmostEqual(chosen_logprob, logprobs[0], places=5)
+
+
+class LogprobsTest(unittest.TestCase):
+    """logprobs / top_logprobs: the legacy completions shape on stories260K, the chat shape on a synthetic
+    model with a ChatML template; streamed chunks carry the same numbers as the whole response."""
+
+    def test_completions_logprobs(self):
+        with Server(stories260k_args()) as server:
+            body = {"model": MODEL, "prompt": PROMPT, "max_tokens": 20, "temperature": 0, "logprobs": 3}
+            r = requests.post(server.url + "/v1/completions", json=body, timeout=60)
+            self.assertEqual(r.status_code, 200, r.text)
+            choice = r.json()["choices"][0]
+            lp = choice["logprobs"]
+            n = r.json()["usage"]["completion_tokens"]
+            for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset"):
+                self.assertEqual(len(lp[key]), n, key)
+            self.assertEqual("".join(lp["tokens"]), choice["text"])  # ASCII story text: one string per token
+            offsets = [0]
+            for token in lp["tokens"][:-1]:
+                offsets.append(offsets[-1] + len(token.encode()))
+            self.assertEqual(lp["text_offset"], offsets)
+            for token, logprob, top in zip(lp["tokens"], lp["token_logprobs"], lp["top_logprobs"]):
+                items = sorted(top.items(), key=lambda kv: -kv[1])
+                check_top_list(self, logprob, items, len(items), greedy=True)
+                self.assertGreaterEqual(len(items), 1)
+                self.assertEqual(items[0][0], token)
+            # The same request without logprobs: the same text, and logprobs null.
+            plain = requests.post(server.url + "/v1/completions", json={**body, "logprobs": None}, timeout=60).json()
+            self.assertIsNone(plain["choices"][0]["logprobs"])
+            self.assertEqual(plain["choices"][0]["text"], choice["text"])
+            # Streamed: the chunks' logprobs, concatenated, are the whole response's.
+            with requests.post(server.url + "/v1/completions", json={**body, "stream": True}, stream=True,
+                               timeout=60) as streamed:
+                chunks, done = sse_events(streamed)
+            self.assertTrue(done)
+            tokens, logprobs, offsets = [], [], []
+            for c in chunks:
+                if c["choices"] and c["choices"][0]["logprobs"]:
+                    tokens += c["choices"][0]["logprobs"]["tokens"]
+                    logprobs += c["choices"][0]["logprobs"]["token_logprobs"]
+                    offsets += c["choices"][0]["logprobs"]["text_offset"]
+            self.assertEqual(tokens, lp["tokens"])
+            self.assertEqual(offsets, lp["text_offset"])
+            for a, b in zip(logprobs, lp["token_logprobs"]):
+                self.assertAlmostEqual(a, b, places=5)
+            # logprobs 0: the chosen token's logprob, no alternatives. The openai client parses it.
+            client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+            zero = client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0, logprobs=0)
+            self.assertEqual(len(zero.choices[0].logprobs.token_logprobs), 8)
+            self.assertTrue(all(t == {} for t in zero.choices[0].logprobs.top_logprobs))
+            for lp0, full in zip(zero.choices[0].logprobs.token_logprobs, lp["token_logprobs"]):
+                self.assertAlmostEqual(lp0, full, places=5)
+
+    def test_chat_logprobs(self):
+        model = synthetic_model("tiny", "--preset", "tiny")
+        with Server(["--model", model]) as server:
+            name = requests.get(server.url + "/v1/models", timeout=10).json()["data"][0]["id"]
+            client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused")
+            messages = [{"role": "user", "content": "Hello!"}]
+            whole = client.chat.completions.create(model=name, messages=messages, max_tokens=12, temperature=0,
+                                                   logprobs=True, top_logprobs=5, extra_body={"ignore_eos": True})
+            content = whole.choices[0].logprobs.content
+            self.assertEqual(len(content), whole.usage.completion_tokens)
+            for entry in content:
+                self.assertIsInstance(entry.token, str)
+                try:  # "token" is the bytes as text; half a UTF-8 character becomes U+FFFD
+                    self.assertEqual(bytes(entry.bytes).decode(), entry.token)
+                except UnicodeDecodeError:
+                    self.assertIn("\ufffd", entry.token)
+                check_top_list(self, entry.logprob, [(t.token, t.logprob) for t in entry.top_logprobs], 5, greedy=True)
+            stream = client.chat.completions.create(model=name, messages=messages, max_tokens=12, temperature=0,
+                                                    logprobs=True, top_logprobs=5, stream=True,
+                                                    extra_body={"ignore_eos": True})
+            streamed = [e for c in stream if c.choices and c.choices[0].logprobs
+                        for e in c.choices[0].logprobs.content]
+            self.assertEqual([e.token for e in streamed], [e.token for e in content])
+            for a, b in zip(streamed, content):
+                self.assertAlmostEqual(a.logprob, b.logprob, places=5)
+            # logprobs true alone: the chosen token's logprob and an empty top list.
+            alone = client.chat.completions.create(model=name, messages=messages, max_tokens=4, temperature=0,
+                                                   logprobs=True, extra_body={"ignore_eos": True})
+            self.assertTrue(all(e.top_logprobs == [] for e in alone.choices[0].logprobs.content))
+            # Sampled with a temperature: the logprobs are still the model's own (log_softmax of the raw logits).
+            sampled = client.chat.completions.create(model=name, messages=messages, max_tokens=12, temperature=1.5,
+                                                     seed=3, logprobs=True, top_logprobs=20,
+                                                     extra_body={"ignore_eos": True})
+            for entry in sampled.choices[0].logprobs.content:
+                check_top_list(self, entry.logprob, [(t.token, t.logprob) for t in entry.top_logprobs], 20,
+                               greedy=False)
+            # Bad values name their parameter.
+            base = {"model": name, "messages": messages, "max_tokens": 4}
+            for extra, param in [({"top_logprobs": 2}, "top_logprobs"),
+                                 ({"logprobs": False, "top_logprobs": 2}, "top_logprobs"),
+                                 ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+                                 ({"logprobs": True, "top_logprobs": -1}, "top_logprobs"),
+                                 ({"logprobs": "yes"}, "logprobs")]:
+                with self.subTest(extra=extra):
+                    r = requests.post(server.url + "/v1/chat/completions", json={**base, **extra}, timeout=30)
+                    self.assertEqual(r.status_code, 400, r.text)
+                    self.assertEqual(r.json()["error"]["param"], param)
 
 
 class ChatTest(unittest.TestCase):

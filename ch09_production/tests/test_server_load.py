@@ -63,6 +63,34 @@ class LoadTest(unittest.TestCase):
             # The generation stopped early: far fewer than 240 tokens were produced.
             self.assertLess(after["infer_engine_generated_tokens_total"] - before["infer_engine_generated_tokens_total"], 200)
 
+    def test_disconnect_while_waiting_for_a_whole_response_frees_blocks(self):
+        # Not streamed: nothing is written until the end, so only the server watching the connection notices.
+        model = synthetic_model("slow", "--preset", "tiny", "--dim", "512", "--hidden-dim", "1536", "--layers", "8",
+                                "--heads", "8", "--kv-heads", "4", "--head-dim", "64", "--vocab", "512")
+        with Server(["--model", model]) as server:
+            name = requests.get(server.url + "/v1/models", timeout=10).json()["data"][0]["id"]
+            before = server.wait_blocks_free()
+            body = {"model": name, "prompt": [1, 5, 6, 7], "max_tokens": 240, "ignore_eos": True}
+            payload = json.dumps(body).encode()
+            client = socket.create_connection(("127.0.0.1", server.port))
+            client.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+            deadline = time.time() + 30
+            while server.metrics()["infer_engine_generated_tokens_total"] < before["infer_engine_generated_tokens_total"] + 3:
+                self.assertLess(time.time(), deadline, "the request never started generating")
+                time.sleep(0.01)
+            self.assertGreater(server.metrics()["infer_requests_running"], 0, "the request finished before the disconnect")
+            client.close()  # the client goes away while the server is still generating
+            left = time.time()
+            after = server.wait_blocks_free(timeout=10)
+            self.assertLess(time.time() - left, 5.0)
+            self.assertEqual(after['infer_kv_blocks{state="free"}'], before['infer_kv_blocks{state="free"}'])
+            self.assertEqual(after["infer_requests_cancelled_total"], before["infer_requests_cancelled_total"] + 1)
+            self.assertLess(after["infer_engine_generated_tokens_total"] - before["infer_engine_generated_tokens_total"], 200)
+            # The server carries on.
+            r = requests.post(server.url + "/v1/completions", json={**body, "max_tokens": 4}, timeout=60)
+            self.assertEqual(r.status_code, 200, r.text)
+
     def test_sigterm_drains_in_flight_requests_and_exits_0(self):
         model = synthetic_model("slow", "--preset", "tiny", "--dim", "512", "--hidden-dim", "1536", "--layers", "8",
                                 "--heads", "8", "--kv-heads", "4", "--head-dim", "64", "--vocab", "512")

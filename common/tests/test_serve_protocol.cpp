@@ -180,6 +180,36 @@ TEST_CASE("serve protocol: response, chunk and usage JSON, SSE framing, error bo
   CHECK(dump_json(json{{"text", std::string("\xFF")}}) == "{\"text\":\"\xEF\xBF\xBD\"}");
 }
 
+TEST_CASE("serve protocol: logprobs JSON, chat and legacy completions shapes, in responses and chunks") {
+  // Two tokens: " Paris" and the first byte of a two-byte character (half of "é": its text is U+FFFD).
+  const std::vector<LogprobToken> tokens = {
+      {" Paris", -0.25f, {{" Paris", -0.25f}, {" Lyon", -2.5f}}},
+      {std::string("\xC3"), -1.5f, {{"!", -0.5f}, {"!", -0.75f}, {std::string("\xC3"), -1.5f}}},
+  };
+  const json chat = chat_logprobs_json(tokens);
+  REQUIRE(chat["content"].size() == 2);
+  CHECK(chat["content"][0] == json{{"token", " Paris"}, {"logprob", -0.25f}, {"bytes", {32, 80, 97, 114, 105, 115}},
+                                   {"top_logprobs", {{{"token", " Paris"}, {"logprob", -0.25f}, {"bytes", {32, 80, 97, 114, 105, 115}}},
+                                                     {{"token", " Lyon"}, {"logprob", -2.5f}, {"bytes", {32, 76, 121, 111, 110}}}}}});
+  CHECK(chat["content"][1]["token"] == "\xEF\xBF\xBD");  // the exact byte is in "bytes"
+  CHECK(chat["content"][1]["bytes"] == json{0xC3});
+  CHECK(chat["content"][1]["top_logprobs"].size() == 3);
+
+  const json legacy = completion_logprobs_json(tokens, 10);
+  CHECK(legacy["tokens"] == json{" Paris", "\xEF\xBF\xBD"});
+  CHECK(legacy["token_logprobs"] == json{-0.25f, -1.5f});
+  CHECK(legacy["text_offset"] == json{10, 16});  // bytes: " Paris" is 6
+  CHECK(legacy["top_logprobs"][0] == json{{" Paris", -0.25f}, {" Lyon", -2.5f}});
+  CHECK(legacy["top_logprobs"][1]["!"] == -0.5f);  // two alternatives with the same text: the more likely
+  CHECK(legacy["top_logprobs"][1].size() == 2);
+
+  ResponseHeader header{Endpoint::chat_completions, "chatcmpl-1", 1700000000, "m"};
+  CHECK(completion_response(header, "Hi", "stop", {1, 2}, chat)["choices"][0]["logprobs"] == chat);
+  CHECK(completion_response(header, "Hi", "stop", {1, 2})["choices"][0]["logprobs"].is_null());
+  CHECK(stream_chunk(header, "", std::nullopt, false, chat)["choices"][0]["logprobs"] == chat);
+  CHECK(stream_chunk(header, "x", std::nullopt, false)["choices"][0]["logprobs"].is_null());
+}
+
 // ==== stop strings =========================================================================================
 
 namespace {

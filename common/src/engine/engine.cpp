@@ -109,6 +109,7 @@ struct Engine::Impl {
   std::vector<Sequence*> running;      // admission order: oldest first
   EngineStats stats;
   std::vector<float> logits;
+  std::vector<float> raw_row;  // a logits row before sampling, for requests that ask for logprobs
   std::vector<std::pair<RequestCallback, RequestEvent>> pending_events;
   std::unordered_set<RequestId> aborted_during_dispatch;
   bool dispatching = false;
@@ -220,12 +221,14 @@ struct Engine::Impl {
 
   int block_size() const { return blocks.block_size(); }
 
-  void emit(Sequence& seq, int token, FinishReason finish, std::string error = {}) {
+  void emit(Sequence& seq, int token, FinishReason finish, std::string error = {},
+            std::optional<TokenLogprobs> token_logprobs = std::nullopt) {
     RequestEvent event;
     event.id = seq.id;
     event.token = token;
     event.finish = finish;
     event.error = std::move(error);
+    event.logprobs = std::move(token_logprobs);
     event.times = seq.times;
     if (seq.on_event) pending_events.emplace_back(seq.on_event, std::move(event));
   }
@@ -256,13 +259,14 @@ struct Engine::Impl {
   }
 
   // Ends a sequence: frees its blocks at once, removes it from every queue, sends the finish event.
-  void finish(Sequence* seq, FinishReason reason, int token = -1, std::string error = {}) {
+  void finish(Sequence* seq, FinishReason reason, int token = -1, std::string error = {},
+              std::optional<TokenLogprobs> token_logprobs = std::nullopt) {
     blocks.free(seq->id);
     running.erase(std::remove(running.begin(), running.end(), seq), running.end());
     waiting.erase(std::remove(waiting.begin(), waiting.end(), seq), waiting.end());
     static_batch.erase(std::remove(static_batch.begin(), static_batch.end(), seq), static_batch.end());
     seq->times.finish = EngineClock::now();
-    emit(*seq, token, reason, std::move(error));
+    emit(*seq, token, reason, std::move(error), std::move(token_logprobs));
     ++stats.finished;
     sequences.erase(seq->id);  // seq is gone after this line
   }
@@ -462,9 +466,12 @@ struct Engine::Impl {
       blocks.mark_computed(seq->id, seq->tokens, seq->computed);
       if (s.logits_row < 0) continue;
       const std::span<float> row(logits.data() + size_t(s.logits_row) * vocab, vocab);
+      const RequestParams& params = seq->params;
+      // Log-probabilities come from the raw row; the sampler modifies it in place (penalties), so a request
+      // that asks for them gets a copy first. Requests that do not ask pay nothing here.
+      if (params.logprobs >= 0) raw_row.assign(row.begin(), row.end());
       const int token = seq->sampler.sample(row, seq->tokens);
       ++produced;
-      const RequestParams& params = seq->params;
       if (!params.ignore_eos &&
           std::find(params.stop_tokens.begin(), params.stop_tokens.end(), token) != params.stop_tokens.end()) {
         finish(seq, FinishReason::stop);
@@ -473,11 +480,13 @@ struct Engine::Impl {
       seq->tokens.push_back(token);
       ++stats.generated_tokens;
       if (seq->times.generated++ == 0) seq->times.first_token = EngineClock::now();
+      std::optional<TokenLogprobs> token_logprobs;
+      if (params.logprobs >= 0) token_logprobs = compute_token_logprobs(raw_row, token, params.logprobs);
       if (seq->times.generated >= params.max_tokens) {
-        finish(seq, FinishReason::length, token);
+        finish(seq, FinishReason::length, token, {}, std::move(token_logprobs));
         continue;
       }
-      emit(*seq, token, FinishReason::none);
+      emit(*seq, token, FinishReason::none, {}, std::move(token_logprobs));
     }
     dispatch_events();
     return produced;
@@ -497,6 +506,8 @@ RequestId Engine::add_request(std::vector<int> prompt, RequestParams params, Req
     if (prompt[i] < 0 || prompt[i] >= runner.vocab_size())
       fail("engine: prompt token {} is {}, outside the vocabulary of {}", i, prompt[i], runner.vocab_size());
   if (params.max_tokens < 1) fail("engine: max_tokens must be >= 1 (got {})", params.max_tokens);
+  if (params.logprobs < -1 || params.logprobs > kMaxTopLogprobs)
+    fail("engine: logprobs must be -1 (off) or 0..{} (got {})", kMaxTopLogprobs, params.logprobs);
   const int64_t total = int64_t(prompt.size()) + params.max_tokens;
   if (total > runner.context_length())
     fail("engine: prompt of {} tokens + max_tokens {} = {} positions exceeds the model's context of {}", prompt.size(),

@@ -1,6 +1,8 @@
 // openai_protocol.cpp: request validation and response JSON of the OpenAI API (openai_protocol.h).
 #include "infer/serve/openai_protocol.h"
 
+#include "infer/serve/text_stream.h"
+
 #include <fmt/format.h>
 
 #include <cmath>
@@ -338,8 +340,52 @@ json finish_json(const std::optional<std::string>& reason) { return reason ? jso
 
 }  // namespace
 
+namespace {
+
+json byte_values(const std::string& bytes) {
+  json out = json::array();
+  for (unsigned char c : bytes) out.push_back(int(c));
+  return out;
+}
+
+}  // namespace
+
+json chat_logprobs_json(const std::vector<LogprobToken>& tokens) {
+  json content = json::array();
+  for (const LogprobToken& token : tokens) {
+    json top = json::array();
+    for (const auto& [bytes, logprob] : token.top) {
+      top.push_back({{"token", sanitize_utf8(bytes)}, {"logprob", logprob}, {"bytes", byte_values(bytes)}});
+    }
+    content.push_back({{"token", sanitize_utf8(token.bytes)},
+                       {"logprob", token.logprob},
+                       {"bytes", byte_values(token.bytes)},
+                       {"top_logprobs", top}});
+  }
+  return {{"content", content}, {"refusal", nullptr}};
+}
+
+json completion_logprobs_json(const std::vector<LogprobToken>& tokens, size_t first_offset) {
+  json strings = json::array(), logprobs = json::array(), tops = json::array(), offsets = json::array();
+  size_t offset = first_offset;
+  for (const LogprobToken& token : tokens) {
+    strings.push_back(sanitize_utf8(token.bytes));
+    logprobs.push_back(token.logprob);
+    json top = json::object();
+    // Two alternatives that decode to the same text share a key (as in the OpenAI API): the more likely stays.
+    for (const auto& [bytes, logprob] : token.top) {
+      const std::string key = sanitize_utf8(bytes);
+      if (!top.contains(key)) top[key] = logprob;
+    }
+    tops.push_back(top);
+    offsets.push_back(offset);
+    offset += token.bytes.size();
+  }
+  return {{"tokens", strings}, {"token_logprobs", logprobs}, {"top_logprobs", tops}, {"text_offset", offsets}};
+}
+
 json completion_response(const ResponseHeader& header, const std::string& text, const std::string& finish_reason,
-                         const Usage& usage) {
+                         const Usage& usage, const json& logprobs) {
   json response = header_json(header, false);
   json choice = {{"index", 0}};
   if (header.endpoint == Endpoint::chat_completions) {
@@ -347,7 +393,7 @@ json completion_response(const ResponseHeader& header, const std::string& text, 
   } else {
     choice["text"] = text;
   }
-  choice["logprobs"] = nullptr;
+  choice["logprobs"] = logprobs;
   choice["finish_reason"] = finish_reason;
   response["choices"] = json::array({choice});
   response["usage"] = usage_json(usage);
@@ -355,7 +401,7 @@ json completion_response(const ResponseHeader& header, const std::string& text, 
 }
 
 json stream_chunk(const ResponseHeader& header, const std::string& text, const std::optional<std::string>& finish_reason,
-                  bool first) {
+                  bool first, const json& logprobs) {
   json chunk = header_json(header, true);
   json choice = {{"index", 0}};
   if (header.endpoint == Endpoint::chat_completions) {
@@ -366,7 +412,7 @@ json stream_chunk(const ResponseHeader& header, const std::string& text, const s
   } else {
     choice["text"] = text;
   }
-  choice["logprobs"] = nullptr;
+  choice["logprobs"] = logprobs;
   choice["finish_reason"] = finish_json(finish_reason);
   chunk["choices"] = json::array({choice});
   return chunk;

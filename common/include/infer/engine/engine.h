@@ -27,6 +27,7 @@
 
 #include "infer/engine/batch_runner.h"
 #include "infer/engine/block_manager.h"
+#include "infer/engine/logprobs.h"
 #include "infer/engine/sampler.h"
 #include "infer/model/transformer.h"
 
@@ -34,6 +35,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -47,6 +49,10 @@ struct RequestParams {
   int max_tokens = 128;           // new tokens at most
   std::vector<int> stop_tokens;   // generation ends after one of these is sampled (it is not emitted)
   bool ignore_eos = false;        // when true, stop_tokens is ignored (benchmarks)
+  // -1: off (the default; the step then does no log-probability work for this request). 0..kMaxTopLogprobs:
+  // every token event carries the token's log-probability and this many most likely alternatives, from
+  // log_softmax of the raw logits (logprobs.h says why those and not the sampled distribution).
+  int logprobs = -1;
 };
 
 enum class FinishReason { none, stop, length, aborted, error };
@@ -68,12 +74,14 @@ struct RequestTimes {
 // What on_event receives: a token (finish == none), or the end of the request (finish != none). The
 // token reaching max_tokens comes with finish == length in the same event; a stop token is not emitted
 // (token -1, finish == stop); aborted / error carry token -1. `error` names the problem when finish == error.
+// `logprobs` is set on every event with a token when the request asked for them (RequestParams::logprobs >= 0).
 struct RequestEvent {
   RequestId id = 0;
   int token = -1;
   FinishReason finish = FinishReason::none;
   std::string error;
   RequestTimes times;
+  std::optional<TokenLogprobs> logprobs;
 };
 using RequestCallback = std::function<void(const RequestEvent&)>;
 
@@ -183,8 +191,8 @@ class Engine {
   Engine(std::unique_ptr<BatchRunner> runner, EngineOptions options);
   ~Engine();
   // Queues a request. Throws infer::Error (and queues nothing) for an empty prompt, a token outside the
-  // vocabulary, max_tokens < 1, a prompt + max_tokens beyond the model's context, or one that could never
-  // fit the whole block pool; the message names the sizes.
+  // vocabulary, max_tokens < 1, logprobs outside [-1, kMaxTopLogprobs], a prompt + max_tokens beyond the
+  // model's context, or one that could never fit the whole block pool; the message names the sizes.
   RequestId add_request(std::vector<int> prompt, RequestParams params, RequestCallback on_event);
   // Ends a request now (waiting or running): frees its blocks, sends finish == aborted. Unknown id: false.
   bool abort(RequestId id);

@@ -96,13 +96,33 @@ struct ResponseHeader {
   std::string model;
 };
 
-// The whole (non-streamed) response. finish_reason: "stop" or "length".
+// ---- logprobs ----------------------------------------------------------------------------------------------
+// One generated token as the client sees it: its bytes (decode_token of the id; may be part of a UTF-8
+// character), its log-probability and the most likely alternatives (bytes, logprob), most likely first.
+struct LogprobToken {
+  std::string bytes;
+  float logprob = 0.0f;
+  std::vector<std::pair<std::string, float>> top;
+};
+// Chat: {"content": [{"token", "logprob", "bytes": [ints], "top_logprobs": [{"token", "logprob", "bytes"}]}]}
+// ("token" is the bytes as valid UTF-8, an unfinished character replaced by U+FFFD; "bytes" the exact bytes).
+nlohmann::json chat_logprobs_json(const std::vector<LogprobToken>& tokens);
+// Legacy completions: {"tokens", "token_logprobs", "top_logprobs": [{token: logprob}], "text_offset"}, the
+// offsets in bytes from the start of the generated text, `first_offset` being the first token's (streamed
+// chunks continue where the previous chunk ended).
+nlohmann::json completion_logprobs_json(const std::vector<LogprobToken>& tokens, size_t first_offset);
+
+// The whole (non-streamed) response. finish_reason: "stop" or "length". `logprobs`: the choice's logprobs
+// (null when the request did not ask; chat_logprobs_json / completion_logprobs_json otherwise).
 nlohmann::json completion_response(const ResponseHeader& header, const std::string& text,
-                                   const std::string& finish_reason, const Usage& usage);
+                                   const std::string& finish_reason, const Usage& usage,
+                                   const nlohmann::json& logprobs = nullptr);
 // One streamed chunk carrying `text` (may be empty) and, on the last chunk, the finish reason. For chat,
-// `first` adds the assistant role to the delta (the first chunk of a reply).
+// `first` adds the assistant role to the delta (the first chunk of a reply). `logprobs`: those of the tokens
+// that arrived since the previous chunk (null when not asked for).
 nlohmann::json stream_chunk(const ResponseHeader& header, const std::string& text,
-                            const std::optional<std::string>& finish_reason, bool first);
+                            const std::optional<std::string>& finish_reason, bool first,
+                            const nlohmann::json& logprobs = nullptr);
 // The usage chunk sent before [DONE] when stream_options.include_usage is set: empty choices, usage filled.
 nlohmann::json usage_chunk(const ResponseHeader& header, const Usage& usage);
 
