@@ -315,3 +315,41 @@ TEST_CASE("engine speculation: sampling follows the plain distribution (chi-squa
     }
   }
 }
+
+TEST_CASE("engine speculation: a request asking for logprobs decodes plainly and gets them on every token") {
+  ModelFile file = model_file_from_synthetic(make_synthetic_model(synthetic_preset("tiny"), 21));
+  auto backend = make_cpu_backend(2);
+  Weights weights(file, WeightFormat::F32, *backend);
+  Transformer model(weights, *backend, 64);
+  const std::vector<SpecJob> jobs = repetitive_jobs(4, file.config.vocab_size, 24, 11);
+  EngineOptions options;
+  options.block_size = 4;
+  options.num_blocks = 80;
+  options.speculation = prompt_lookup(4);
+  options.speculation.max_batch = 100;
+  Engine plain_engine(model, EngineOptions{.block_size = 4, .num_blocks = 80});
+  const auto expected = run_jobs(plain_engine, jobs);
+
+  Engine engine(model, options);
+  std::map<RequestId, std::vector<int>> tokens;
+  std::map<RequestId, int> with_logprobs;
+  std::vector<RequestId> ids;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    RequestParams params;
+    params.max_tokens = jobs[i].max_tokens;
+    params.logprobs = i % 2 == 0 ? 3 : -1;  // every other request asks
+    ids.push_back(engine.add_request(jobs[i].prompt, params, [&](const RequestEvent& e) {
+      if (e.token < 0) return;
+      tokens[e.id].push_back(e.token);
+      if (e.logprobs) ++with_logprobs[e.id];
+    }));
+  }
+  while (engine.has_work()) engine.step();
+  CHECK(engine.stats().spec_rounds > 0);  // the others speculated
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    CAPTURE(i);
+    CHECK(tokens[ids[i]] == expected[i]);
+    CHECK(with_logprobs[ids[i]] == (i % 2 == 0 ? int(expected[i].size()) : 0));
+  }
+  CHECK(engine.stats().blocks_free == engine.stats().blocks_total);
+}

@@ -172,10 +172,11 @@ struct Engine::Impl {
   }
 
   // The guesses of a decoding sequence this step (at most gamma, what is left of max_tokens but one, and what
-  // fits the step's budget after its own token), empty when it does not speculate.
+  // fits the step's budget after its own token), empty when it does not speculate. A request that asked for
+  // logprobs decodes plainly: its tokens' log-probabilities come from the raw row of a plain step.
   void propose(Sequence& seq, int budget, std::vector<int>& guesses) {
     guesses.clear();
-    if (!speculating_now) return;
+    if (!speculating_now || seq.params.logprobs >= 0) return;
     const int limit = std::min({options.speculation.gamma, seq.params.max_tokens - seq.times.generated - 1, budget - 1});
     if (limit <= 0) return;
     draft->propose(seq.tokens, limit, seq.sampler, proposal);
