@@ -177,20 +177,25 @@ TEST_CASE("speculative: the controller raises gamma with acceptance, switches of
   CHECK(controller.next_gamma(8, 20, stats) >= 6);
   CHECK(stats.switches.empty());
   // Now every guess is rejected: the controller turns speculation off and logs it.
-  int plain = 0;
+  int plain = 0, probes = 0;
   for (int i = 0; i < 60; ++i) {
     const int gamma = controller.next_gamma(8, 20 + i, stats);
     if (gamma == 0) {
       ++plain;
       controller.record(1, 0, 0, false, 0.0, 10.0);
     } else {
+      if (!stats.switches.empty()) ++probes;
       round(gamma, 0, true);
     }
   }
   REQUIRE(stats.switches.size() == 1);
   CHECK_FALSE(stats.switches[0].on);
   CHECK(stats.switches[0].predicted_gain < options.min_gain);
-  CHECK(plain > 30);  // mostly plain steps, a probe every 4
+  CHECK(plain > 30);  // mostly plain steps
+  // Each failed probe doubles the wait (4, 8, 16, 32): at most 4 probes in the ~55 steps after the switch
+  // (one every 4 would be ~13).
+  CHECK(probes >= 2);
+  CHECK(probes <= 4);
   // Acceptance comes back (seen through the probes): speculation switches on again.
   for (int i = 0; i < 60 && stats.switches.size() < 2; ++i) {
     const int gamma = controller.next_gamma(8, 80 + i, stats);

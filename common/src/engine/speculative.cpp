@@ -32,8 +32,11 @@ constexpr double kDecay = 0.9;         // per compared guess: the running accept
 // slowly forgotten (x kForget per measurement), so a busy moment does not read as an expensive pass.
 constexpr double kForget = 1.02;
 constexpr int kWarmupRounds = 1;       // rounds with options.gamma before the controller chooses
-constexpr int kRoundsBeforeOff = 4;    // speculative rounds seen before the fallback may switch off: one
+constexpr int kRoundsBeforeOff = 3;    // speculative rounds seen before the fallback may switch off: one
                                        // measurement of each cost is too easily a busy moment
+constexpr int kMaxProbeBackoff = 8;    // while off, a failed probe doubles the wait for the next, up to this
+                                       // x probe_every: a draft that never pays (ch08's early exit on code:
+                                       // acceptance ~0.1) then costs a few rounds, not one every probe_every
 }  // namespace
 
 GammaController::GammaController(SpeculativeOptions options)
@@ -58,6 +61,10 @@ void GammaController::record(int width, int drafted, int accepted, bool rejected
     estimate = estimate < 0.0 ? target_ms : std::min(target_ms, estimate * kForget);
   }
   if (drafted == 0) return;
+  if (!on_) {  // a probe: back to probing often when it looked promising, else wait twice as long
+    probe_interval_ = 2 * accepted >= drafted ? options_.probe_every
+                                              : std::min(2 * probe_interval_, kMaxProbeBackoff * options_.probe_every);
+  }
   const int compared = accepted + (rejected ? 1 : 0);
   const double keep = std::pow(kDecay, compared);
   accepted_ = keep * accepted_ + accepted;
@@ -129,11 +136,12 @@ int GammaController::next_gamma(int limit, int tokens_so_far, SpeculativeStats& 
     if (on_ != pays && (pays || stats.rounds >= kRoundsBeforeOff)) {
       on_ = !on_;
       plain_since_probe_ = 0;
+      probe_interval_ = options_.probe_every;
       stats.switches.push_back({tokens_so_far, on_, acceptance(), gain});
     }
     if (!on_) {
       // Off: plain steps, and now and then one probing round so the acceptance rate stays current.
-      if (++plain_since_probe_ < options_.probe_every) return 0;
+      if (++plain_since_probe_ < probe_interval_) return 0;
       plain_since_probe_ = 0;
     }
   }

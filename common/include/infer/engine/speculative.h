@@ -58,7 +58,8 @@ struct SpeculativeOptions {
   int max_gamma = 8;
   bool adaptive = true;      // gamma follows the running acceptance rate and the measured costs
   bool fallback = true;      // switch speculation off while it is predicted not to pay
-  int probe_every = 24;      // while off: one speculative round after this many plain steps
+  int probe_every = 24;      // while off: one speculative round after this many plain steps (doubled after each
+                             // failed probe, up to 8x; back to this after a promising one)
   double min_gain = 1.03;    // speculate only when predicted >= min_gain x plain decoding
   double acceptance_prior = 0.7;  // the acceptance rate assumed before any round was verified
   // Costs measured beforehand (ch08's Part 1), used until the run has measured its own: pass_cost[n - 1] = a target
@@ -125,6 +126,8 @@ class GammaController {
   SpeculativeOptions options_;
   bool on_ = true;
   int plain_since_probe_ = 0;
+  int probe_interval_ = 1;                     // plain steps between probes while off (options.probe_every, doubled
+                                               // after each probe that failed)
   double accepted_, compared_;                 // decayed counts: acceptance = accepted / compared
   double draft_token_ms_ = -1.0;               // fastest seen, slowly forgotten; < 0 until measured
   std::vector<double> pass_ms_;                // per width: fastest seen, slowly forgotten; < 0 until measured
