@@ -10,7 +10,8 @@
 namespace infer {
 
 struct LadderOptions {
-  int requests = 16;               // the throughput view: this many requests submitted at once
+  int requests = 32;               // the throughput view: this many requests submitted at once (32 streaming
+                                   // clients over HTTP: the acceptance load)
   int naive_requests = 1;          // the one-at-a-time naive baseline runs this subset (its cost is quadratic)
   int cached_requests = 2;         // the one-at-a-time KV-cache baseline runs this subset
   double usd_per_hour = 1.0;       // what the machine costs, for $ per million tokens

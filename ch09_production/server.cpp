@@ -11,6 +11,7 @@
 
 #include "chat_page.h"
 #include "infer/core/error.h"
+#include "infer/core/fresh_thread.h"
 #include "infer/model/transformer.h"
 #include "infer/serve/chat_template.h"
 #include "infer/serve/engine_worker.h"
@@ -588,7 +589,11 @@ int run_server(const CommonOptions& common, const ServeOptions& options) {
   const int threads = resolve_threads(common.threads);
   auto backend = make_backend(common.device, threads);
   const LoadedModel model = load_model(common);
-  Weights weights(model.file, parse_weight_format(common.weights), *backend);
+  // Converted on a thread that then exits (core/fresh_thread.h): the forward passes run on the engine thread,
+  // and a second OpenMP pool left on this thread would make every barrier of every step slower.
+  const std::unique_ptr<Weights> weights_owner = on_fresh_thread(
+      [&] { return std::make_unique<Weights>(model.file, parse_weight_format(common.weights), *backend); });
+  Weights& weights = *weights_owner;
   Transformer transformer(weights, *backend, options.engine.max_step_tokens);
   transformer.set_check_finite(common.check_numerics);
   HttpServer server(model, transformer, options, common.max_tokens, common.seed);
