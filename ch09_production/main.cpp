@@ -35,6 +35,21 @@ void add_serve_options(CLI::App& serve, CommonOptions& common, ServeOptions& opt
   serve.add_option("--block-size", options.engine.block_size, "Positions per KV block")->check(CLI::Range(1, 1024));
   serve.add_option("--kv-blocks", options.engine.num_blocks, "KV pool size in blocks (0: sized by the engine)")->check(CLI::Range(0, 1 << 24));
   serve.add_flag("!--no-prefix-caching", options.engine.prefix_caching, "Turn prefix caching off");
+  // Quantization: --weights (q8_0, q4_0, q4_1, native, ...) and --kv-cache, as in every chapter. Speculation: ch08's
+  // prompt lookup inside the engine; it switches itself off while the batch is too large for it to pay.
+  serve.add_option_function<std::string>(
+           "--speculative",
+           [&options](const std::string& kind) {
+             options.engine.speculation.draft = kind == "prompt-lookup" ? EngineDraft::prompt_lookup : EngineDraft::none;
+           },
+           "Speculative decoding inside the engine: none or prompt-lookup (default none)")
+      ->check(CLI::IsMember({"none", "prompt-lookup"}));
+  serve.add_option_function<std::string>(
+           "--kv-cache", [&options](const std::string& name) { options.engine.kv_dtype = parse_kv_dtype(name); },
+           "KV cache element type: f32 (default) or int8 (ch07: one scale per position and kv head)")
+      ->check(CLI::IsMember({"f32", "int8"}));
+  serve.add_option("--speculative-gamma", options.engine.speculation.gamma, "Guesses per sequence and step")
+      ->check(CLI::Range(1, 16));
 }
 
 }  // namespace

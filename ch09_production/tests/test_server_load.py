@@ -40,6 +40,27 @@ class LoadTest(unittest.TestCase):
             m = server.wait_blocks_free()
             self.assertEqual(m['infer_kv_blocks{state="free"}'], blocks_total)
 
+    def test_speculative_prompt_lookup_gives_the_plain_texts(self):
+        # --speculative prompt-lookup: ch08's prompt lookup inside the engine. Greedy texts equal the plain
+        # server's, alone and 8 at once; /metrics reports the acceptance of the guesses.
+        # Story openings that repeat themselves: the continuation copies them, which prompt lookup guesses.
+        names = ["Lily", "Tom", "Sue", "Ben", "Mia", "Max", "Sam", "Amy"]
+        prompts = [f"Once upon a time, there was a little girl named {n}. {n} liked to play. Once upon a time"
+                   for n in names]
+        with Server(stories260k_args(), "--max-batch", "8") as plain:
+            expected = [stream_text(plain.url, "stories260K", p, 48) for p in prompts]
+        with Server(stories260k_args(), "--max-batch", "8", "--speculative", "prompt-lookup") as server:
+            alone = [stream_text(server.url, "stories260K", p, 48) for p in prompts]
+            with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+                together = list(pool.map(lambda p: stream_text(server.url, "stories260K", p, 48), prompts))
+            self.assertEqual(alone, expected)
+            self.assertEqual(together, expected)
+            m = server.wait_blocks_free()
+            acceptance = m["infer_speculative_acceptance_ratio"]
+            self.assertGreater(acceptance, 0.0)  # stories260K repeats itself: prompt lookup guesses right
+            self.assertLessEqual(acceptance, 1.0)
+            self.assertEqual(m['infer_kv_blocks{state="used"}'], 0)
+
     def test_disconnect_mid_stream_frees_blocks(self):
         # A model slow enough (~ms per token on one thread) that the request is still running when we leave.
         model = synthetic_model("slow", "--preset", "tiny", "--dim", "512", "--hidden-dim", "1536", "--layers", "8",

@@ -120,6 +120,9 @@ EngineGauges EngineWorker::gauges() const {
   gauges.prompt_tokens = stats_.prompt_tokens;
   gauges.preemptions = stats_.preemptions;
   gauges.generated_tokens = stats_.generated_tokens;
+  // Speculative decoding inside the engine (EngineOptions::speculation): accepted / drafted guesses so far.
+  if (engine_.options().speculation.draft != EngineDraft::none)
+    gauges.speculative_acceptance = stats_.spec_proposed > 0 ? double(stats_.spec_accepted) / double(stats_.spec_proposed) : 0.0;
   return gauges;
 }
 
