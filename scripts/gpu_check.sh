@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command for a machine with an NVIDIA GPU: build the CUDA backend for this GPU, run the cuda-labelled
 # tests (the quantized Q8_0/Q4_0/Q4_1 kernels' included), run ch03 (naive decoding), ch05 (KV-cache decoding)
-# and ch07 (weights in f32 and GGUF block formats) on the GPU with synthetic models of real shapes, time the
+# ch06 (Part 1: batching on the paged pool) and ch07 (weights in f32 and GGUF block formats) on the GPU with synthetic models of real shapes, time the
 # matmul kernels alone (tools/gpu_matmul_bench: f16 vs block formats), and print a short summary (tok/s, GB/s,
 # % of the measured copy bandwidth).
 #
@@ -24,7 +24,7 @@
 # Needs: the Debian packages of scripts/lib/packages.sh (installed when run as root, else the exact apt-get
 # command is printed) and the CUDA toolkit (nvcc on PATH or at /usr/local/cuda/bin/nvcc). No network and no
 # model files: the models are written here by the project's own `synth` tool (random weights, real shapes).
-# Exit status: 0 when the tests passed and ch03, ch05, ch07 and gpu_matmul_bench ran on the GPU, 1 otherwise.
+# Exit status: 0 when the tests passed and ch03, ch05, ch06, ch07 and gpu_matmul_bench ran on the GPU, 1 otherwise.
 # Budget: on a 16-core H100/H200 machine, from a clean tree, well under 10 minutes without --llama3-8b and
 # --sanitize (the build of the six targets for one architecture is most of it; ch07 and gpu_matmul_bench were
 # added without a GPU to time them: an estimated 1-2 minutes together).
@@ -105,7 +105,7 @@ fi
 [[ $reset_build_dir == 1 ]] && rm -rf "${build}/CMakeCache.txt" "${build}/CMakeFiles"
 cmake --preset cuda -B "$build" -DCMAKE_CUDA_ARCHITECTURES="$arch" -DINFER_BUILD_BENCH=OFF >"${work}/configure.log" \
   || { cat "${work}/configure.log"; exit 1; }
-cmake --build "$build" -j "$jobs" --target cuda_tests ch03_gpu_basics ch05_kv_cache ch07_quantization synth \
+cmake --build "$build" -j "$jobs" --target cuda_tests ch03_gpu_basics ch05_kv_cache ch06_batching ch07_quantization synth \
   gpu_matmul_bench
 echo "built in $((SECONDS - start_seconds)) s"
 
@@ -205,6 +205,19 @@ if ! grep -q '^  gpu ' "${work}/ch07_smollm2-135m-q4_1.log"; then
   ch07_status=1
 fi
 
+say "ch06 on the GPU: one at a time vs static vs continuous batching (paged pool and paged attention on the device)"
+# Part 1 only, on the SmolLM2-shaped synthetic model with f32 weights: every engine output must equal the same
+# request decoded alone (outputs_identical; on CUDA the split-context attention may differ in the last bits, so a
+# mismatch here is a finding to report, not necessarily a bug) and every block must be free afterwards.
+ch06_status=0
+timeout 600 "${build}/ch06_batching/ch06_batching" --device cuda --model "${models[smollm2-135m-q4_1]}" --weights f32 \
+  --main-only --requests 64 --solo 4 ${copy_gb_s:+--bandwidth-gb-s "$copy_gb_s"} \
+  --json "${work}/ch06_smollm2-135m.json" 2>&1 | tee "${work}/ch06_smollm2-135m.log" || ch06_status=$?
+if ! grep -q '^  gpu ' "${work}/ch06_smollm2-135m.log"; then
+  echo "gpu_check.sh: ch06 did not run on the GPU (no 'gpu' line in its header)" >&2
+  ch06_status=1
+fi
+
 say "matmul kernels alone: decode GEMV GB/s (f16 vs Q8_0 / Q4_1 / Q4_0 blocks) and the GEMM paths"
 bench_status=0
 "${build}/tools/gpu_matmul_bench" --shapes 14336x4096,1536x576,49152x576 --dtypes f16,q8_0,q4_1,q4_0 --tokens 1,128 \
@@ -232,6 +245,9 @@ for log in "${work}"/ch05_*.log; do
   identical=$(grep -E '^tokens identical' "$log" | head -n 1 || true)
   printf '  %-20s %s\n  %-20s %s\n  %-20s %s\n' "$label" "${row:-no kv_cache row (see ${log})}" "" "${decode:-}" "" "${identical:-}"
 done
+echo "batching on the GPU (ch06 Part 1, SmolLM2-shaped synthetic model, f32):"
+grep -E '^(continuous / one at a time|outputs identical|blocks free after)' "${work}/ch06_smollm2-135m.log" | sed 's/^/  /' \
+  || echo "  no ch06 summary (see ${work}/ch06_smollm2-135m.log)"
 echo "quantized weights on the GPU (ch07, SmolLM2-shaped synthetic Q4_1 file: variant | tokens | ms/token | tok/s | speedup | GB/s | % BW | ...):"
 grep -E '^(f32|q8_0|q4_1|q4_0|native) +\|' "${work}/ch07_smollm2-135m-q4_1.log" | cut -c1-100 | sed 's/^/  /' \
   || echo "  no ch07 rows (see ${work}/ch07_smollm2-135m-q4_1.log)"
@@ -239,9 +255,9 @@ echo "decode GEMV kernels on Llama-3-8B's FFN shape (gpu_matmul_bench; shape | d
 grep -E '^ *14336x4096 \| .* \|    1 \|' "${work}/gpu_matmul_bench.log" | sed 's/^/  /' \
   || echo "  no rows (see ${work}/gpu_matmul_bench.log)"
 echo "logs and JSON: ${work}   (total $((SECONDS - start_seconds)) s)"
-if [[ $tests_status -ne 0 || $ch03_status -ne 0 || $ch05_status -ne 0 || $ch07_status -ne 0 || $bench_status -ne 0 ]]; then
+if [[ $tests_status -ne 0 || $ch03_status -ne 0 || $ch05_status -ne 0 || $ch06_status -ne 0 || $ch07_status -ne 0 || $bench_status -ne 0 ]]; then
   echo "gpu_check.sh: FAILED (tests status ${tests_status}, ch03 status ${ch03_status}, ch05 status ${ch05_status}," \
-       "ch07 status ${ch07_status}, gpu_matmul_bench status ${bench_status})"
+       "ch06 status ${ch06_status}, ch07 status ${ch07_status}, gpu_matmul_bench status ${bench_status})"
   exit 1
 fi
 echo "gpu_check.sh: OK"
