@@ -16,6 +16,7 @@
 // cache so every step reads W from memory as a forward pass does. A batch pays when the time per step
 // grows much slower than n: the tok/s counter (rows n per step) against n = 1.
 // Threads: OMP_NUM_THREADS, as for bench_cpu.cpp.
+#include "bench_util.h"
 #include "infer/core/host_memory.h"
 #include "infer/cpu/cpu_kernels.h"
 #include "infer/model/backend.h"
@@ -34,13 +35,7 @@ namespace {
 
 constexpr int kHeads = 9, kKvHeads = 3, kHeadDim = 64, kBlockSize = 16;
 
-std::vector<float> random_values(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> values(n);
-  for (auto& x : values) x = dist(rng);
-  return values;
-}
+using infer::bench::random_values;
 
 // One sequence whose `context` positions are in shuffled blocks; its last `n_new` positions are the queries.
 struct PagedInput {

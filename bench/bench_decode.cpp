@@ -14,6 +14,7 @@
 // W is reused across iterations (from cache when it fits): with n >= 16 the kernel does >= 8 FLOPs
 // per weight byte, so it is compute-bound; v2_portable is the plain-C++ tiles non-AVX-512 builds run.
 // Threads: OMP_NUM_THREADS, as for bench_cpu.cpp.
+#include "bench_util.h"
 #include "infer/model/backend.h"
 #include "infer/cpu/cpu_kernels.h"
 #include "infer/core/dtype.h"
@@ -30,13 +31,7 @@
 
 namespace {
 
-std::vector<float> random_values(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> values(n);
-  for (auto& x : values) x = dist(rng);
-  return values;
-}
+using infer::bench::random_values;
 
 // ---- GEMV ----------------------------------------------------------------------------------------
 

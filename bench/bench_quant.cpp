@@ -9,6 +9,7 @@
 // f32 matmul: gemm_v2_register_blocked, the kernel the quantized GEMM must at least match).
 // Arguments: rows, cols, (n,) format (0 f32, 1 q8_0, 2 q4_0, 3 q4_1), bits (8 or 16; ignored for f32).
 // Threads: OMP_NUM_THREADS (e.g. OMP_NUM_THREADS=1 ./bench_kernels --benchmark_filter=quant).
+#include "bench_util.h"
 #include "infer/core/dtype.h"
 #include "infer/core/host_memory.h"
 #include "infer/cpu/cpu_kernels.h"
@@ -26,13 +27,7 @@
 
 namespace {
 
-std::vector<float> random_values(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> values(n);
-  for (auto& x : values) x = dist(rng);
-  return values;
-}
+using infer::bench::random_values;
 
 infer::DType format_of(int64_t code) {
   switch (code) {

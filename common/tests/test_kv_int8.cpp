@@ -5,6 +5,7 @@
 //
 // Pools are laid out as in test_paged_attention.cpp: blocks drawn at random from a pool whose other rows hold
 // garbage, block sizes 1, 3, 5 and 16 (partial last blocks), GQA, MHA and MQA, contexts over 512-position chunks.
+#include "batch_view_util.h"
 #include "infer/core/error.h"
 #include "infer/cpu/cpu_kernels.h"
 #include "infer/model/backend.h"
@@ -20,6 +21,7 @@
 #include <random>
 
 using namespace infer;
+using infer::test::view_of;
 
 namespace {
 
@@ -105,20 +107,6 @@ Int8Setup make_setup(const Int8Case& c, uint64_t seed) {
   return s;
 }
 
-BatchView view_of(const Batch& b) {
-  BatchView v;
-  v.n_tokens = b.n_tokens();
-  v.n_sequences = b.n_sequences();
-  v.block_size = b.block_size;
-  v.max_blocks = b.max_blocks;
-  v.max_context = *std::max_element(b.context_lens.begin(), b.context_lens.end());
-  v.positions = b.positions.data();
-  v.slot_mapping = b.slot_mapping.data();
-  v.query_start = b.query_start.data();
-  v.context_lens = b.context_lens.data();
-  v.block_tables = b.block_tables.data();
-  return v;
-}
 
 // The readable dequantization: x' = q * scale, every slot of the pool.
 std::vector<float> dequantize_pool(const std::vector<int8_t>& values, const std::vector<float>& scales, int head_dim) {

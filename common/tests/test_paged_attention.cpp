@@ -5,6 +5,7 @@
 // chunks and one-token decode rows mixed), blocks drawn at random from a pool whose other rows hold
 // garbage, block sizes 1, 3, 5 and 16 (so last blocks are partial), GQA, MHA and MQA. For every sequence
 // the contiguous reference (attention_v1_naive) runs on its K/V laid out contiguously.
+#include "batch_view_util.h"
 #include "infer/core/error.h"
 #include "infer/cpu/cpu_kernels.h"
 #include "infer/model/backend.h"
@@ -18,6 +19,7 @@
 #include <random>
 
 using namespace infer;
+using infer::test::view_of;
 
 namespace {
 
@@ -78,21 +80,6 @@ PagedSetup make_setup(const PagedCase& c, uint64_t seed) {
   return s;
 }
 
-// The kernels' view of a host-side batch (CPU: backend memory is host memory).
-BatchView view_of(const Batch& b) {
-  BatchView v;
-  v.n_tokens = b.n_tokens();
-  v.n_sequences = b.n_sequences();
-  v.block_size = b.block_size;
-  v.max_blocks = b.max_blocks;
-  v.max_context = *std::max_element(b.context_lens.begin(), b.context_lens.end());
-  v.positions = b.positions.data();
-  v.slot_mapping = b.slot_mapping.data();
-  v.query_start = b.query_start.data();
-  v.context_lens = b.context_lens.data();
-  v.block_tables = b.block_tables.data();
-  return v;
-}
 
 const PagedCase kCases[] = {
     {4, 2, 8, 4, {{7, 7}, {13, 1}, {4, 1}}},                      // GQA 2:1, a prefill and two decode rows
