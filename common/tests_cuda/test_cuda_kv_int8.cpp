@@ -7,6 +7,7 @@
 //     GQA 9/3 x 64 and 8/2 x 128) over an int8 pool; v2_int8 against the CPU's v1_naive run over the readable
 //     dequantization of the same pool, within the split-context kernel's rounding bound
 //     (test_cuda_attention.cpp's reasoning) plus 4 ulps for the scale products.
+#include "../tests/batch_view_util.h"
 #include "cuda_check.h"
 #include "cuda_kernels.h"
 #include "cuda_test_util.h"
@@ -47,20 +48,7 @@ struct DeviceBatch {
   }
 };
 
-BatchView host_view(const Batch& b) {
-  BatchView v;
-  v.n_tokens = b.n_tokens();
-  v.n_sequences = b.n_sequences();
-  v.block_size = b.block_size;
-  v.max_blocks = b.max_blocks;
-  v.max_context = *std::max_element(b.context_lens.begin(), b.context_lens.end());
-  v.positions = b.positions.data();
-  v.slot_mapping = b.slot_mapping.data();
-  v.query_start = b.query_start.data();
-  v.context_lens = b.context_lens.data();
-  v.block_tables = b.block_tables.data();
-  return v;
-}
+using infer::test::view_of;  // the kernels' view of a host-side Batch (tests/batch_view_util.h)
 
 }  // namespace
 
@@ -151,7 +139,7 @@ TEST_CASE("cuda paged attention v2_int8 == cpu attention over the dequantized in
       v_deq[i] = float(v8[i]) * vs[i / size_t(c.head_dim)];
     }
     std::vector<float> expected(q.size());
-    cpu::paged_attention_v1_naive(q.data(), k_deq.data(), v_deq.data(), expected.data(), host_view(batch), c.n_heads,
+    cpu::paged_attention_v1_naive(q.data(), k_deq.data(), v_deq.data(), expected.data(), view_of(batch), c.n_heads,
                                   c.n_kv_heads, c.head_dim, 2);
 
     // GPU.
