@@ -86,11 +86,14 @@ struct EngineRun {
   uint64_t steps = 0;
   std::vector<std::vector<int>> outputs;
   bool blocks_free_after = false;
+  uint64_t spec_proposed = 0, spec_accepted = 0, spec_steps = 0;  // engine speculation (0 when off)
 };
 
-EngineRun run_engine_here(Transformer& model, const std::vector<int>& prompt, int max_tokens, int count, int max_batch) {
+EngineRun run_engine_here(Transformer& model, const std::vector<int>& prompt, int max_tokens, int count, int max_batch,
+                          EngineDraft draft = EngineDraft::none) {
   EngineOptions options;
   options.max_batch = max_batch;
+  options.speculation.draft = draft;  // prompt lookup inside the engine (ch08), switched off at large batches
   options.prefix_caching = false;  // the rows measure batching alone; ch06 measures prefix caching
   Engine engine(model, options);
   EngineRun run;
@@ -111,6 +114,9 @@ EngineRun run_engine_here(Transformer& model, const std::vector<int>& prompt, in
   run.steps = stats.steps;
   run.tokens = int(stats.generated_tokens);
   run.blocks_free_after = stats.blocks_free == stats.blocks_total;
+  run.spec_proposed = stats.spec_proposed;
+  run.spec_accepted = stats.spec_accepted;
+  run.spec_steps = stats.spec_steps;
   return run;
 }
 
@@ -118,8 +124,9 @@ EngineRun run_engine_here(Transformer& model, const std::vector<int>& prompt, in
 // exits afterwards (core/fresh_thread.h): at most one OpenMP pool is alive at a time, so the in-process rows and
 // the HTTP server's engine thread each run as they would alone (with the main thread's pool alive beside the
 // engine's, the batch-1 engine took 21.5 ms per token instead of 12.1).
-EngineRun run_engine(Transformer& model, const std::vector<int>& prompt, int max_tokens, int count, int max_batch) {
-  return on_fresh_thread([&] { return run_engine_here(model, prompt, max_tokens, count, max_batch); });
+EngineRun run_engine(Transformer& model, const std::vector<int>& prompt, int max_tokens, int count, int max_batch,
+                     EngineDraft draft = EngineDraft::none) {
+  return on_fresh_thread([&] { return run_engine_here(model, prompt, max_tokens, count, max_batch, draft); });
 }
 
 // How many leading tokens two greedy outputs share.
@@ -342,6 +349,29 @@ int run_ladder(const CommonOptions& common, const LadderOptions& options) {
                                     {"tokens", result.tokens.size()},
                                     {"bytes_per_token", int4_bytes}});
     }
+    // Throughput view: prompt lookup inside the engine (each decoding request adds its guesses to the step's
+    // batch), on the same int4 target and workload as the int4 row; the engine's policy switches it off while
+    // the batch is too large for speculation to pay (ch08's Part 4).
+    fmt::print(stderr, "speculative decoding: {} int4 target, prompt lookup inside the engine, {} requests...\n",
+               options.int4_format, n);
+    const EngineRun spec_many = run_engine(*int4_model, prompt, max_tokens, n, options.max_batch, EngineDraft::prompt_lookup);
+    bool same = spec_many.blocks_free_after;
+    for (const auto& output : spec_many.outputs) same = same && output == int4_one.outputs[0];
+    speculative_identical = speculative_identical && same;
+    throughput.push_back({"throughput",
+                          fmt::format("+ speculative decoding (prompt lookup in the engine, {} target, {} at once)",
+                                      options.int4_format, n),
+                          spec_many.tokens, spec_many.ms, spec_many.steps * int4_bytes,
+                          fmt::format("{} of {} steps speculated, {} of {} guesses accepted; vs_previous: vs the int4 row",
+                                      spec_many.spec_steps, spec_many.steps, spec_many.spec_accepted,
+                                      spec_many.spec_proposed)});
+    speculative_checks.push_back({{"draft", "prompt lookup in the engine"},
+                                  {"requests", n},
+                                  {"equals_plain_greedy", same},
+                                  {"speculating_steps", spec_many.spec_steps},
+                                  {"steps", spec_many.steps},
+                                  {"proposed", spec_many.spec_proposed},
+                                  {"accepted", spec_many.spec_accepted}});
   }
   std::vector<Step> steps = single;
   steps.insert(steps.end(), throughput.begin(), throughput.end());
@@ -375,8 +405,6 @@ int run_ladder(const CommonOptions& common, const LadderOptions& options) {
     absent.push_back({{"step", "+ quantized weights (int8, int4)"}, {"chapter", "ch07_quantization"}, {"reason", "--no-quantized"}});
     absent.push_back({{"step", "+ speculative decoding"}, {"chapter", "ch08_speculative"}, {"reason", "--no-quantized"}});
   }
-  absent.push_back({{"step", "+ speculative decoding (throughput view)"}, {"chapter", "ch08_speculative"},
-                    {"reason", "ch08's speculation runs one sequence outside the batching engine"}});
   report.set_field("absent", absent);
   report.set_field("tokens_identical", identical);
   report.set_field("quantized", quantized_checks);
@@ -405,10 +433,18 @@ int run_ladder(const CommonOptions& common, const LadderOptions& options) {
                q["format"].get<std::string>(), q["bytes_per_token"].get<uint64_t>() / 1e6,
                q["batched_equals_batch_1"].get<bool>() ? "yes" : "NO", q["greedy_tokens_equal_to_f32"].get<size_t>(),
                max_tokens);
-  for (const auto& sp : speculative_checks)
+  for (const auto& sp : speculative_checks) {
+    if (sp.contains("requests")) {  // prompt lookup inside the engine (throughput view)
+      fmt::print("speculative, {} ({} requests): output = plain greedy of its target: {}; {} of {} steps speculated, {} "
+                 "of {} guesses accepted\n", sp["draft"].get<std::string>(), sp["requests"].get<int>(),
+                 sp["equals_plain_greedy"].get<bool>() ? "yes" : "NO", sp["speculating_steps"].get<uint64_t>(),
+                 sp["steps"].get<uint64_t>(), sp["accepted"].get<uint64_t>(), sp["proposed"].get<uint64_t>());
+      continue;
+    }
     fmt::print("speculative, {} draft: output = plain greedy of its target: {}; acceptance {:.2f}; {} target passes for {} "
                "tokens\n", sp["draft"].get<std::string>(), sp["equals_plain_greedy"].get<bool>() ? "yes" : "NO",
                sp["acceptance"].get<double>(), sp["target_passes"].get<int>(), sp["tokens"].get<size_t>());
+  }
   fmt::print("HTTP server: {:.1f}% of the engine's in-process throughput on the same workload (median of {} alternated "
              "pairs: {:.2f}; fastest of each: {:.2f}); TTFT p50 {:.1f} ms, p99 {:.1f} ms at {} concurrent streams\n",
              100.0 * http_vs_in_process, options.http_pairs, fmt::join(pair_ratios, ", "), http_rate / in_process_rate,

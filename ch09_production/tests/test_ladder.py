@@ -34,7 +34,8 @@ class LadderTest(unittest.TestCase):
                              "throughput: + continuous batching (4 at once)",
                              "throughput: + HTTP server (4 streaming clients)",
                              "throughput: + quantized weights int8 (q8_0) (4 at once)",
-                             "throughput: + quantized weights int4 (q4_1) (4 at once)"]:
+                             "throughput: + quantized weights int4 (q4_1) (4 at once)",
+                             "throughput: + speculative decoding (prompt lookup in the engine, q4_1 target, 4 at once)"]:
                 self.assertIn(expected, names)
             for row in report["rows"]:
                 for key in ["tok_per_s", "vs_previous", "vs_naive", "usd_per_m_tokens", "bandwidth_pct"]:
@@ -48,14 +49,19 @@ class LadderTest(unittest.TestCase):
             for q in report["quantized"]:
                 self.assertTrue(q["batched_equals_batch_1"], q)
                 self.assertLessEqual(q["greedy_tokens_equal_to_f32"], q["compared_tokens"])
-            self.assertEqual(len(report["speculative"]), 2)
+            self.assertEqual(len(report["speculative"]), 3)  # two single-stream drafts, prompt lookup in the engine
             for s in report["speculative"]:
                 self.assertTrue(s["equals_plain_greedy"], s)
+            for s in report["speculative"][:2]:
                 self.assertLessEqual(s["target_passes"], s["tokens"])
+            engine = report["speculative"][2]
+            self.assertEqual(engine["requests"], 4)
+            self.assertLessEqual(engine["accepted"], engine["proposed"])
+            self.assertLessEqual(engine["speculating_steps"], engine["steps"])
             self.assertIsInstance(report["http_vs_in_process"], float)
             self.assertEqual(len(report["http_vs_in_process_pairs"]), 1)
-            # Only speculation in the throughput view is absent.
-            self.assertEqual([a["step"] for a in report["absent"]], ["+ speculative decoding (throughput view)"])
+            # Every step of both views ran.
+            self.assertEqual(report["absent"], [])
             self.assertIn("| single | + quantized weights int8 (q8_0) (batch 1) |", open(os.path.join(out, "report.md")).read())
             with open(os.path.join(out, "ladder.png"), "rb") as png:
                 self.assertEqual(png.read(8), b"\x89PNG\r\n\x1a\n")
