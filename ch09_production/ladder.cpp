@@ -280,7 +280,9 @@ int run_ladder(const CommonOptions& common, const LadderOptions& options) {
     const std::pair<std::string, std::string> formats[] = {{"int8", "q8_0"}, {"int4", options.int4_format}};
     for (const auto& [kind, format] : formats) {
       fmt::print(stderr, "quantized weights: {} ({})...\n", kind, format);
-      auto q_weights = on_fresh_thread([&] { return std::make_unique<Weights>(model.file, parse_weight_format(format), *backend); });
+      const WeightFormat q_format = parse_weight_format(format);  // (a lambda may not capture a structured binding
+                                                                   // in clang < 16)
+      auto q_weights = on_fresh_thread([&] { return std::make_unique<Weights>(model.file, q_format, *backend); });
       auto q_model = std::make_unique<Transformer>(*q_weights, *backend, std::max(buffer, 512));
       q_model->set_check_finite(common.check_numerics);
       const uint64_t q_bytes = q_weights->bytes_per_forward(1);
