@@ -70,6 +70,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
@@ -643,40 +644,40 @@ float dot_avx512_vnni_i16_entry(const uint8_t* row, const QuantizedActivations& 
 }
 #endif
 
+// A kernel template's instance for one of the SIMD formats: pick(std::integral_constant<DType, T>) returns
+// Kernel<T>; null for any other format (those run the reference).
+template <class Fn, class Pick>
+Fn for_simd_format(DType type, Pick pick) {
+  switch (type) {
+    case DType::Q8_0: return pick(std::integral_constant<DType, DType::Q8_0>{});
+    case DType::Q4_0: return pick(std::integral_constant<DType, DType::Q4_0>{});
+    case DType::Q4_1: return pick(std::integral_constant<DType, DType::Q4_1>{});
+    default: return nullptr;
+  }
+}
+
 Dot16Fn simd_dot16(QuantPath path, DType type) {
 #if INFER_QUANT_X86
-  if (path == QuantPath::Avx2) {
-    if (type == DType::Q8_0) return dot_avx2_i16_entry<DType::Q8_0>;
-    if (type == DType::Q4_0) return dot_avx2_i16_entry<DType::Q4_0>;
-    if (type == DType::Q4_1) return dot_avx2_i16_entry<DType::Q4_1>;
-  }
-  if (path == QuantPath::Avx512Vnni) {
-    if (type == DType::Q8_0) return dot_avx512_vnni_i16_entry<DType::Q8_0>;
-    if (type == DType::Q4_0) return dot_avx512_vnni_i16_entry<DType::Q4_0>;
-    if (type == DType::Q4_1) return dot_avx512_vnni_i16_entry<DType::Q4_1>;
-  }
+  if (path == QuantPath::Avx2)
+    return for_simd_format<Dot16Fn>(type, [](auto t) -> Dot16Fn { return dot_avx2_i16_entry<decltype(t)::value>; });
+  if (path == QuantPath::Avx512Vnni)
+    return for_simd_format<Dot16Fn>(type, [](auto t) -> Dot16Fn { return dot_avx512_vnni_i16_entry<decltype(t)::value>; });
 #endif
   return nullptr;
 }
 
 Tile16Fn simd_tile16(QuantPath path, DType type) {
 #if INFER_QUANT_X86
-  if (path == QuantPath::Avx512Vnni) {
-    if (type == DType::Q8_0) return dot_avx512_vnni_i16_tile<DType::Q8_0>;
-    if (type == DType::Q4_0) return dot_avx512_vnni_i16_tile<DType::Q4_0>;
-    if (type == DType::Q4_1) return dot_avx512_vnni_i16_tile<DType::Q4_1>;
-  }
+  if (path == QuantPath::Avx512Vnni)
+    return for_simd_format<Tile16Fn>(type, [](auto t) -> Tile16Fn { return dot_avx512_vnni_i16_tile<decltype(t)::value>; });
 #endif
   return nullptr;
 }
 
 TileFn simd_tile(QuantPath path, DType type) {
 #if INFER_QUANT_X86
-  if (path == QuantPath::Avx512Vnni) {
-    if (type == DType::Q8_0) return dot_avx512_vnni_tile<DType::Q8_0>;
-    if (type == DType::Q4_0) return dot_avx512_vnni_tile<DType::Q4_0>;
-    if (type == DType::Q4_1) return dot_avx512_vnni_tile<DType::Q4_1>;
-  }
+  if (path == QuantPath::Avx512Vnni)
+    return for_simd_format<TileFn>(type, [](auto t) -> TileFn { return dot_avx512_vnni_tile<decltype(t)::value>; });
 #endif
   return nullptr;
 }
@@ -684,16 +685,10 @@ TileFn simd_tile(QuantPath path, DType type) {
 // The dot function of a path for a format, or null where only the reference exists.
 DotFn simd_dot(QuantPath path, DType type) {
 #if INFER_QUANT_X86
-  if (path == QuantPath::Avx2) {
-    if (type == DType::Q8_0) return dot_avx2_entry<DType::Q8_0>;
-    if (type == DType::Q4_0) return dot_avx2_entry<DType::Q4_0>;
-    if (type == DType::Q4_1) return dot_avx2_entry<DType::Q4_1>;
-  }
-  if (path == QuantPath::Avx512Vnni) {
-    if (type == DType::Q8_0) return dot_avx512_vnni<DType::Q8_0>;
-    if (type == DType::Q4_0) return dot_avx512_vnni<DType::Q4_0>;
-    if (type == DType::Q4_1) return dot_avx512_vnni<DType::Q4_1>;
-  }
+  if (path == QuantPath::Avx2)
+    return for_simd_format<DotFn>(type, [](auto t) -> DotFn { return dot_avx2_entry<decltype(t)::value>; });
+  if (path == QuantPath::Avx512Vnni)
+    return for_simd_format<DotFn>(type, [](auto t) -> DotFn { return dot_avx512_vnni<decltype(t)::value>; });
 #endif
   return nullptr;
 }
