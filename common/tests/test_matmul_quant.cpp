@@ -2,6 +2,7 @@
 // dequantize + a float64 dot within a stated bound; every SIMD path against the plain reference bit
 // for bit; GEMV rows against GEMM rows (and 1 vs 2 threads) bit for bit.
 #include "infer/core/dtype.h"
+#include "infer/core/error.h"
 #include "infer/cpu/cpu_kernels.h"
 #include "infer/cpu/quant_kernels.h"
 #include "test_util.h"
@@ -302,4 +303,63 @@ TEST_CASE("quant kernels: the AVX-512 activation quantizer gives the plain loop'
   CHECK(std::memcmp(plain16.d.data(), simd16.d.data(), plain16.d.size() * 4) == 0);
   CHECK(std::memcmp(plain16.s.data(), simd16.s.data(), plain16.s.size() * 4) == 0);
   CHECK(std::memcmp(plain16.record_row(0), simd16.record_row(0), size_t(n) * plain16.record_stride()) == 0);
+}
+
+TEST_CASE("matmul_many: Q, K, V (or gate, up) in one call give each matrix's own matmul bits") {
+  uint64_t seed = 400;
+  // Row counts with whole and partial 8-row groups (v7) and 16-row blocks; n = 1 (decode), 3, 9 (a tile + 1).
+  const int row_counts[] = {40, 24, 13};
+  const int cols = 224;
+  for (DType type : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_1}) {
+    for (int n : {1, 3, 9}) {
+      CAPTURE(dtype_name(type));
+      CAPTURE(n);
+      std::vector<QuantMatrix> storage;
+      std::vector<std::vector<float>> float_storage;
+      const Matrix* weights[3];
+      Matrix matrices[3];
+      for (int i = 0; i < 3; ++i) {
+        if (dtype_is_quantized(type)) {
+          storage.push_back(make_matrix(type, row_counts[i], cols, seed++));
+          matrices[i] = storage.back().matrix;
+        } else {
+          const auto values = test::random_floats(size_t(row_counts[i]) * cols, seed++, -1.0f, 1.0f);
+          std::vector<float> bytes(values.size());  // f16 rows take half of it
+          if (type == DType::F32) {
+            bytes = values;
+          } else {
+            auto* half = reinterpret_cast<uint16_t*>(bytes.data());
+            for (size_t j = 0; j < values.size(); ++j) half[j] = fp32_to_fp16(values[j]);
+          }
+          float_storage.push_back(std::move(bytes));
+          matrices[i] = Matrix{type, row_counts[i], cols, float_storage.back().data()};
+        }
+        weights[i] = &matrices[i];
+      }
+      const auto x = test::random_floats(size_t(n) * cols, seed++, -2.0f, 2.0f);
+      std::vector<float> together[3], alone[3];
+      float* outputs[3];
+      for (int i = 0; i < 3; ++i) {
+        together[i].assign(size_t(n) * row_counts[i], -1.0f);
+        alone[i].assign(size_t(n) * row_counts[i], -2.0f);
+        outputs[i] = together[i].data();
+        matmul(matrices[i], x.data(), alone[i].data(), n, 2);
+      }
+      matmul_many(weights, x.data(), outputs, n, 2);
+      for (int i = 0; i < 3; ++i) CHECK(std::memcmp(together[i].data(), alone[i].data(), alone[i].size() * sizeof(float)) == 0);
+    }
+  }
+  // Mixed formats fall back to one matmul per matrix (same bits); gemm_quantized_many refuses them by name.
+  const QuantMatrix a = make_matrix(DType::Q4_0, 16, 64, seed++), b = make_matrix(DType::Q8_0, 16, 64, seed++);
+  const auto x = test::random_floats(64, seed++);
+  std::vector<float> ya(16), yb(16), ya_alone(16), yb_alone(16);
+  const Matrix* mixed[] = {&a.matrix, &b.matrix};
+  float* outputs[] = {ya.data(), yb.data()};
+  matmul_many(mixed, x.data(), outputs, 1, 2);
+  matmul(a.matrix, x.data(), ya_alone.data(), 1, 2);
+  matmul(b.matrix, x.data(), yb_alone.data(), 1, 2);
+  CHECK(ya == ya_alone);
+  CHECK(yb == yb_alone);
+  CHECK_THROWS_WITH_AS(gemm_quantized_many(mixed, x.data(), outputs, 1, 2, best_quant_path()),
+                       doctest::Contains("one format and column count"), Error);
 }

@@ -58,6 +58,10 @@ class CpuBackend final : public Backend {
   void matmul(const Matrix& weight, const float* x, float* y, int n) override {
     cpu::matmul(weight, x, y, n, threads_);
   }
+  void matmul_many(const Matrix* const* weights, int count, const float* x, float* const* ys, int n) override {
+    cpu::matmul_many(std::span<const Matrix* const>(weights, size_t(count)), x, std::span<float* const>(ys, size_t(count)), n,
+                     threads_);
+  }
 
   void rope(float* x, int n, int n_heads, int head_dim, const int* positions, float theta, RopeLayout layout) override {
     // A sequence's new tokens sit at consecutive positions: one cpu::rope call per run of them (the

@@ -634,4 +634,38 @@ void matmul(const Matrix& weight, const float* x, float* y, int n, int threads) 
   }
 }
 
+void matmul_many(std::span<const Matrix* const> weights, const float* x, std::span<float* const> ys, int n, int threads) {
+  if (weights.size() != ys.size()) fail("matmul: {} matrices but {} outputs", weights.size(), ys.size());
+  if (weights.empty()) return;
+  const Matrix& first = *weights[0];
+  bool same = true;
+  for (const Matrix* m : weights) same = same && m->dtype == first.dtype && m->cols == first.cols;
+  if (same && quant_kernel_supports(first.dtype)) {
+    gemm_quantized_many(weights, x, ys, n, threads, best_quant_path());
+    return;
+  }
+  if (same && n == 1 && (first.dtype == DType::F32 || first.dtype == DType::F16)) {
+    // gemv_v2_fused's dot per row, the rows of all the matrices in one loop.
+    const int cols = first.cols;
+    size_t start[9] = {0};
+    if (weights.size() > 8) fail("matmul: at most 8 matrices per call");
+    for (size_t i = 0; i < weights.size(); ++i) start[i + 1] = start[i] + size_t(weights[i]->rows);
+    const int total = int(start[weights.size()]);
+    const bool f32 = first.dtype == DType::F32;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int g = 0; g < total; ++g) {
+      size_t m = 0;
+      while (size_t(g) >= start[m + 1]) ++m;
+      const size_t r = size_t(g) - start[m];
+      if (f32) {
+        ys[m][r] = dot_f32(static_cast<const float*>(weights[m]->data) + r * cols, x, cols);
+      } else {
+        ys[m][r] = dot_f16_f32(static_cast<const uint16_t*>(weights[m]->data) + r * cols, x, cols);
+      }
+    }
+    return;
+  }
+  for (size_t i = 0; i < weights.size(); ++i) matmul(*weights[i], x, ys[i], n, threads);
+}
+
 }  // namespace infer::cpu

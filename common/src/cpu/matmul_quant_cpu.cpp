@@ -92,6 +92,7 @@ namespace {
 constexpr int kBlock = 32;
 constexpr int kLanes = 16;  // 8 lanes for even blocks, 8 for odd ones
 constexpr int kTileTokens = 8;  // tokens per v3 tile
+constexpr int kGemvRows = 8;    // weight rows per v7 call
 
 // A weight block unpacked to its integer codes: x_i = d * w_i (+ m for the affine formats).
 struct BlockInts {
@@ -619,6 +620,131 @@ INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const Quanti
   static_assert(kTileTokens == 8, "finish_tile transposes 8 tokens");
   finish_tile(acc, min_even, min_odd, out);
 }
+
+// v7_avx512_vnni_rows (GEMV and GEMMs of fewer than kTileTokens tokens, int8 activations): v2 for
+// kGemvRows weight rows at once against one token. v2 runs one row at a time, and each row's work is
+// one dependency chain (9 fmas into one accumulator, then the 16-add finish): it ran at ~25 GB/s,
+// Q4_0 / Q4_1 no faster than Q8_0, bound by latency rather than bandwidth or issue. Here 8 rows'
+// chains interleave, the token's activation loads (x, Q4_0's starts, the d / s pairs) are shared by
+// the 8 rows, a Q4 block pair is unpacked from one 256-bit load with one shuffle, one shift and one
+// and, and the 8 finishes run as one transpose (finish_tile). Per row, v2's operations in v2's
+// order: v2's bits.
+//   The Q4 pair's load reads up to 28 bytes past the pair (a masked load instead measured 4x slower
+//   here), so the caller never gives v7 a matrix's last group of rows (those run v2).
+//   Each row's pairs prefetch the line kPrefetchGroups groups ahead: a thread's next groups are its
+//   next rows (static schedule). Without it one thread streamed Q4 weights at ~20 GB/s against
+//   ~35 GB/s for the f32 GEMV: the compute per byte held back the hardware prefetcher.
+//   1536 x 576 from memory (64 copies), 1 thread, ns per 64 weights (loaded 2-core EPYC, best of 5):
+//   Q4_0 v2 1.74, v7 without prefetch 1.78, 1 group ahead 1.46, 2: 1.25, 4: 1.17, 8: 1.20; Q4_1
+//   2.25 -> 1.46 (4 ahead). From cache (1 copy): Q4_0 v2 ~1.05 ns.
+constexpr int kPrefetchGroups = 4;
+
+// The weights of a block pair as v2 lays them out (even block in bytes 0..31, odd in 32..63; a Q4
+// block's low nibbles first): Q4 from one 128-bit load per block, [qs_even, qs_even, qs_odd, qs_odd]
+// by vshufi64x2, the copies in 128-bit lanes 1 and 3 shifted right by 4, all masked to 4 bits.
+template <DType T>
+INFER_TARGET_VNNI inline __m512i block_pair_weights_512(const uint8_t* even, const uint8_t* odd) {
+  if constexpr (T == DType::Q8_0) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(even + 2))),
+                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(odd + 2)), 1);
+  } else {
+    constexpr int kOffset = T == DType::Q4_0 ? 2 : 4;
+    const __m256i raw = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(even + kOffset))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(odd + kOffset)), 1);
+    const __m512i wide = _mm512_castsi256_si512(raw);
+    const __m512i copies = _mm512_shuffle_i64x2(wide, wide, 0x50);  // 128-bit lanes 0, 0, 1, 1
+    const __m512i shifted = _mm512_mask_srli_epi16(copies, __mmask32(0xff00ff00u), copies, 4);
+    return _mm512_and_si512(shifted, _mm512_set1_epi8(15));
+  }
+}
+
+// A Q4 block pair (36 or 40 contiguous bytes) from one 64-byte load, then two vpermw: the nibble bytes as
+// block_pair_weights_512 lays them out, and the f16 heads as [d_even x 8, d_odd x 8, m_even x 8,
+// m_odd x 8], converted 16 at a time: spread_scales / spread_mins' exact values (f16 -> f32 is exact).
+template <DType T>
+INFER_TARGET_VNNI inline void q4_block_pair_512(const uint8_t* even, __m512i& w, __m512& d_w, __m512& m_w) {
+  static_assert(T == DType::Q4_0 || T == DType::Q4_1);
+  constexpr short kEven = T == DType::Q4_0 ? 1 : 2, kOdd = T == DType::Q4_0 ? 10 : 12;  // first nibble word
+  constexpr short kDOdd = T == DType::Q4_0 ? 9 : 10;                                      // the odd block's d
+  const __m512i raw = _mm512_loadu_si512(even);
+  const __m512i nibble_words = _mm512_set_epi16(
+      kOdd + 7, kOdd + 6, kOdd + 5, kOdd + 4, kOdd + 3, kOdd + 2, kOdd + 1, kOdd,  //
+      kOdd + 7, kOdd + 6, kOdd + 5, kOdd + 4, kOdd + 3, kOdd + 2, kOdd + 1, kOdd,  //
+      kEven + 7, kEven + 6, kEven + 5, kEven + 4, kEven + 3, kEven + 2, kEven + 1, kEven,  //
+      kEven + 7, kEven + 6, kEven + 5, kEven + 4, kEven + 3, kEven + 2, kEven + 1, kEven);
+  const __m512i copies = _mm512_permutexvar_epi16(nibble_words, raw);
+  w = _mm512_and_si512(_mm512_mask_srli_epi16(copies, __mmask32(0xff00ff00u), copies, 4), _mm512_set1_epi8(15));
+  const __m512i head_words = _mm512_set_epi16(kDOdd + 1, kDOdd + 1, kDOdd + 1, kDOdd + 1, kDOdd + 1, kDOdd + 1, kDOdd + 1, kDOdd + 1,  //
+                                              1, 1, 1, 1, 1, 1, 1, 1,                                                          //
+                                              kDOdd, kDOdd, kDOdd, kDOdd, kDOdd, kDOdd, kDOdd, kDOdd,                          //
+                                              0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i heads = _mm512_permutexvar_epi16(head_words, raw);
+  d_w = _mm512_cvtph_ps(_mm512_castsi512_si256(heads));
+  if constexpr (T == DType::Q4_1) m_w = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(heads, 1));
+}
+
+template <DType T>
+INFER_TARGET_VNNI void dot_avx512_vnni_rows(const uint8_t* rows, size_t row_bytes, const QuantizedActivations& xa, int t,
+                                            int n_blocks, float* out) {
+  constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
+  constexpr int R = kGemvRows;
+  const int8_t* q = xa.q_row(t);
+  const float* dx = xa.d_row(t);
+  const float* s = xa.s_row(t);
+  const float* d_pairs = xa.d_pairs_row(t);
+  const float* s_pairs = xa.s_pairs_row(t);
+  const int32_t* start = xa.q4_0_start_row(t);
+  __m512 acc[R], mins[R];  // mins: Q4_1's min chains, v2's lanes 0 (even blocks) and 8 (odd blocks)
+  const size_t prefetch_distance = size_t(kPrefetchGroups) * R * row_bytes;
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    acc[r] = _mm512_setzero_ps();
+    mins[r] = _mm512_setzero_ps();
+  }
+  int b = 0;
+  for (; b + 2 <= n_blocks; b += 2) {
+    const __m512i x = _mm512_loadu_si512(q + size_t(b) * kBlock);
+    const __m512i x_start = _mm512_loadu_si512(start + size_t(b / 2) * kLanes);
+    const __m512 dp = _mm512_loadu_ps(d_pairs + size_t(b / 2) * 16);
+    const __m512 sp = _mm512_loadu_ps(s_pairs + size_t(b / 2) * 16);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* even = rows + size_t(r) * row_bytes + size_t(b) * kBytes;
+      _mm_prefetch(reinterpret_cast<const char*>(even + prefetch_distance), _MM_HINT_T0);
+      if constexpr (T == DType::Q8_0) {
+        const __m512 p = _mm512_cvtepi32_ps(products_512<T>(block_pair_weights_512<T>(even, even + kBytes), x, x_start));
+        acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(spread_scales(block_pair_heads(even, even + kBytes)), dp), p, acc[r]);
+      } else {
+        __m512i w;
+        __m512 d_w, m_w;
+        q4_block_pair_512<T>(even, w, d_w, m_w);
+        const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x, x_start));
+        acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(d_w, dp), p, acc[r]);
+        if constexpr (T == DType::Q4_1) mins[r] = _mm512_fmadd_ps(m_w, sp, mins[r]);
+      }
+    }
+  }
+  alignas(32) float min_even[R], min_odd[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) {
+    min_even[r] = _mm512_cvtss_f32(mins[r]);
+    min_odd[r] = _mm512_cvtss_f32(_mm512_castps128_ps512(_mm512_extractf32x4_ps(mins[r], 2)));
+  }
+  if (b < n_blocks) {  // a last even block: lanes 0..7 only
+    const __m512i x = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + size_t(b) * kBlock)));
+    const __m512i x_start = _mm512_loadu_si512(start + size_t(b / 2) * kLanes);
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* even = rows + size_t(r) * row_bytes + size_t(b) * kBytes;
+      const __m512i w = _mm512_zextsi256_si512(block_weights_512<T>(even));
+      const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x, x_start));
+      acc[r] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(half_vnni(even) * dx[b]), p, acc[r], __mmask16(0x00ff));
+      if constexpr (T == DType::Q4_1) min_even[r] = std::fma(half_vnni(even + 2), s[b], min_even[r]);
+    }
+  }
+  static_assert(kGemvRows == 8, "finish_tile transposes 8 outputs");
+  finish_tile(acc, _mm256_load_ps(min_even), _mm256_load_ps(min_odd), out);
+}
 #endif  // INFER_QUANT_X86
 
 bool simd_format(DType type) { return type == DType::Q8_0 || type == DType::Q4_0 || type == DType::Q4_1; }
@@ -670,6 +796,17 @@ Tile16Fn simd_tile16(QuantPath path, DType type) {
 #if INFER_QUANT_X86
   if (path == QuantPath::Avx512Vnni)
     return for_simd_format<Tile16Fn>(type, [](auto t) -> Tile16Fn { return dot_avx512_vnni_i16_tile<decltype(t)::value>; });
+#endif
+  return nullptr;
+}
+
+using RowsFn = void (*)(const uint8_t*, size_t, const QuantizedActivations&, int, int, float*);
+
+// v7: kGemvRows rows against one token (int8 activations, the VNNI path), or null.
+RowsFn simd_rows(QuantPath path, DType type) {
+#if INFER_QUANT_X86
+  if (path == QuantPath::Avx512Vnni)
+    return for_simd_format<RowsFn>(type, [](auto t) -> RowsFn { return dot_avx512_vnni_rows<decltype(t)::value>; });
 #endif
   return nullptr;
 }
@@ -973,40 +1110,71 @@ void gemm_quantized(const Matrix& weight, const float* x, float* y, int n, int t
 
 void gemm_quantized(const Matrix& weight, const float* x, float* y, int n, int threads, QuantPath path,
                     ActivationBits bits) {
-  check_matrix(weight, path);
+  const Matrix* weights[] = {&weight};
+  float* outputs[] = {y};
+  gemm_quantized_many(weights, x, outputs, n, threads, path, bits);
+}
+
+void gemm_quantized_many(std::span<const Matrix* const> weights, const float* x, std::span<float* const> ys, int n,
+                         int threads, QuantPath path) {
+  if (weights.empty()) return;
+  gemm_quantized_many(weights, x, ys, n, threads, path, activation_bits(weights[0]->dtype));
+}
+
+void gemm_quantized_many(std::span<const Matrix* const> weights, const float* x, std::span<float* const> ys, int n,
+                         int threads, QuantPath path, ActivationBits bits) {
+  if (weights.size() != ys.size()) fail("quantized matmul: {} matrices but {} outputs", weights.size(), ys.size());
+  if (weights.empty() || n <= 0) return;
+  const Matrix& first = *weights[0];
+  for (const Matrix* m : weights) {
+    check_matrix(*m, path);
+    if (m->dtype != first.dtype || m->cols != first.cols)
+      fail("quantized matmul: matrices sharing one input must have one format and column count ({} x {} {} vs {} {})",
+           m->rows, m->cols, dtype_name(m->dtype), first.cols, dtype_name(first.dtype));
+  }
   QuantizedActivations& activations = scratch_activations();
-  quantize_activations(x, n, weight.cols, activations, bits, threads, path);
+  quantize_activations(x, n, first.cols, activations, bits, threads, path);
   const QuantizedActivations& xq = activations;
-  const int rows = weight.rows, n_blocks = weight.cols / kBlock;
-  const size_t row_bytes = dtype_row_bytes(weight.dtype, weight.cols);
-  const auto* w = static_cast<const uint8_t*>(weight.data);
-  const DType type = weight.dtype;
+  const int n_blocks = first.cols / kBlock;
+  const size_t row_bytes = dtype_row_bytes(first.dtype, first.cols);
+  const DType type = first.dtype;
   const bool wide = bits == ActivationBits::Int16;
   const DotFn fn = wide ? nullptr : simd_dot(path, type);
   const Dot16Fn fn16 = wide ? simd_dot16(path, type) : nullptr;
-  auto dot = [&](int r, int t) {
-    const uint8_t* row = w + size_t(r) * row_bytes;
-    if (wide) {
-      return fn16 ? fn16(row, xq, t, n_blocks)
-                  : dot_int16_reference(type, row, xq.q16_row(t), xq.d_row(t), xq.s_row(t), n_blocks);
-    }
-    return fn ? fn(row, xq, t, n_blocks)
-              : dot_reference(type, row, xq.q_row(t), xq.d_row(t), xq.s_row(t), n_blocks);
-  };
-  if (n == 1) {
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int r = 0; r < rows; ++r) y[r] = dot(r, 0);
-    return;
-  }
-  // Blocks of kRowBlock weight rows (~10-20 KB: they stay in L1/L2 while every token meets them);
-  // with the VNNI path, groups of kTileTokens tokens share each row's unpacking (v3 / v6), the rest
-  // one token at a time (v2 / v5). All give every (token, row) the same bits.
-  constexpr int kRowBlock = 16;
+  // v7: groups of kGemvRows rows per token where the path has it (int8 activations, VNNI).
+  const RowsFn rows_fn = wide ? nullptr : simd_rows(path, type);
   const TileFn tile = wide ? nullptr : simd_tile(path, type);
   const Tile16Fn tile16 = wide ? simd_tile16(path, type) : nullptr;
-#pragma omp parallel for num_threads(threads) schedule(static)
-  for (int r0 = 0; r0 < rows; r0 += kRowBlock) {
-    const int r1 = std::min(rows, r0 + kRowBlock);
+
+  // The work is cut into units of rows (n == 1: kGemvRows rows; else kRowBlock rows, ~10-20 KB that
+  // stay in L1/L2 while every token meets them), numbered across the matrices one after another, and
+  // the units split over the threads in one parallel region (one region for Q, K and V, not three).
+  constexpr int kRowBlock = 16;
+  const int unit_rows = n == 1 ? kGemvRows : kRowBlock;
+  constexpr int kMaxMatrices = 8;
+  if (weights.size() > size_t(kMaxMatrices)) fail("quantized matmul: at most {} matrices per call", kMaxMatrices);
+  int unit_start[kMaxMatrices + 1] = {0};
+  for (size_t i = 0; i < weights.size(); ++i)
+    unit_start[i + 1] = unit_start[i] + (weights[i]->rows + unit_rows - 1) / unit_rows;
+  const int units = unit_start[weights.size()];
+
+  // Rows [r0, r1) of matrix `m` for tokens [t_begin, n).
+  auto run_unit = [&](int m, int r0, int r1) {
+    const Matrix& weight = *weights[m];
+    const int rows = weight.rows;
+    const auto* w = static_cast<const uint8_t*>(weight.data);
+    float* y = ys[m];
+    auto dot = [&](int r, int t) {
+      const uint8_t* row = w + size_t(r) * row_bytes;
+      if (wide) {
+        return fn16 ? fn16(row, xq, t, n_blocks)
+                    : dot_int16_reference(type, row, xq.q16_row(t), xq.d_row(t), xq.s_row(t), n_blocks);
+      }
+      return fn ? fn(row, xq, t, n_blocks) : dot_reference(type, row, xq.q_row(t), xq.d_row(t), xq.s_row(t), n_blocks);
+    };
+    // With the VNNI path, groups of kTileTokens tokens share each row's unpacking (v3 / v6); the rest
+    // of the tokens one at a time, v7 over whole groups of rows (never the matrix's last group: v7's
+    // loads read past a Q4 pair), v2 / v5 for the others. All give every (token, row) the same bits.
     int t0 = 0;
     if (tile != nullptr || tile16 != nullptr) {
       for (; t0 + kTileTokens <= n; t0 += kTileTokens) {
@@ -1021,8 +1189,21 @@ void gemm_quantized(const Matrix& weight, const float* x, float* y, int n, int t
         }
       }
     }
-    for (int t = t0; t < n; ++t)
-      for (int r = r0; r < r1; ++r) y[size_t(t) * rows + r] = dot(r, t);
+    for (int t = t0; t < n; ++t) {
+      int r = r0;
+      if (rows_fn != nullptr) {
+        for (; r + kGemvRows <= r1 && r + kGemvRows < rows; r += kGemvRows)
+          rows_fn(w + size_t(r) * row_bytes, row_bytes, xq, t, n_blocks, y + size_t(t) * rows + r);
+      }
+      for (; r < r1; ++r) y[size_t(t) * rows + r] = dot(r, t);
+    }
+  };
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int u = 0; u < units; ++u) {
+    int m = 0;
+    while (u >= unit_start[m + 1]) ++m;
+    const int r0 = (u - unit_start[m]) * unit_rows;
+    run_unit(m, r0, std::min(weights[m]->rows, r0 + unit_rows));
   }
 }
 

@@ -77,9 +77,11 @@ ForwardStats Transformer::forward(const Batch& batch, PagedKVCache& cache, float
     // ---- attention block: x += Wo . attention(rope(Wq xn), rope(Wk xn), Wv xn) -------------------
     be.rmsnorm(x_.data(), w.attn_norm.data(), xb_.data(), n, c.dim, c.norm_eps);
     if (check_finite_) check_activation(xb_.data(), size_t(n) * c.dim, l, "attn_norm");
-    be.matmul(w.wq, xb_.data(), q_.data(), n);
-    be.matmul(w.wk, xb_.data(), k_.data(), n);
-    be.matmul(w.wv, xb_.data(), v_.data(), n);
+    {  // Q, K and V read the same xn: one call (on the CPU one parallel region, x quantized once)
+      const Matrix* qkv[] = {&w.wq, &w.wk, &w.wv};
+      float* outputs[] = {q_.data(), k_.data(), v_.data()};
+      be.matmul_many(qkv, 3, xb_.data(), outputs, n);
+    }
     if (check_finite_) check_activation(q_.data(), size_t(n) * c.q_dim(), l, "attn_q");
     if (check_finite_) check_activation(k_.data(), size_t(n) * kv_dim, l, "attn_k");
     if (check_finite_) check_activation(v_.data(), size_t(n) * kv_dim, l, "attn_v");
@@ -107,8 +109,11 @@ ForwardStats Transformer::forward(const Batch& batch, PagedKVCache& cache, float
     // ---- feed-forward block: x += W2 . (silu(W1 xn) * W3 xn) ------------------------------------
     be.rmsnorm(x_.data(), w.ffn_norm.data(), xb_.data(), n, c.dim, c.norm_eps);
     if (check_finite_) check_activation(xb_.data(), size_t(n) * c.dim, l, "ffn_norm");
-    be.matmul(w.w_gate, xb_.data(), gate_.data(), n);
-    be.matmul(w.w_up, xb_.data(), up_.data(), n);
+    {
+      const Matrix* gate_up[] = {&w.w_gate, &w.w_up};
+      float* outputs[] = {gate_.data(), up_.data()};
+      be.matmul_many(gate_up, 2, xb_.data(), outputs, n);
+    }
     if (check_finite_) check_activation(gate_.data(), size_t(n) * c.hidden_dim, l, "ffn_gate");
     if (check_finite_) check_activation(up_.data(), size_t(n) * c.hidden_dim, l, "ffn_up");
     be.silu_mul(gate_.data(), up_.data(), size_t(n) * c.hidden_dim);

@@ -6,6 +6,7 @@
 #include "infer/core/model_config.h"
 
 #include <cstddef>
+#include <span>
 
 namespace infer::cpu {
 
@@ -29,6 +30,12 @@ void bf16_to_f32_row(const uint16_t* src, float* dst, int n);
 //                   per token block (one block up to 168 tokens at 576 columns)
 //                   (gemm_v3_packed_prefetch).
 void matmul(const Matrix& weight, const float* x, float* y, int n, int threads);
+// ys[i] = x . weights[i]^T for matrices that read the same x (Q, K, V; gate, up), each output with
+// matmul's bits. One format and column count: quantized formats quantize x once and run all rows in one
+// parallel region (gemm_quantized_many); f32 / f16 GEMVs run all rows in one region; anything else one
+// matmul per matrix. Decode makes ~7 matmul calls per layer: each region's fork, barrier and the
+// single-threaded activation quantization between them were ~20% of a Q4 decode step (perf).
+void matmul_many(std::span<const Matrix* const> weights, const float* x, std::span<float* const> ys, int n, int threads);
 // The GEMV (n == 1) versions, see matmul_cpu.cpp: v1_scratch converts half-precision rows into a
 // per-call buffer; v2_fused (what matmul runs) converts inside the dot, with no buffer.
 void gemv_v1_scratch(const Matrix& weight, const float* x, float* y, int threads);

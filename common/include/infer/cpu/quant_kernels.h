@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -127,5 +128,13 @@ void gemv_quantized(const Matrix& weight, const float* x, float* y, int threads,
 void gemm_quantized(const Matrix& weight, const float* x, float* y, int n, int threads, QuantPath path);
 void gemm_quantized(const Matrix& weight, const float* x, float* y, int n, int threads, QuantPath path,
                     ActivationBits bits);
+// ys[i] (n, weights[i]->rows) = x . weights[i]^T for several matrices that read the same x (Q, K and V;
+// gate and up): x is quantized once and all their rows are split over the threads in one parallel
+// region; each output has gemm_quantized's bits. The matrices must share one format and column count
+// (infer::Error otherwise); at most 8.
+void gemm_quantized_many(std::span<const Matrix* const> weights, const float* x, std::span<float* const> ys, int n,
+                         int threads, QuantPath path);
+void gemm_quantized_many(std::span<const Matrix* const> weights, const float* x, std::span<float* const> ys, int n,
+                         int threads, QuantPath path, ActivationBits bits);
 
 }  // namespace infer::cpu

@@ -88,6 +88,13 @@ class Backend {
   virtual void rmsnorm(const float* x, const float* weight, float* out, int n, int dim, float eps) = 0;
   // y (n, W.rows) = x (n, W.cols) . W^T. n == 1 is the decode GEMV, n > 1 the prefill GEMM.
   virtual void matmul(const Matrix& weight, const float* x, float* y, int n) = 0;
+  // ys[i] (n, weights[i]->rows) = x . weights[i]^T for several matrices reading the same x (Q, K, V;
+  // gate, up), each output exactly what matmul gives. The default runs matmul per matrix; the CPU
+  // backend runs them in one parallel region (and quantizes x once).
+  // (Pointer + count, not std::span: the CUDA sources include this header as C++17.)
+  virtual void matmul_many(const Matrix* const* weights, int count, const float* x, float* const* ys, int n) {
+    for (int i = 0; i < count; ++i) matmul(*weights[i], x, ys[i], n);
+  }
   // Rotates each head of token t of x (n, n_heads, head_dim) by the angle of its own position
   // positions[t] (n ints in backend memory: each token of a ragged batch is at its own position).
   virtual void rope(float* x, int n, int n_heads, int head_dim, const int* positions, float theta,
