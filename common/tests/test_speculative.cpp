@@ -521,3 +521,59 @@ TEST_CASE("speculative: a wrong acceptance rule fails the same chi-square test")
     CHECK_FALSE(outcome.passes());
   }
 }
+
+TEST_CASE("speculative: an early-exit draft copies its layers' K/V from the target: the same cache and guesses as its own prefill") {
+  const ModelConfig config = synthetic_preset("tiny");
+  Setup setup(synthetic_file(config, 61), synthetic_file(one_layer(config), 62), 32);
+  const int k = setup.early_exit->layers_run();
+  REQUIRE(k < config.n_layers);
+  const std::vector<int> prompt{1, 17, 42, 99, 42, 17, 5, 8, 13, 21, 34, 55, 89, 3};  // 13 prefilled positions
+  const int length = int(prompt.size()) - 1;
+  const size_t kv_dim = size_t(config.kv_dim());
+  std::vector<float> scratch(size_t(config.vocab_size));
+  // Rows [0, length) of layers [0, layers) of a runner's cache, in position order.
+  auto rows = [&](const SequenceRunner& runner, int layers) {
+    std::vector<float> out;
+    for (int l = 0; l < layers; ++l)
+      for (int p = 0; p < length; ++p)
+        for (const float* pool : {runner.kv_cache().k(l), runner.kv_cache().v(l)}) {
+          const float* row = pool + size_t(runner.slot(p)) * kv_dim;
+          out.insert(out.end(), row, row + kv_dim);
+        }
+    return out;
+  };
+  Sampler greedy(SamplerConfig{});
+  for (int block_size : {0, 1, 4}) {  // 0: contiguous caches
+    INFO("block size " << block_size);
+    const int blocks = block_size == 0 ? 0 : 3 * ((int(prompt.size()) + 16) / block_size + 1);
+    std::unique_ptr<PagedKVCache> cache;
+    std::unique_ptr<BlockManager> pool;
+    KVStorage storage;
+    if (block_size > 0) {
+      cache = std::make_unique<PagedKVCache>(*setup.backend, config, blocks, block_size);
+      pool = std::make_unique<BlockManager>(blocks, block_size, /*prefix_caching=*/false);
+      storage = {cache.get(), pool.get()};
+    }
+    auto target = make_sequence_runner(*setup.target, 32, storage);
+    target->sync(prompt, 1, scratch.data());
+    ModelDraft copied("early exit", *setup.early_exit, 32, storage), computed("early exit", *setup.early_exit, 32, storage);
+    copied.begin(prompt, *target);
+    computed.begin(prompt);
+    REQUIRE(copied.runner().tokens() == computed.runner().tokens());
+    CHECK(rows(copied.runner(), k) == rows(computed.runner(), k));  // bit for bit
+    DraftProposal a, b;
+    copied.propose(prompt, 4, greedy, a);
+    computed.propose(prompt, 4, greedy, b);
+    CHECK(a.tokens == b.tokens);
+    CHECK(copied.passes() == computed.passes());
+    // A draft over other weights (the f16 self-draft) cannot copy: it prefills as before.
+    ModelDraft self("self-draft f16", *setup.self_model, 32, storage);
+    self.begin(prompt, *target);
+    CHECK(self.runner().length() == length);
+    copied.finish();
+    computed.finish();
+    self.finish();
+    target->truncate(0);
+    if (pool) CHECK(pool->num_free() == blocks);
+  }
+}

@@ -19,6 +19,19 @@ void ModelDraft::begin(std::span<const int> prompt) {
   runner_->sync(prompt, /*keep_out=*/1, logits_.data());
 }
 
+void ModelDraft::begin(std::span<const int> prompt, const SequenceRunner& target) {
+  Transformer& model = runner_->model();
+  const int length = int(prompt.size()) - 1;
+  const bool early_exit = &model.weights() == &target.model().weights() && model.layers_run() <= target.model().layers_run();
+  const bool holds_prompt = length >= 1 && target.length() >= length &&
+                            std::equal(prompt.begin(), prompt.begin() + length, target.tokens().begin());
+  if (!early_exit || !holds_prompt || !runner_->can_adopt(target, model.layers_run())) {
+    begin(prompt);
+    return;
+  }
+  runner_->adopt_prefix(target, length, model.layers_run());
+}
+
 void ModelDraft::propose(std::span<const int> sequence, int gamma, Sampler& sampler, DraftProposal& out) {
   out.clear();
   if (gamma <= 0) return;

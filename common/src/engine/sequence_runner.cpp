@@ -25,6 +25,39 @@ int SequenceRunner::sync(std::span<const int> sequence, int keep_out, float* log
   return end - int(common);
 }
 
+bool SequenceRunner::can_adopt(const SequenceRunner& source, int layers) const {
+  const PagedKVCache& mine = kv_cache();
+  const PagedKVCache& theirs = source.kv_cache();
+  return mine.dtype() == KVDType::f32 && theirs.dtype() == KVDType::f32 && mine.kv_dim() == theirs.kv_dim() &&
+         layers >= 1 && layers <= mine.n_layers() && layers <= theirs.n_layers() && &mine.backend() == &theirs.backend();
+}
+
+void SequenceRunner::adopt_prefix(const SequenceRunner& source, int length, int layers) {
+  if (!can_adopt(source, layers))
+    fail("sequence runner: cannot copy {} layers of K/V from that cache (f32 caches of one kv_dim and backend only)", layers);
+  if (length < 0 || length > source.length())
+    fail("sequence runner: copy {} positions, but the source holds {}", length, source.length());
+  if (length > capacity()) fail("sequence runner: {} positions do not fit the cache of {}", length, capacity());
+  truncate(0);
+  make_room(length);
+  tokens_.assign(source.tokens().begin(), source.tokens().begin() + length);
+  PagedKVCache& mine = mutable_kv_cache();
+  const PagedKVCache& theirs = source.kv_cache();
+  Backend& backend = mine.backend();
+  const size_t kv_dim = size_t(mine.kv_dim());
+  // Runs of positions whose slots are consecutive in both caches (a block, or all of a contiguous cache).
+  for (int p = 0; p < length;) {
+    int end = p + 1;
+    while (end < length && slot(end) == slot(end - 1) + 1 && source.slot(end) == source.slot(end - 1) + 1) ++end;
+    const size_t to = size_t(slot(p)) * kv_dim, from = size_t(source.slot(p)) * kv_dim, count = size_t(end - p) * kv_dim;
+    for (int l = 0; l < layers; ++l) {
+      backend.copy(mine.k(l) + to, theirs.k(l) + from, count);
+      backend.copy(mine.v(l) + to, theirs.v(l) + from, count);
+    }
+    p = end;
+  }
+}
+
 ContiguousSequenceRunner::ContiguousSequenceRunner(Transformer& model, int capacity)
     : SequenceRunner(model), cache_(model.backend(), model.config(), capacity) {
   tokens_.reserve(size_t(capacity));
@@ -54,7 +87,21 @@ void ContiguousSequenceRunner::truncate(int length) {
   tokens_.resize(size_t(length));
 }
 
+void ContiguousSequenceRunner::make_room(int /*length*/) {}  // the whole cache is reserved up front
+
 // ---- PagedSequenceRunner ----------------------------------------------------------------------------
+
+int PagedSequenceRunner::slot(int position) const {
+  const int block_size = cache_.block_size();
+  return blocks()[size_t(position / block_size)] * block_size + position % block_size;
+}
+
+void PagedSequenceRunner::make_room(int length) {
+  if (!blocks_.can_reserve(id_, length))
+    fail("sequence runner: {} positions need {} blocks of {} but the pool has {} free", length,
+         blocks_.blocks_for(length) - int(blocks().size()), cache_.block_size(), blocks_.num_free());
+  blocks_.reserve(id_, length);
+}
 
 PagedSequenceRunner::PagedSequenceRunner(Transformer& model, PagedKVCache& cache, BlockManager& blocks)
     : SequenceRunner(model),

@@ -32,7 +32,7 @@ constexpr double kDecay = 0.9;         // per compared guess: the running accept
 // slowly forgotten (x kForget per measurement), so a busy moment does not read as an expensive pass.
 constexpr double kForget = 1.02;
 constexpr int kWarmupRounds = 1;       // rounds with options.gamma before the controller chooses
-constexpr int kRoundsBeforeOff = 3;    // speculative rounds seen before the fallback may switch off: one
+constexpr int kRoundsBeforeOff = 2;    // speculative rounds seen before the fallback may switch off: one
                                        // measurement of each cost is too easily a busy moment
 constexpr int kMaxProbeBackoff = 8;    // while off, a failed probe doubles the wait for the next, up to this
                                        // x probe_every: a draft that never pays (ch08's early exit on code:
@@ -216,7 +216,9 @@ GenerationResult SpeculativeGenerator::generate(const std::vector<int>& prompt, 
     result.bytes_moved += forward.weight_bytes + forward.kv_bytes;
     begin += count;
   }
-  draft_.begin(prompt);  // the draft's own prefill: part of the time to the first token, not of a guess's cost
+  // The draft's own prefill (an early-exit draft copies its layers' K/V from the target's cache instead):
+  // part of the time to the first token, not of a guess's cost.
+  draft_.begin(prompt, target);
 
   done = options.max_new_tokens == 0;
   while (!done) {

@@ -52,6 +52,9 @@ class Draft {
   // A new sequence starts with `prompt`: forgets the last one and, for a model draft, prefills the prompt
   // but its last token (as the target does), so that the first proposal costs what every later one does.
   virtual void begin(std::span<const int> prompt) {}
+  // The same, once `target` (the target's runner) holds the prompt but its last token: a draft that can
+  // take what it needs from the target's cache (early exit: the K/V of its layers) copies it instead.
+  virtual void begin(std::span<const int> prompt, const SequenceRunner& /*target*/) { begin(prompt); }
   // The sequence is over: gives back what it holds (a paged draft's blocks).
   virtual void finish() {}
   // Model passes run by the draft so far (proposals and catch-ups); 0 for the n-gram draft.
@@ -68,6 +71,9 @@ class ModelDraft : public Draft {
   std::string name() const override { return name_; }
   void propose(std::span<const int> sequence, int gamma, Sampler& sampler, DraftProposal& out) override;
   void begin(std::span<const int> prompt) override;
+  // An early-exit draft (this model runs the target's own Weights through its first k layers) copies the
+  // prompt's K/V of those k layers from the target's cache: no prefill of its own. Any other: begin(prompt).
+  void begin(std::span<const int> prompt, const SequenceRunner& target) override;
   void finish() override { runner_->truncate(0); }
   int passes() const override { return passes_; }
   const SequenceRunner& runner() const { return *runner_; }

@@ -44,6 +44,7 @@ class SequenceRunner {
   const std::vector<int>& tokens() const { return tokens_; }
   const ModelConfig& config() const { return model_.config(); }
   Transformer& model() { return model_; }
+  const Transformer& model() const { return model_; }
 
   // Makes the cache hold a prefix of `sequence` and runs the rest of it but its last `keep_out` tokens
   // (logits of the last one run to `logits`, if any ran): truncates to the longest common prefix of
@@ -51,7 +52,22 @@ class SequenceRunner {
   // run (0: nothing to do).
   int sync(std::span<const int> sequence, int keep_out, float* logits);
 
+  // Makes this cache hold `source`'s first `length` positions, copying their K/V for layers [0, layers)
+  // instead of computing them: an early-exit draft over the target's own weights would compute exactly
+  // those rows (the same layers, weights and tokens), so it takes them from the target's cache after the
+  // target's prefill. Both caches must be f32 with one kv_dim, and layers <= both models' layer counts;
+  // infer::Error otherwise (the caller then runs sync() instead: can_adopt says which).
+  void adopt_prefix(const SequenceRunner& source, int length, int layers);
+  bool can_adopt(const SequenceRunner& source, int layers) const;
+
+  // Where position p of this sequence lives in kv_cache() (p < length()).
+  virtual int slot(int position) const = 0;
+  virtual const PagedKVCache& kv_cache() const = 0;
+
  protected:
+  virtual PagedKVCache& mutable_kv_cache() = 0;
+  // Room for positions [0, length) (a paged runner takes its blocks); the K/V rows are written after.
+  virtual void make_room(int length) = 0;
   explicit SequenceRunner(Transformer& model) : model_(model) {}
   Transformer& model_;
   std::vector<int> tokens_;
@@ -64,8 +80,12 @@ class ContiguousSequenceRunner : public SequenceRunner {
   ForwardStats extend(std::span<const int> tokens, float* logits, bool all_rows) override;
   void truncate(int length) override;
   int capacity() const override { return cache_.max_seq(); }
+  int slot(int position) const override { return position; }
+  const PagedKVCache& kv_cache() const override { return cache_; }
 
  private:
+  PagedKVCache& mutable_kv_cache() override { return cache_; }
+  void make_room(int length) override;
   KVCache cache_;
   std::vector<float> last_;  // (vocab_size) scratch when only the last row is wanted
 };
@@ -86,8 +106,12 @@ class PagedSequenceRunner : public SequenceRunner {
   int capacity() const override;
   // The block table: logical block j is pool block blocks()[j].
   const std::vector<int>& blocks() const { return blocks_.block_table(id_); }
+  int slot(int position) const override;
+  const PagedKVCache& kv_cache() const override { return cache_; }
 
  private:
+  PagedKVCache& mutable_kv_cache() override { return cache_; }
+  void make_room(int length) override;
   PagedKVCache& cache_;
   BlockManager& blocks_;
   SeqId id_;  // this runner's sequence in the block manager

@@ -55,6 +55,7 @@ class PagedKVCache {
     return keys_.bytes() + values_.bytes() + keys8_.bytes() + values8_.bytes() + k_scales_.bytes() + v_scales_.bytes();
   }
   Backend& backend() { return *backend_; }
+  const Backend& backend() const { return *backend_; }
 
  private:
   Backend* backend_;
