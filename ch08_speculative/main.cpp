@@ -194,6 +194,8 @@ int main(int argc, char** argv) {
       std::unique_ptr<ModelFile> file;
       std::unique_ptr<Weights> weights;
       std::unique_ptr<Transformer> model;
+      // Self-drafts copy the target's K/V of the prompt instead of prefilling it (ModelDraft::Prefill).
+      ModelDraft::Prefill prefill = ModelDraft::Prefill::own_prefill;
     };
     std::vector<DraftModel> draft_models;
     std::vector<Method> methods;
@@ -204,7 +206,7 @@ int main(int argc, char** argv) {
       LoadedModel draft = load_model(draft_options);
       check_draft_compatible(config, draft.file.config, model.tokenizer.get(), draft.tokenizer.get());
       DraftModel entry{fmt::format("draft model {}", draft_weights), std::make_unique<ModelFile>(std::move(draft.file)),
-                       nullptr, nullptr};
+                       nullptr, nullptr, ModelDraft::Prefill::own_prefill};
       entry.weights = std::make_unique<Weights>(*entry.file, parse_weight_format(draft_weights), *backend);
       entry.model = std::make_unique<Transformer>(*entry.weights, *backend, buffer_tokens);
       draft_models.push_back(std::move(entry));
@@ -212,7 +214,7 @@ int main(int argc, char** argv) {
     std::stringstream formats(self_drafts);
     for (std::string format; std::getline(formats, format, ',');) {
       if (format.empty()) continue;
-      DraftModel entry{fmt::format("self-draft {}", format), nullptr, nullptr, nullptr};
+      DraftModel entry{fmt::format("self-draft {}", format), nullptr, nullptr, nullptr, ModelDraft::Prefill::target_prompt_kv};
       entry.weights = std::make_unique<Weights>(model.file, parse_weight_format(format), *backend);
       entry.model = std::make_unique<Transformer>(*entry.weights, *backend, buffer_tokens);
       draft_models.push_back(std::move(entry));
@@ -220,7 +222,8 @@ int main(int argc, char** argv) {
     std::stringstream layer_counts(early_exits);
     for (std::string k; std::getline(layer_counts, k, ',');) {
       if (k.empty()) continue;
-      DraftModel entry{fmt::format("early exit {}/{}", k, config.n_layers), nullptr, nullptr, nullptr};
+      DraftModel entry{fmt::format("early exit {}/{}", k, config.n_layers), nullptr, nullptr, nullptr,
+                       ModelDraft::Prefill::own_prefill};  // copies its layers anyway: they are the target's rows
       entry.model = std::make_unique<Transformer>(weights, *backend, buffer_tokens);  // the target's weights
       entry.model->set_layer_limit(std::stoi(k));
       draft_models.push_back(std::move(entry));
@@ -237,7 +240,8 @@ int main(int argc, char** argv) {
     };
     for (DraftModel& entry : draft_models)
       methods.push_back({entry.label, std::make_unique<ModelDraft>(entry.label, *entry.model, capacity,
-                                                                   same_shape(entry.model->config()) ? storage : KVStorage{})});
+                                                                   same_shape(entry.model->config()) ? storage : KVStorage{},
+                                                                   entry.prefill)});
     methods.push_back({"prompt lookup", std::make_unique<NgramDraft>(ngram_max, ngram_min)});
 
     SpeculativeOptions speculative;

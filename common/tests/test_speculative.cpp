@@ -54,6 +54,8 @@ struct Setup {
   std::vector<std::unique_ptr<Draft>> drafts(int capacity, KVStorage storage = {}) {
     std::vector<std::unique_ptr<Draft>> all;
     all.push_back(std::make_unique<ModelDraft>("self-draft f16", *self_model, capacity, storage));
+    all.push_back(std::make_unique<ModelDraft>("self-draft f16, the target's prompt K/V", *self_model, capacity, storage,
+                                               ModelDraft::Prefill::target_prompt_kv));
     all.push_back(std::make_unique<ModelDraft>("early exit", *early_exit, capacity, storage));
     all.push_back(std::make_unique<ModelDraft>("draft model", *other_model, capacity));
     all.push_back(std::make_unique<NgramDraft>());
@@ -411,12 +413,14 @@ TEST_CASE("speculative: with a paged cache, output equals plain decoding and the
 //
 // On a small synthetic model (micro: vocabulary 279, one layer; the classifier scaled so that the
 // distributions are peaked like a trained model's) with a different random model as the draft, N
-// speculative generations (gamma + 1 tokens) are compared with the target's exact distribution of each
-// position: p(y1 | prompt) and p(y2) = sum over y1 of p(y1) p(y2 | prompt, y1), computed by running the
-// target on every y1. Pearson's chi-square per position, cells with an expected count below 5 merged into
-// one; the critical value at significance level 0.001 (Wilson-Hilferty). The seeds are fixed, so the
-// outcome is reproducible; with the rule right, a failure would have had probability 0.001 per test.
-// gamma 1 makes position 2 the bonus token whenever the guess was accepted; gamma 2 makes it a second guess.
+// speculative generations (gamma + 2 tokens: the first is drawn from the prefill's last row, then one round
+// of gamma guesses) are compared with the target's exact distribution of the round's first two positions:
+// p(y2) = sum over y1 of p(y1) p(y2 | y1) and p(y3) = sum over y1, y2 of p(y1) p(y2 | y1) p(y3 | y1, y2),
+// computed by running the target on every y1 and y2. Pearson's chi-square per position, cells with an
+// expected count below 5 merged into one; the critical value at significance level 0.001
+// (Wilson-Hilferty). The seeds are fixed, so the outcome is reproducible; with the rule right, a failure
+// would have had probability 0.001 per test. gamma 1 makes position 3 the bonus token whenever the guess
+// was accepted; gamma 2 makes it a second guess.
 
 namespace {
 
@@ -448,32 +452,55 @@ ChiSquareOutcome speculative_sampling_chi_square(const SamplerConfig& sampler, i
   const std::vector<int> prompt{1, 2};
   const int vocab = config.vocab_size;
 
-  // Exact marginals of positions 1 and 2.
+  // The first token is drawn from the prefill's last row, as plain decoding does; the first round then
+  // guesses tokens 2.. . Exact marginals of tokens 2 and 3 (sums over the tokens before them):
+  // p2(y2) = sum_y1 p(y1) p(y2 | y1), p3(y3) = sum_y1,y2 p(y1) p(y2 | y1) p(y3 | y1, y2).
   const std::vector<double> p1 = target_distribution(*setup.target, prompt, sampler);
-  std::vector<double> p2(size_t(vocab), 0.0);
+  std::vector<double> p2(size_t(vocab), 0.0), p3(size_t(vocab), 0.0);
+  KVCache cache(setup.target->backend(), config, 4);
+  std::vector<float> logits(static_cast<size_t>(vocab));
+  std::vector<float> dense(static_cast<size_t>(vocab));
+  Sampler filters(sampler);
+  TokenDistribution dist;
+  // The distribution after `context`, whose last `run` tokens are run at positions [size - run, size).
+  auto next = [&](const std::vector<int>& context, int run) {
+    setup.target->forward(std::span<const int>(context).last(size_t(run)), int(context.size()) - run, cache, logits.data());
+    filters.distribution(logits, context, dist);
+    dist.to_dense(dense);
+    return std::vector<double>(dense.begin(), dense.end());
+  };
   for (int y1 = 0; y1 < vocab; ++y1) {
     if (p1[size_t(y1)] == 0.0) continue;
-    const std::vector<double> next = target_distribution(*setup.target, {1, 2, y1}, sampler);
-    for (int y2 = 0; y2 < vocab; ++y2) p2[size_t(y2)] += p1[size_t(y1)] * next[size_t(y2)];
+    std::vector<int> context{1, 2, y1};
+    const std::vector<double> after1 = next(context, 3);
+    for (int y2 = 0; y2 < vocab; ++y2) {
+      const double p12 = p1[size_t(y1)] * after1[size_t(y2)];
+      if (p12 == 0.0) continue;
+      p2[size_t(y2)] += p12;
+      context.resize(3);
+      context.push_back(y2);
+      const std::vector<double> after2 = next(context, 1);  // position 3 rewritten for every y2
+      for (int y3 = 0; y3 < vocab; ++y3) p3[size_t(y3)] += p12 * after2[size_t(y3)];
+    }
   }
 
   SpeculativeOptions options = fixed_gamma(gamma);
   options.accept_rule = rule;
   SpeculativeGenerator generator(*setup.target, draft, options);
   GenerationOptions generation;
-  generation.max_new_tokens = gamma + 1;  // so that the first round may run all gamma guesses
+  generation.max_new_tokens = gamma + 2;  // the first token, then a round that may run all gamma guesses
   generation.sampler = sampler;
-  std::vector<int> counts1(size_t(vocab), 0), counts2(size_t(vocab), 0);
+  std::vector<int> counts2(size_t(vocab), 0), counts3(size_t(vocab), 0);
   for (int i = 0; i < n; ++i) {
     generation.sampler.seed = sampler.seed + uint64_t(i);
     const std::vector<int> tokens = generator.generate(prompt, generation).tokens;
-    REQUIRE(tokens.size() == size_t(gamma) + 1);
-    ++counts1[size_t(tokens[0])];
+    REQUIRE(tokens.size() == size_t(gamma) + 2);
     ++counts2[size_t(tokens[1])];
+    ++counts3[size_t(tokens[2])];
   }
   ChiSquareOutcome outcome{};
-  const std::vector<double>* probs[2] = {&p1, &p2};
-  const std::vector<int>* counts[2] = {&counts1, &counts2};
+  const std::vector<double>* probs[2] = {&p2, &p3};
+  const std::vector<int>* counts[2] = {&counts2, &counts3};
   for (int position = 0; position < 2; ++position) {
     const auto [statistic, df] = chi_square(*counts[position], *probs[position], n);
     outcome.statistic[position] = statistic;
@@ -566,13 +593,20 @@ TEST_CASE("speculative: an early-exit draft copies its layers' K/V from the targ
     computed.propose(prompt, 4, greedy, b);
     CHECK(a.tokens == b.tokens);
     CHECK(copied.passes() == computed.passes());
-    // A draft over other weights (the f16 self-draft) cannot copy: it prefills as before.
+    // A draft over other weights (the f16 self-draft) computes its own rows by default; with
+    // Prefill::target_prompt_kv it takes the target's rows of every layer instead.
     ModelDraft self("self-draft f16", *setup.self_model, 32, storage);
     self.begin(prompt, *target);
     CHECK(self.runner().length() == length);
+    CHECK(rows(self.runner(), config.n_layers) != rows(*target, config.n_layers));
+    ModelDraft borrowing("self-draft f16", *setup.self_model, 32, storage, ModelDraft::Prefill::target_prompt_kv);
+    borrowing.begin(prompt, *target);
+    CHECK(borrowing.runner().tokens() == self.runner().tokens());
+    CHECK(rows(borrowing.runner(), config.n_layers) == rows(*target, config.n_layers));
     copied.finish();
     computed.finish();
     self.finish();
+    borrowing.finish();
     target->truncate(0);
     if (pool) CHECK(pool->num_free() == blocks);
   }

@@ -9,8 +9,9 @@ namespace infer {
 
 // ---- (a) (b) (c): a model decodes gamma tokens ------------------------------------------------------
 
-ModelDraft::ModelDraft(std::string name, Transformer& model, int capacity, KVStorage storage)
+ModelDraft::ModelDraft(std::string name, Transformer& model, int capacity, KVStorage storage, Prefill prefill)
     : name_(std::move(name)),
+      prefill_(prefill),
       runner_(make_sequence_runner(model, capacity, storage)),
       logits_(size_t(model.config().vocab_size)) {}
 
@@ -23,9 +24,10 @@ void ModelDraft::begin(std::span<const int> prompt, const SequenceRunner& target
   Transformer& model = runner_->model();
   const int length = int(prompt.size()) - 1;
   const bool early_exit = &model.weights() == &target.model().weights() && model.layers_run() <= target.model().layers_run();
+  const bool copy = early_exit || prefill_ == Prefill::target_prompt_kv;
   const bool holds_prompt = length >= 1 && target.length() >= length &&
                             std::equal(prompt.begin(), prompt.begin() + length, target.tokens().begin());
-  if (!early_exit || !holds_prompt || !runner_->can_adopt(target, model.layers_run())) {
+  if (!copy || !holds_prompt || !runner_->can_adopt(target, model.layers_run())) {
     begin(prompt);
     return;
   }

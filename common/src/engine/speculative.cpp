@@ -208,9 +208,13 @@ GenerationResult SpeculativeGenerator::generate(const std::vector<int>& prompt, 
     return int(result.tokens.size()) < options.max_new_tokens;
   };
 
-  // Prefill every prompt token but the last, in chunks the target's buffers take.
-  for (size_t begin = 0; begin + 1 < prompt.size();) {
-    const size_t count = std::min(prompt.size() - 1 - begin, size_t(target_.max_tokens()));
+  // Prefill the prompt in chunks the target's buffers take, and draw the first token from its last row,
+  // as plain decoding does: the cache then holds the sequence (prompt + first token) but its last token.
+  // (Prefilling all but the last prompt token and running that one as the first step cost one more pass
+  // over the weights per generation: ch08 measured the speculative prefill ~14 ms slower than plain.)
+  const size_t prefill = options.max_new_tokens > 0 ? prompt.size() : prompt.size() - 1;
+  for (size_t begin = 0; begin < prefill;) {
+    const size_t count = std::min(prefill - begin, size_t(target_.max_tokens()));
     rows.resize(vocab);
     const ForwardStats forward = target.extend(std::span<const int>(prompt).subspan(begin, count), rows.data(), false);
     result.bytes_moved += forward.weight_bytes + forward.kv_bytes;
@@ -221,6 +225,10 @@ GenerationResult SpeculativeGenerator::generate(const std::vector<int>& prompt, 
   draft_.begin(prompt, target);
 
   done = options.max_new_tokens == 0;
+  if (!done) {
+    sampler.distribution(std::span<float>(rows).first(vocab), sequence, dist);
+    done = !emit(sampler.draw(dist));
+  }
   while (!done) {
     // ---- 1. the draft guesses (at most what is left to generate, and what one pass can take) --------
     const int left = options.max_new_tokens - int(result.tokens.size());
