@@ -112,13 +112,7 @@ class CpuBackend final : public Backend {
     cpu::paged_attention_v4_int8(q, pool, out, batch, n_heads, n_kv_heads, head_dim, threads_);
   }
 
-  void silu_mul(float* gate, const float* up, size_t count) override {
-#pragma omp parallel for num_threads(threads_) if (count > 16384)
-    for (size_t i = 0; i < count; ++i) {
-      const float g = gate[i];
-      gate[i] = g / (1.0f + std::exp(-g)) * up[i];  // silu(g) = g * sigmoid(g)
-    }
-  }
+  void silu_mul(float* gate, const float* up, size_t count) override { cpu::silu_mul(gate, up, count, threads_); }
 
   void add(float* x, const float* y, size_t count) override {
 #pragma omp simd

@@ -13,6 +13,11 @@ namespace infer::cpu {
 // out = x / sqrt(mean(x^2) + eps) * weight                                   x, weight, out: (dim)
 void rmsnorm_row(const float* x, const float* weight, float* out, int dim, float eps);
 
+// gate (count) = silu(gate) * up = gate / (1 + exp(-gate)) * up, one formula for every element (silu_cpu.cpp:
+// a polynomial exp, AVX-512 or plain C++, the same bits); silu_mul_scalar is one element of it.
+void silu_mul(float* gate, const float* up, size_t count, int threads);
+float silu_mul_scalar(float gate, float up);
+
 // sum_i a[i] * b[i], vectorised with 16 independent partial sums.
 float dot_f32(const float* a, const float* b, int n);
 // sum_i fp32(w[i]) * x[i] for fp16 w: dot_f32's arithmetic with the conversion fused in.
