@@ -443,6 +443,7 @@ INFER_TARGET_VNNI void dot_avx512_vnni_tile(const uint8_t* row, const QuantizedA
   for (int t = 0; t < kTileTokens; ++t) {
     acc[t] = _mm512_setzero_ps();
   }
+
   int b = 0;
   for (; b + 2 <= n_blocks; b += 2) {
     const uint8_t* even = row + size_t(b) * kBytes;
@@ -573,7 +574,10 @@ INFER_TARGET_VNNI float dot_avx512_vnni_i16(const uint8_t* row, const uint8_t* h
 // v6_avx512_vnni_int16_tiled (GEMM only): v5 for kTileTokens tokens per weight row, sharing the weight
 // loads, unpacking, the 128 sum(w) start and the scale conversions; each token does v5's operations
 // in v5's order (its scales as one d_pairs vector, as v3): v5's bits.
-template <DType T>
+// NT < kTileTokens: the last 2-7 tokens of a call (a speculative pass, a small batch), the same operations
+// for each (out[NT..8) are zeros, never stored by the caller); each row's weights are then read once, from
+// memory, so it prefetches as v5 does.
+template <DType T, int NT = kTileTokens>
 INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const QuantizedActivations& xq, int t0, int n_blocks,
                                                 float* out) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
@@ -588,16 +592,21 @@ INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const Quanti
   for (int t = 0; t < kTileTokens; ++t) {
     acc[t] = _mm512_setzero_ps();
   }
+  const size_t ahead = size_t(kGemvAheadRows) * size_t(n_blocks) * kBytes;
   int b = 0;
   for (; b + 2 <= n_blocks; b += 2) {
     const uint8_t* even = row + size_t(b) * kBytes;
     const uint8_t* odd = even + kBytes;
+    if constexpr (NT < kTileTokens) {  // as dot_avx512_vnni_tile
+      _mm_prefetch(reinterpret_cast<const char*>(even + ahead), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(even + ahead + 64), _MM_HINT_T0);
+    }
     const __m512i w = signed_weights_512<T>(even, odd);
     const __m512i start = offset_start(w);  // the records hold the unsigned hi plane for every format
     const __m512 d_w = spread_scales(block_pair_heads(even, odd));
     const uint8_t* records = records0 + size_t(b / 2) * kRecord;
 #pragma GCC unroll 8
-    for (size_t t = 0; t < kTileTokens; ++t) {
+    for (size_t t = 0; t < size_t(NT); ++t) {
       const uint8_t* record = records + t * stride;
       const __m512i p = products_i16_512(start, w, _mm512_load_si512(record), _mm512_load_si512(record + 64));
       const __m512 scale = _mm512_mul_ps(d_w, _mm512_load_ps(reinterpret_cast<const float*>(record + 128)));
@@ -614,7 +623,7 @@ INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const Quanti
     const __m512i start = offset_start(w);
     const float d_even = half_vnni(even);
     const uint8_t* records = records0 + size_t(b / 2) * kRecord;
-    for (size_t t = 0; t < kTileTokens; ++t) {
+    for (size_t t = 0; t < size_t(NT); ++t) {
       const uint8_t* record = records + t * stride;
       const __m512i p = products_i16_512(start, w, _mm512_zextsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i*>(record))),
                                          _mm512_zextsi256_si512(_mm256_load_si256(reinterpret_cast<const __m256i*>(record + 64))));
@@ -639,13 +648,12 @@ INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const Quanti
 // order: v2's bits.
 //   The Q4 pair's load reads up to 28 bytes past the pair (a masked load instead measured 4x slower
 //   here), so the caller never gives v7 a matrix's last group of rows (those run v2).
-//   Each row's pairs prefetch the line kPrefetchGroups groups ahead: a thread's next groups are its
+//   Each row's pairs prefetch the line kGemvAheadRows rows (4 groups) ahead: a thread's next groups are its
 //   next rows (static schedule). Without it one thread streamed Q4 weights at ~20 GB/s against
 //   ~35 GB/s for the f32 GEMV: the compute per byte held back the hardware prefetcher.
 //   1536 x 576 from memory (64 copies), 1 thread, ns per 64 weights (loaded 2-core EPYC, best of 5):
 //   Q4_0 v2 1.74, v7 without prefetch 1.78, 1 group ahead 1.46, 2: 1.25, 4: 1.17, 8: 1.20; Q4_1
 //   2.25 -> 1.46 (4 ahead). From cache (1 copy): Q4_0 v2 ~1.05 ns.
-constexpr int kPrefetchGroups = 4;
 
 // The weights of a block pair as v2 lays them out (even block in bytes 0..31, odd in 32..63; a Q4
 // block's low nibbles first): Q4 from one 128-bit load per block, [qs_even, qs_even, qs_odd, qs_odd]
@@ -692,62 +700,79 @@ INFER_TARGET_VNNI inline void q4_block_pair_512(const uint8_t* even, __m512i& w,
   if constexpr (T == DType::Q4_1) m_w = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(heads, 1));
 }
 
-template <DType T>
+// NT > 1 (2 or 4 tokens, kGemvRows / NT rows): the same for NT tokens at once, each row unpacked once for
+// all of them; out[r * NT + i] is row r against token t + i. Still one finish_tile for the 8 outputs: a
+// speculative pass over 2-7 tokens (or a small batch) ran a per-row 8-token tile whose transposes cost as
+// much as its dot products (a Q4_1 pass over 2 tokens took 2.1x the 1-token pass).
+template <DType T, int NT = 1>
 INFER_TARGET_VNNI void dot_avx512_vnni_rows(const uint8_t* rows, size_t row_bytes, const QuantizedActivations& xa, int t,
                                             int n_blocks, float* out) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
-  constexpr int R = kGemvRows;
+  static_assert(kGemvRows % NT == 0, "rows x tokens must be the 8 outputs of one finish_tile");
+  constexpr int R = kGemvRows / NT;
   const int8_t* q = xa.q_row(t);
   const float* dx = xa.d_row(t);
   const float* s = xa.s_row(t);
   const float* d_pairs = xa.d_pairs_row(t);
   const float* s_pairs = xa.s_pairs_row(t);
   const int32_t* start = xa.q4_0_start_row(t);
-  __m512 acc[R], mins[R];  // mins: Q4_1's min chains, v2's lanes 0 (even blocks) and 8 (odd blocks)
-  const size_t prefetch_distance = size_t(kPrefetchGroups) * R * row_bytes;
+  // Token t + i's rows: a fixed stride after token t's.
+  const size_t stride = size_t(xa.cols), pair_stride = size_t((n_blocks + 1) / 2) * 16, block_stride = size_t(n_blocks);
+  __m512 acc[kGemvRows], mins[kGemvRows];  // [r * NT + i]; mins: Q4_1's min chains, v2's lanes 0 (even) and 8 (odd)
+  const size_t prefetch_distance = size_t(kGemvAheadRows) * row_bytes;
 #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    acc[r] = _mm512_setzero_ps();
-    mins[r] = _mm512_setzero_ps();
+  for (int o = 0; o < kGemvRows; ++o) {
+    acc[o] = _mm512_setzero_ps();
+    mins[o] = _mm512_setzero_ps();
   }
   int b = 0;
   for (; b + 2 <= n_blocks; b += 2) {
-    const __m512i x = _mm512_loadu_si512(q + size_t(b) * kBlock);
-    const __m512i x_start = _mm512_loadu_si512(start + size_t(b / 2) * kLanes);
-    const __m512 dp = _mm512_loadu_ps(d_pairs + size_t(b / 2) * 16);
-    const __m512 sp = _mm512_loadu_ps(s_pairs + size_t(b / 2) * 16);
+    __m512i x[NT], x_start[NT];
+    __m512 dp[NT], sp[NT];
+#pragma GCC unroll 4
+    for (int i = 0; i < NT; ++i) {
+      x[i] = _mm512_loadu_si512(q + i * stride + size_t(b) * kBlock);
+      x_start[i] = T == DType::Q4_0 ? _mm512_loadu_si512(start + i * pair_stride + size_t(b / 2) * kLanes) : _mm512_setzero_si512();
+      dp[i] = _mm512_loadu_ps(d_pairs + i * pair_stride + size_t(b / 2) * 16);
+      if constexpr (T == DType::Q4_1) sp[i] = _mm512_loadu_ps(s_pairs + i * pair_stride + size_t(b / 2) * 16);
+    }
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const uint8_t* even = rows + size_t(r) * row_bytes + size_t(b) * kBytes;
       _mm_prefetch(reinterpret_cast<const char*>(even + prefetch_distance), _MM_HINT_T0);
+      __m512i w;
+      __m512 d_w, m_w = _mm512_setzero_ps();
       if constexpr (T == DType::Q8_0) {
-        const __m512 p = _mm512_cvtepi32_ps(products_512<T>(block_pair_weights_512<T>(even, even + kBytes), x, x_start));
-        acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(spread_scales(block_pair_heads(even, even + kBytes)), dp), p, acc[r]);
+        w = block_pair_weights_512<T>(even, even + kBytes);
+        d_w = spread_scales(block_pair_heads(even, even + kBytes));
       } else {
-        __m512i w;
-        __m512 d_w, m_w;
         q4_block_pair_512<T>(even, w, d_w, m_w);
-        const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x, x_start));
-        acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(d_w, dp), p, acc[r]);
-        if constexpr (T == DType::Q4_1) mins[r] = _mm512_fmadd_ps(m_w, sp, mins[r]);
+      }
+#pragma GCC unroll 4
+      for (int i = 0; i < NT; ++i) {
+        const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x[i], x_start[i]));
+        acc[r * NT + i] = _mm512_fmadd_ps(_mm512_mul_ps(d_w, dp[i]), p, acc[r * NT + i]);
+        if constexpr (T == DType::Q4_1) mins[r * NT + i] = _mm512_fmadd_ps(m_w, sp[i], mins[r * NT + i]);
       }
     }
   }
-  alignas(32) float min_even[R], min_odd[R];
+  alignas(32) float min_even[kGemvRows], min_odd[kGemvRows];
 #pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-    min_even[r] = _mm512_cvtss_f32(mins[r]);
-    min_odd[r] = _mm512_cvtss_f32(_mm512_castps128_ps512(_mm512_extractf32x4_ps(mins[r], 2)));
+  for (int o = 0; o < kGemvRows; ++o) {
+    min_even[o] = _mm512_cvtss_f32(mins[o]);
+    min_odd[o] = _mm512_cvtss_f32(_mm512_castps128_ps512(_mm512_extractf32x4_ps(mins[o], 2)));
   }
   if (b < n_blocks) {  // a last even block: lanes 0..7 only
-    const __m512i x = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + size_t(b) * kBlock)));
-    const __m512i x_start = _mm512_loadu_si512(start + size_t(b / 2) * kLanes);
     for (int r = 0; r < R; ++r) {
       const uint8_t* even = rows + size_t(r) * row_bytes + size_t(b) * kBytes;
       const __m512i w = _mm512_zextsi256_si512(block_weights_512<T>(even));
-      const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x, x_start));
-      acc[r] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(half_vnni(even) * dx[b]), p, acc[r], __mmask16(0x00ff));
-      if constexpr (T == DType::Q4_1) min_even[r] = std::fma(half_vnni(even + 2), s[b], min_even[r]);
+      for (int i = 0; i < NT; ++i) {
+        const __m512i x = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i * stride + size_t(b) * kBlock)));
+        const __m512i x_start = _mm512_loadu_si512(start + i * pair_stride + size_t(b / 2) * kLanes);
+        const __m512 p = _mm512_cvtepi32_ps(products_512<T>(w, x, x_start));
+        acc[r * NT + i] = _mm512_mask3_fmadd_ps(_mm512_set1_ps(half_vnni(even) * dx[i * block_stride + b]), p, acc[r * NT + i], __mmask16(0x00ff));
+        if constexpr (T == DType::Q4_1) min_even[r * NT + i] = std::fma(half_vnni(even + 2), s[i * block_stride + b], min_even[r * NT + i]);
+      }
     }
   }
   static_assert(kGemvRows == 8, "finish_tile transposes 8 outputs");
@@ -810,11 +835,16 @@ Tile16Fn simd_tile16(QuantPath path, DType type) {
 
 using RowsFn = void (*)(const uint8_t*, size_t, const QuantizedActivations&, int, int, float*);
 
-// v7: kGemvRows rows against one token (int8 activations, the VNNI path), or null.
-RowsFn simd_rows(QuantPath path, DType type) {
+// v7: kGemvRows / tokens rows against `tokens` (1, 2 or 4) tokens (int8 activations, the VNNI path), or null.
+RowsFn simd_rows(QuantPath path, DType type, int tokens) {
 #if INFER_QUANT_X86
   if (path == QuantPath::Avx512Vnni)
-    return for_simd_format<RowsFn>(type, [](auto t) -> RowsFn { return dot_avx512_vnni_rows<decltype(t)::value>; });
+    return for_simd_format<RowsFn>(type, [tokens](auto t) -> RowsFn {
+      constexpr DType T = decltype(t)::value;
+      return tokens == 4 ? dot_avx512_vnni_rows<T, 4> : tokens == 2 ? dot_avx512_vnni_rows<T, 2> : dot_avx512_vnni_rows<T, 1>;
+    });
+#else
+  (void)path, (void)type, (void)tokens;
 #endif
   return nullptr;
 }
@@ -825,6 +855,28 @@ TileFn simd_tile(QuantPath path, DType type) {
     return for_simd_format<TileFn>(type, [](auto t) -> TileFn { return dot_avx512_vnni_tile<decltype(t)::value>; });
 #endif
   return nullptr;
+}
+
+// The int16 tile for the last `tokens` (2..7) tokens of a call, or null. (int8 runs v7 over 4, 2, 1 tokens.)
+Tile16Fn simd_partial_tile16(QuantPath path, DType type, int tokens) {
+#if INFER_QUANT_X86
+  if (path != QuantPath::Avx512Vnni || tokens < 2 || tokens >= kTileTokens) return nullptr;
+  return for_simd_format<Tile16Fn>(type, [tokens](auto t) -> Tile16Fn {
+    constexpr DType T = decltype(t)::value;
+    static constexpr Tile16Fn table[kTileTokens] = {nullptr,
+                                                    nullptr,
+                                                    dot_avx512_vnni_i16_tile<T, 2>,
+                                                    dot_avx512_vnni_i16_tile<T, 3>,
+                                                    dot_avx512_vnni_i16_tile<T, 4>,
+                                                    dot_avx512_vnni_i16_tile<T, 5>,
+                                                    dot_avx512_vnni_i16_tile<T, 6>,
+                                                    dot_avx512_vnni_i16_tile<T, 7>};
+    return table[tokens];
+  });
+#else
+  (void)path, (void)type, (void)tokens;
+  return nullptr;
+#endif
 }
 
 // The dot function of a path for a format, or null where only the reference exists.
@@ -1149,10 +1201,12 @@ void gemm_quantized_many(std::span<const Matrix* const> weights, const float* x,
   const bool wide = bits == ActivationBits::Int16;
   const DotFn fn = wide ? nullptr : simd_dot(path, type);
   const Dot16Fn fn16 = wide ? simd_dot16(path, type) : nullptr;
-  // v7: groups of kGemvRows rows per token where the path has it (int8 activations, VNNI).
-  const RowsFn rows_fn = wide ? nullptr : simd_rows(path, type);
+  // v7: groups of rows against 4, 2 or 1 tokens where the path has it (int8 activations, VNNI).
+  const RowsFn rows_fns[5] = {nullptr, wide ? nullptr : simd_rows(path, type, 1), wide ? nullptr : simd_rows(path, type, 2),
+                              nullptr, wide ? nullptr : simd_rows(path, type, 4)};
   const TileFn tile = wide ? nullptr : simd_tile(path, type);
   const Tile16Fn tile16 = wide ? simd_tile16(path, type) : nullptr;
+  const Tile16Fn partial16 = wide ? simd_partial_tile16(path, type, n % kTileTokens) : nullptr;  // last n % 8 tokens
 
   // The work is cut into units of rows (n == 1: kGemvRows rows; else kRowBlock rows, ~10-20 KB that
   // stay in L1/L2 while every token meets them), numbered across the matrices one after another, and
@@ -1197,13 +1251,32 @@ void gemm_quantized_many(std::span<const Matrix* const> weights, const float* x,
         }
       }
     }
-    for (int t = t0; t < n; ++t) {
-      int r = r0;
-      if (rows_fn != nullptr) {
-        for (; r + kGemvRows <= r1 && r + kGemvRows < rows; r += kGemvRows)
-          rows_fn(w + size_t(r) * row_bytes, row_bytes, xq, t, n_blocks, y + size_t(t) * rows + r);
+    // 2..7 int16 tokens left: one narrower tile per row (the weights unpacked once for all of them).
+    if (partial16 != nullptr && n - t0 == n % kTileTokens) {
+      float out[kTileTokens];
+      for (int r = r0; r < r1; ++r) {
+        partial16(w + size_t(r) * row_bytes, xq, t0, n_blocks, out);
+        for (int i = 0; i < n - t0; ++i) y[size_t(t0 + i) * rows + r] = out[i];
       }
-      for (; r < r1; ++r) y[size_t(t) * rows + r] = dot(r, t);
+      t0 = n;
+    }
+    // The rest 4, 2 or 1 tokens at a time: v7 over whole groups of rows (never the matrix's last group:
+    // its loads read past a Q4 pair), one (row, token) at a time (v2 / v5 / reference) for the others.
+    for (int t = t0; t < n;) {
+      const int tokens = n - t >= 4 ? 4 : n - t >= 2 ? 2 : 1;
+      int r = r0;
+      if (const RowsFn rows_fn = rows_fns[tokens]) {
+        const int group = kGemvRows / tokens;
+        for (; r + group <= r1 && r + group < rows; r += group) {
+          float out[kGemvRows];
+          rows_fn(w + size_t(r) * row_bytes, row_bytes, xq, t, n_blocks, out);
+          for (int g = 0; g < group; ++g)
+            for (int i = 0; i < tokens; ++i) y[size_t(t + i) * rows + r + g] = out[g * tokens + i];
+        }
+      }
+      for (; r < r1; ++r)
+        for (int i = 0; i < tokens; ++i) y[size_t(t + i) * rows + r] = dot(r, t + i);
+      t += tokens;
     }
   };
 #pragma omp parallel for num_threads(threads) schedule(static)
