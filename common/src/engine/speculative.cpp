@@ -34,6 +34,10 @@ constexpr double kForget = 1.02;
 constexpr int kWarmupRounds = 1;       // rounds with options.gamma before the controller chooses
 constexpr int kRoundsBeforeOff = 2;    // speculative rounds seen before the fallback may switch off: one
                                        // measurement of each cost is too easily a busy moment
+constexpr double kOnMargin = 1.05;     // off -> on needs predicted >= min_gain x this (on -> off: < min_gain): a
+                                       // draft near break-even (ch08's q4_0 self-draft on open-ended text,
+                                       // predicted 0.99) otherwise flipped on after one good probe and off
+                                       // again a round later, paying a losing round each time
 constexpr int kMaxProbeBackoff = 8;    // while off, a failed probe doubles the wait for the next, up to this
                                        // x probe_every: a draft that never pays (ch08's early exit on code:
                                        // acceptance ~0.1) then costs a few rounds, not one every probe_every
@@ -132,11 +136,13 @@ int GammaController::next_gamma(int limit, int tokens_so_far, SpeculativeStats& 
   const int gamma = options_.adaptive ? best_gamma() : options_.gamma;
   if (options_.fallback && gamma > 0) {
     const double gain = predicted_rate(gamma) / predicted_rate(0);
-    const bool pays = gain >= options_.min_gain;
+    const bool pays = gain >= options_.min_gain * (on_ ? 1.0 : kOnMargin);
     if (on_ != pays && (pays || stats.rounds >= kRoundsBeforeOff)) {
       on_ = !on_;
       plain_since_probe_ = 0;
-      probe_interval_ = options_.probe_every;
+      // Switching off keeps the probes' back-off: a draft that keeps failing after short on-periods is
+      // probed less and less often (a promising probe resets it, record()).
+      probe_interval_ = on_ ? options_.probe_every : std::max(probe_interval_, options_.probe_every);
       stats.switches.push_back({tokens_so_far, on_, acceptance(), gain});
     }
     if (!on_) {
