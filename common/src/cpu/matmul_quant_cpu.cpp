@@ -345,15 +345,23 @@ INFER_TARGET_VNNI inline __m512 spread_mins(__m512 heads) {
   return _mm512_permutexvar_ps(_mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1), heads);
 }
 
+// Token t's int8 activation rows, as the int8 kernels read them (v2, v7).
+struct Int8Token {
+  const int8_t* q;          // (cols) quantized activations
+  const float* dx;          // (blocks) scales
+  const float* s;           // (blocks) d * sum(q), the affine formats' min term
+  const float* d_pairs;     // scales spread over a block pair's 16 lanes
+  const float* s_pairs;     // s likewise
+  const int32_t* start;     // Q4_0's lane starts, -8 * (sum of the lane's 4 activations)
+};
+inline Int8Token int8_token(const QuantizedActivations& xa, int t) {
+  return {xa.q_row(t), xa.d_row(t), xa.s_row(t), xa.d_pairs_row(t), xa.s_pairs_row(t), xa.q4_0_start_row(t)};
+}
+
 template <DType T>
 INFER_TARGET_VNNI float dot_avx512_vnni(const uint8_t* row, const QuantizedActivations& xa, int t, int n_blocks) {
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
-  const int8_t* q = xa.q_row(t);
-  const float* dx = xa.d_row(t);
-  const float* s = xa.s_row(t);
-  const float* d_pairs = xa.d_pairs_row(t);
-  const float* s_pairs = xa.s_pairs_row(t);
-  const int32_t* start = xa.q4_0_start_row(t);
+  const auto [q, dx, s, d_pairs, s_pairs, start] = int8_token(xa, t);
   __m512 acc = _mm512_setzero_ps();
   __m512 mins = _mm512_setzero_ps();  // Q4_1: lane 0 the even blocks' chain, lane 8 the odd blocks'
   int b = 0;
@@ -710,12 +718,7 @@ INFER_TARGET_VNNI void dot_avx512_vnni_rows(const uint8_t* rows, size_t row_byte
   constexpr size_t kBytes = T == DType::Q8_0 ? 34 : T == DType::Q4_0 ? 18 : 20;
   static_assert(kGemvRows % NT == 0, "rows x tokens must be the 8 outputs of one finish_tile");
   constexpr int R = kGemvRows / NT;
-  const int8_t* q = xa.q_row(t);
-  const float* dx = xa.d_row(t);
-  const float* s = xa.s_row(t);
-  const float* d_pairs = xa.d_pairs_row(t);
-  const float* s_pairs = xa.s_pairs_row(t);
-  const int32_t* start = xa.q4_0_start_row(t);
+  const auto [q, dx, s, d_pairs, s_pairs, start] = int8_token(xa, t);
   // Token t + i's rows: a fixed stride after token t's.
   const size_t stride = size_t(xa.cols), pair_stride = size_t((n_blocks + 1) / 2) * 16, block_stride = size_t(n_blocks);
   __m512 acc[kGemvRows], mins[kGemvRows];  // [r * NT + i]; mins: Q4_1's min chains, v2's lanes 0 (even) and 8 (odd)
