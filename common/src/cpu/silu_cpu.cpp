@@ -9,6 +9,9 @@
 //   then * 2^n (vscalefps; std::ldexp: both exact, overflow to inf, gradual underflow).
 // Against std::exp's silu the result is within a few float ulps (tested); it replaced a libm expf call per
 // element (4.6% of a 64-request continuous-batching run, ~1.4% of a Q4 decode step, perf).
+// (attention_cpu.cpp's exp_lane is the softmax's: it clamps its argument to [-87.3, 88.3] and flushes the
+// bottom to 0, right for scores <= 0; here exp(-g) must overflow to inf for g < -88 so that silu(g) -> -0,
+// and std::exp's NaN / infinity cases must hold, hence the wider clamp and vscalefps.)
 #include "infer/cpu/cpu_kernels.h"
 
 #include <omp.h>
