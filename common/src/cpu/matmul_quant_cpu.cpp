@@ -44,6 +44,15 @@
 //                   and spread by vpermps (was 2 x (load, convert, multiply, broadcast) + an insert),
 //                   and the GEMV's Q4_1 min chains run in lanes 0 / 8 of a vector (s_pairs): Q4_1 GEMV
 //                   49152 x 576, 1 thread, CPU time: 1.22 -> 1.04-1.09 ms (Q8_0 1.06 ms, f32 2.95 ms).
+//   v7_avx512_vnni_rows (int8) / v8_avx512_vnni_int16_rows (int16): the decode GEMV (and the tokens a GEMM's
+//                   8-token tiles leave) as 8 weight rows per call: v2's / v5's per-row operations, 8 chains
+//                   interleaved, the token's loads shared, one finish_tile for the 8 outputs, lines 32 rows
+//                   ahead prefetched; v7 also as 4 rows x 2 tokens and 2 x 4 (speculative passes, small
+//                   batches). Q4_0 GEMV 49152 x 576, 2 threads: v2 559 us -> v7 256 us; Q8_0 int16 GEMV
+//                   1536 x 576, 1 thread: v5 2.37-2.47 -> v8 1.65-1.70 ns per 64 weights (details at each).
+//                   v6's tile also runs the last 2-7 tokens of a call (int16 partial tiles).
+//   Several matrices with one input (Q, K, V; gate, up) run as one call (gemm_quantized_many): the
+//   activations quantized once, every row of all of them in one parallel region.
 //   Activations are quantized once per matmul, tokens split over the threads (was one thread), with
 //   AVX-512 on the VNNI path (same bytes): one token, 576 / 1536 columns, 1 thread, CPU time: int8
 //   0.95 -> 0.54 us / 2.07 -> 0.81 us, int16 0.69 -> 0.49 / 1.45 -> 0.81 us (every decode matmul
