@@ -9,6 +9,9 @@
 //                          then dot_f32: an allocation per matmul and a store/reload of each weight.
 //     f16 v2_fused:        converts 16 weights at a time inside the dot (registers / L1), no buffer and
 //                          no allocation; same lanes and order as dot_f32, so the same results as v1.
+//     matmul_many:         the GEMVs of matrices that read one input (Q, K, V; gate, up) in one parallel
+//                          loop over all their rows: each row dot_f32's (dot_f16_f32's) bits, 3 (2) fork/join
+//                          barriers fewer per layer.
 //   GEMM  (n > 1):  prefill, batched decode and the naive decoder. A block of weight rows (16 in v1/v2,
 //                   4 in v3) is converted to fp32 (if it is not) into a per-thread scratch that stays
 //                   in L1/L2, then used by every token (v3: of a token block):
