@@ -660,8 +660,8 @@ INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const Quanti
 // one dependency chain (9 fmas into one accumulator, then the 16-add finish): it ran at ~25 GB/s,
 // Q4_0 / Q4_1 no faster than Q8_0, bound by latency rather than bandwidth or issue. Here 8 rows'
 // chains interleave, the token's activation loads (x, Q4_0's starts, the d / s pairs) are shared by
-// the 8 rows, a Q4 block pair is unpacked from one 256-bit load with one shuffle, one shift and one
-// and, and the 8 finishes run as one transpose (finish_tile). Per row, v2's operations in v2's
+// the 8 rows, a Q4 block pair is unpacked from one 64-byte load with two vpermw, one shift and one
+// and (q4_block_pair_512), and the 8 finishes run as one transpose (finish_tile). Per row, v2's operations in v2's
 // order: v2's bits.
 //   The Q4 pair's load reads up to 28 bytes past the pair (a masked load instead measured 4x slower
 //   here), so the caller never gives v7 a matrix's last group of rows (those run v2).
@@ -672,28 +672,8 @@ INFER_TARGET_VNNI void dot_avx512_vnni_i16_tile(const uint8_t* row, const Quanti
 //   Q4_0 v2 1.74, v7 without prefetch 1.78, 1 group ahead 1.46, 2: 1.25, 4: 1.17, 8: 1.20; Q4_1
 //   2.25 -> 1.46 (4 ahead). From cache (1 copy): Q4_0 v2 ~1.05 ns.
 
-// The weights of a block pair as v2 lays them out (even block in bytes 0..31, odd in 32..63; a Q4
-// block's low nibbles first): Q4 from one 128-bit load per block, [qs_even, qs_even, qs_odd, qs_odd]
-// by vshufi64x2, the copies in 128-bit lanes 1 and 3 shifted right by 4, all masked to 4 bits.
-template <DType T>
-INFER_TARGET_VNNI inline __m512i block_pair_weights_512(const uint8_t* even, const uint8_t* odd) {
-  if constexpr (T == DType::Q8_0) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(even + 2))),
-                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(odd + 2)), 1);
-  } else {
-    constexpr int kOffset = T == DType::Q4_0 ? 2 : 4;
-    const __m256i raw = _mm256_inserti128_si256(
-        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(even + kOffset))),
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(odd + kOffset)), 1);
-    const __m512i wide = _mm512_castsi256_si512(raw);
-    const __m512i copies = _mm512_shuffle_i64x2(wide, wide, 0x50);  // 128-bit lanes 0, 0, 1, 1
-    const __m512i shifted = _mm512_mask_srli_epi16(copies, __mmask32(0xff00ff00u), copies, 4);
-    return _mm512_and_si512(shifted, _mm512_set1_epi8(15));
-  }
-}
-
 // A Q4 block pair (36 or 40 contiguous bytes) from one 64-byte load, then two vpermw: the nibble bytes as
-// block_pair_weights_512 lays them out, and the f16 heads as [d_even x 8, d_odd x 8, m_even x 8,
+// v2 lays them out (even block in bytes 0..31, odd in 32..63, each block's low nibbles first), and the f16 heads as [d_even x 8, d_odd x 8, m_even x 8,
 // m_odd x 8], converted 16 at a time: spread_scales / spread_mins' exact values (f16 -> f32 is exact).
 template <DType T>
 INFER_TARGET_VNNI inline void q4_block_pair_512(const uint8_t* even, __m512i& w, __m512& d_w, __m512& m_w) {
@@ -755,7 +735,7 @@ INFER_TARGET_VNNI void dot_avx512_vnni_rows(const uint8_t* rows, size_t row_byte
       __m512i w;
       __m512 d_w, m_w = _mm512_setzero_ps();
       if constexpr (T == DType::Q8_0) {
-        w = block_pair_weights_512<T>(even, even + kBytes);
+        w = signed_weights_512<T>(even, even + kBytes);  // Q8_0: the stored bytes
         d_w = spread_scales(block_pair_heads(even, even + kBytes));
       } else {
         q4_block_pair_512<T>(even, w, d_w, m_w);
