@@ -1,6 +1,7 @@
 // test_save_gguf.cpp: --save-gguf writes a GGUF that loads back with the same metadata and exactly
 // the tensors Weights would hold; the saved Q8_0 model generates what quantizing at load generates.
 #include "golden_util.h"
+#include "infer/core/error.h"
 #include "infer/engine/generator.h"
 #include "infer/formats/gguf.h"
 #include "infer/formats/synthetic.h"
@@ -96,8 +97,16 @@ TEST_CASE("save_gguf: greedy tokens of the saved Q8_0 model == quantizing to Q8_
   const auto from_file = test::greedy_tokens<CachedGenerator>(saved, WeightFormat::Native, *backend, prompt, steps);
   CHECK(at_load.size() == size_t(steps));
   CHECK(from_file == at_load);
-  // And the saved model's matrices are used in place from its mapping.
-  Weights weights(saved, WeightFormat::Native, *backend);
+  // And the saved model's matrices are used in place from its mapping where the backend computes on
+  // the file's row-major layout; the interleaved layout (the default on AVX-512 VNNI) copies them.
+  auto row_major = make_cpu_backend(2, "rows");
+  Weights weights(saved, WeightFormat::Native, *row_major);
   CHECK(weights.mapped_bytes() > 0);
   CHECK(weights.layers()[0].wq.dtype == DType::Q8_0);
+  CHECK_FALSE(weights.layers()[0].wq.interleaved);
+  auto interleaving = make_cpu_backend(2, "interleaved");
+  Weights interleaved(saved, WeightFormat::Native, *interleaving);
+  CHECK(interleaved.layers()[0].wq.interleaved);
+  CHECK(interleaved.mapped_bytes() == 0);
+  CHECK_THROWS_AS(make_cpu_backend(2, "columns"), infer::Error);
 }

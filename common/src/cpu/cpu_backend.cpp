@@ -7,6 +7,7 @@
 #include "infer/core/error.h"
 #include "infer/core/host_memory.h"
 #include "infer/cpu/cpu_kernels.h"
+#include "infer/cpu/quant_kernels.h"
 
 #include <omp.h>
 
@@ -20,7 +21,7 @@ namespace {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int threads) : threads_(threads > 0 ? threads : omp_get_num_procs()) {}
+  CpuBackend(int threads, bool interleave) : threads_(threads > 0 ? threads : omp_get_num_procs()), interleave_(interleave) {}
 
   std::string name() const override { return "cpu"; }
   int threads() const { return threads_; }
@@ -39,11 +40,17 @@ class CpuBackend final : public Backend {
   void release(void* pointer) override { free_host(pointer); }
   void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  bool interleaves(DType type, int cols) const override { return interleave_ && interleavable(type, cols); }
 
   // ---- ops -------------------------------------------------------------------------------------
   void embed(const Matrix& table, const int* tokens, int n, float* out) override {
     for (int t = 0; t < n; ++t) {
       if (tokens[t] < 0 || tokens[t] >= table.rows) fail("embed: token id {} outside the vocabulary [0, {})", tokens[t], table.rows);
+      if (table.interleaved) {
+        dequantize_interleaved_row(interleaved_shape(table.dtype, table.rows, table.cols), table.data, tokens[t],
+                                   out + size_t(t) * table.cols);
+        continue;
+      }
       const size_t row_bytes = dtype_row_bytes(table.dtype, table.cols);
       const auto* row = static_cast<const uint8_t*>(table.data) + size_t(tokens[t]) * row_bytes;
       dequantize_row(table.dtype, row, out + size_t(t) * table.cols, table.cols);
@@ -123,6 +130,7 @@ class CpuBackend final : public Backend {
 
  private:
   int threads_;
+  bool interleave_;
 
   // Whether sequence 0's blocks covering its context are b, b + 1, b + 2, ...
   static bool consecutive_blocks(const BatchView& batch) {
@@ -135,6 +143,17 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+std::unique_ptr<Backend> make_cpu_backend(int threads, const std::string& layout) {
+  // auto: interleaved where the v9 kernels run; elsewhere they would run their plain reference.
+  bool interleave = false;
+  if (layout == "auto") {
+    interleave = cpu::best_quant_path() == cpu::QuantPath::Avx512Vnni;
+  } else if (layout == "interleaved") {
+    interleave = true;
+  } else if (layout != "rows") {
+    fail("unknown weight layout '{}' (expected auto, interleaved or rows)", layout);
+  }
+  return std::make_unique<CpuBackend>(threads, interleave);
+}
 
 }  // namespace infer

@@ -72,6 +72,7 @@
 #include "infer/cpu/quant_kernels.h"
 
 #include "infer/core/error.h"
+#include "infer/cpu/interleaved_kernels.h"
 
 #include <omp.h>
 
@@ -1247,13 +1248,17 @@ void gemm_quantized_many(std::span<const Matrix* const> weights, const float* x,
   const Matrix& first = *weights[0];
   for (const Matrix* m : weights) {
     check_matrix(*m, path);
-    if (m->dtype != first.dtype || m->cols != first.cols)
-      fail("quantized matmul: matrices sharing one input must have one format and column count ({} x {} {} vs {} {})",
+    if (m->dtype != first.dtype || m->cols != first.cols || m->interleaved != first.interleaved)
+      fail("quantized matmul: matrices sharing one input must have one format and column count, and one layout ({} x {} {} vs {} {})",
            m->rows, m->cols, dtype_name(m->dtype), first.cols, dtype_name(first.dtype));
   }
   QuantizedActivations& activations = scratch_activations();
   quantize_activations(x, n, first.cols, activations, bits, threads, path);
   const QuantizedActivations& xq = activations;
+  if (first.interleaved) {  // 16 rows interleaved (the CPU backend's default layout): v9
+    gemm_interleaved_many(weights, xq, ys, threads, path);
+    return;
+  }
   const int n_blocks = first.cols / kBlock;
   const size_t row_bytes = dtype_row_bytes(first.dtype, first.cols);
   const DType type = first.dtype;

@@ -137,6 +137,7 @@ Matrix Weights::upload_matrix(const TensorView& tensor, Backend& backend) {
       }
     }
     if (bad_count != 0) fail_non_finite(tensor, {bad_count, bad_first}, cols, DType::F32);
+    if (backend.interleaves(target, cols)) return store_interleaved(target, rows, cols, tensor.data, backend);
     resident_bytes_ += tensor.n_bytes;
     if (in_mapping && backend.name() == "cpu") {
       mapped_bytes_ += tensor.n_bytes;
@@ -165,9 +166,23 @@ Matrix Weights::upload_matrix(const TensorView& tensor, Backend& backend) {
     }
   }
   if (bad_count != 0) fail_non_finite(tensor, {bad_count, bad_first}, cols, target);
+  if (backend.interleaves(target, cols)) return store_interleaved(target, rows, cols, host.data(), backend);
   DeviceArray<uint8_t> storage(backend, host.size());
   backend.upload(storage.data(), host.data(), host.size());
   Matrix matrix{target, rows, cols, storage.data()};
+  resident_bytes_ += storage.bytes();
+  storage_.push_back(std::move(storage));
+  return matrix;
+}
+
+// The backend's compute layout (interleaved.h): 16 rows per group, the same bytes rearranged.
+Matrix Weights::store_interleaved(DType type, int rows, int cols, const void* row_major, Backend& backend) {
+  const InterleavedShape shape = interleaved_shape(type, rows, cols);
+  std::vector<uint8_t> host(shape.total_bytes());
+  interleave_rows(type, row_major, rows, cols, host.data());
+  DeviceArray<uint8_t> storage(backend, host.size());
+  backend.upload(storage.data(), host.data(), host.size());
+  Matrix matrix{type, rows, cols, storage.data(), true};
   resident_bytes_ += storage.bytes();
   storage_.push_back(std::move(storage));
   return matrix;

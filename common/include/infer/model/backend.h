@@ -8,6 +8,7 @@
 #pragma once
 
 #include "infer/core/dtype.h"
+#include "infer/core/interleaved.h"
 #include "infer/core/memory_budget.h"
 #include "infer/core/model_config.h"
 
@@ -18,13 +19,17 @@
 
 namespace infer {
 
-// A weight matrix resident on a backend: (rows, cols), row-major, y = W x.
+// A weight matrix resident on a backend: (rows, cols), y = W x. Row-major as the file stores it, or
+// (CPU, Q8_0 / Q4_0 / Q4_1) with 16 rows interleaved per block (infer/core/interleaved.h).
 struct Matrix {
   DType dtype = DType::F32;
   int rows = 0;
   int cols = 0;
   const void* data = nullptr;
-  size_t n_bytes() const { return dtype_row_bytes(dtype, int64_t(rows) * cols); }
+  bool interleaved = false;
+  size_t n_bytes() const {
+    return interleaved ? interleaved_shape(dtype, rows, cols).total_bytes() : dtype_row_bytes(dtype, int64_t(rows) * cols);
+  }
 };
 
 // A Batch (batch.h) as the kernels see it: its int arrays in the backend's memory (the Transformer uploads
@@ -78,6 +83,14 @@ class Backend {
   virtual uint64_t available_memory() const { return available_host_memory(); }
   virtual void release(void* pointer) = 0;
   virtual void upload(void* device_dst, const void* host_src, size_t bytes) = 0;
+  // Whether this backend computes on block-quantized matrices of `type` with `cols` columns stored with
+  // 16 rows interleaved (infer/core/interleaved.h) rather than row-major: Weights stores them so. The CPU
+  // backend's default where its v9 kernels run (Q8_0 / Q4_0 / Q4_1 on AVX-512 VNNI); never on CUDA.
+  virtual bool interleaves(DType type, int cols) const {
+    (void)type;
+    (void)cols;
+    return false;
+  }
   virtual void download(void* host_dst, const void* device_src, size_t bytes) = 0;
   virtual void synchronize() {}
 
@@ -184,7 +197,9 @@ class DeviceArray {
 };
 
 // The OpenMP CPU backend. threads <= 0 uses every core.
-std::unique_ptr<Backend> make_cpu_backend(int threads);
+// layout: "auto" (interleaved where the CPU runs the v9 kernels), "interleaved" or "rows" (row-major,
+// the file's layout: the kernels of quant_kernels.h); anything else throws infer::Error.
+std::unique_ptr<Backend> make_cpu_backend(int threads, const std::string& layout = "auto");
 // The CUDA backend on device 0 (src/cuda/). Throws infer::Error saying why when this build has no
 // CUDA or no device is usable.
 std::unique_ptr<Backend> make_cuda_backend();

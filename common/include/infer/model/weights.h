@@ -63,6 +63,7 @@ class Weights {
 
  private:
   Matrix upload_matrix(const TensorView& tensor, Backend& backend);
+  Matrix store_interleaved(DType type, int rows, int cols, const void* row_major, Backend& backend);
   DeviceArray<float> upload_vector(const TensorView& tensor, Backend& backend);
 
   ModelConfig config_;
