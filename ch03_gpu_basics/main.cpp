@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
     const int threads = resolve_threads(options.threads);
     fall_back_to_cpu_without_gpu(options);
     const bool on_gpu = options.device == "cuda";
-    auto backend = make_backend(options.device, threads);
+    auto backend = make_backend(options.device, threads, options.weight_layout);
     LoadedModel model = load_model(options);
     Weights weights(model.file, parse_weight_format(options.weights), *backend);
     const uint64_t weight_bytes = weights.bytes_per_forward(1);

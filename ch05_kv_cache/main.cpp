@@ -93,7 +93,7 @@ struct Setup {
 Setup load_setup(const CommonOptions& options) {
   Setup setup;
   setup.threads = resolve_threads(options.threads);
-  setup.backend = make_backend(options.device, setup.threads);
+  setup.backend = make_backend(options.device, setup.threads, options.weight_layout);
   setup.model = load_model(options);
   setup.weights = std::make_unique<Weights>(setup.model.file, parse_weight_format(options.weights), *setup.backend);
   setup.weight_bytes = setup.weights->bytes_per_forward(1);

@@ -209,7 +209,7 @@ int main(int argc, char** argv) {
   return run_reporting_errors([&] {
     fall_back_to_cpu_without_gpu(options);  // no usable GPU: the same notice and CPU run as every chapter
     const int threads = resolve_threads(options.threads);
-    auto backend = make_backend(options.device, threads);
+    auto backend = make_backend(options.device, threads, options.weight_layout);
     // --device cuda: the same engine on the GPU (paged KV pool in device memory, the CUDA paged attention);
     // "% BW" is then against the GPU's device-to-device copy bandwidth, as in ch05.
     const bool on_gpu = backend->name() == "cuda";

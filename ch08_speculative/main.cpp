@@ -157,7 +157,7 @@ int main(int argc, char** argv) {
   return run_reporting_errors([&] {
     if (max_gamma < gamma) fail("--gamma {} exceeds --max-gamma {}", gamma, max_gamma);
     const int threads = resolve_threads(options.threads);
-    auto backend = make_backend(options.device, threads);
+    auto backend = make_backend(options.device, threads, options.weight_layout);
     LoadedModel model = load_model(options);
     const ModelConfig& config = model.file.config;
     Weights weights(model.file, parse_weight_format(options.weights), *backend);

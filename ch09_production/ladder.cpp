@@ -144,7 +144,7 @@ double usd_per_million(double usd_per_hour, double tok_per_s) {
 
 int run_ladder(const CommonOptions& common, const LadderOptions& options) {
   const int threads = resolve_threads(common.threads);
-  auto backend = make_backend(common.device, threads);
+  auto backend = make_backend(common.device, threads, common.weight_layout);
   LoadedModel model = load_model(common);
   const std::unique_ptr<Weights> weights_owner = on_fresh_thread(
       [&] { return std::make_unique<Weights>(model.file, parse_weight_format(common.weights), *backend); });

@@ -587,7 +587,7 @@ int run_server(const CommonOptions& common, const ServeOptions& options) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   const int threads = resolve_threads(common.threads);
-  auto backend = make_backend(common.device, threads);
+  auto backend = make_backend(common.device, threads, common.weight_layout);
   const LoadedModel model = load_model(common);
   // Converted on a thread that then exits (core/fresh_thread.h): the forward passes run on the engine thread,
   // and a second OpenMP pool left on this thread would make every barrier of every step slower.

@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   return infer::run_reporting_errors([&] {
     const infer::LoadedModel loaded = infer::load_model(options);
-    auto backend = infer::make_backend(options.device, options.threads);
+    auto backend = infer::make_backend(options.device, options.threads, options.weight_layout);
     infer::Weights weights(loaded.file, infer::parse_weight_format(options.weights), *backend);
     const int longest = *std::max_element(contexts.begin(), contexts.end());
     infer::Transformer model(weights, *backend, longest);

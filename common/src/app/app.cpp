@@ -49,6 +49,10 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
   app.add_option("--weights", o.weights,
                  "Weight storage format: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, or native (each matrix as the file stores it)")
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "native"}));
+  app.add_option("--weight-layout", o.weight_layout,
+                 "CPU layout of Q8_0/Q4_0/Q4_1 matrices: auto (interleaved where AVX-512 VNNI runs its kernels), "
+                 "interleaved (16 rows per block group), rows (row-major, as the file stores them)")
+      ->check(CLI::IsMember({"auto", "interleaved", "rows"}));
   app.add_flag("--chat", o.chat, "Wrap the prompt in the model's chat template");
   app.add_flag("--check-numerics", o.check_numerics,
                "Debug: after every op of the forward pass, stop at the first NaN/Inf naming the layer and op (slow)");

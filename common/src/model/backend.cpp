@@ -6,8 +6,8 @@
 
 namespace infer {
 
-std::unique_ptr<Backend> make_backend(const std::string& device, int threads) {
-  if (device == "cpu") return make_cpu_backend(threads);
+std::unique_ptr<Backend> make_backend(const std::string& device, int threads, const std::string& weight_layout) {
+  if (device == "cpu") return make_cpu_backend(threads, weight_layout);
   if (device == "cuda") return make_cuda_backend();
   fail("unknown device '{}' (expected cpu or cuda)", device);
 }

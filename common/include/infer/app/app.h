@@ -34,6 +34,7 @@ struct CommonOptions {
   uint64_t seed = 42;
   std::string json;             // write the report here when set
   std::string weights = "f32";  // storage format of the weights: f32, f16, bf16
+  std::string weight_layout = "auto";  // CPU: auto, interleaved or rows (make_cpu_backend)
   bool chat = false;            // wrap the prompt in the model's chat template
   std::string synthetic_preset = "smollm2-135m";  // shape of the fallback model
   bool check_numerics = false;  // Transformer::set_check_finite: NaN/Inf scan after every op (slow)
@@ -43,7 +44,7 @@ struct CommonOptions {
 
 // Registers --model, --tokenizer, --device, --threads, --prompt, --max-tokens, --temperature,
 // --top-p, --top-k, --min-p, --repeat-penalty, --presence-penalty, --frequency-penalty, --seed,
-// --json, --weights, --chat, --synthetic, --check-numerics on `app`.
+// --json, --weights, --weight-layout, --chat, --synthetic, --check-numerics on `app`.
 void add_common_options(CLI::App& app, CommonOptions& options);
 
 // Removes shared flags a program does not honour (a greedy comparison has no use for --temperature; a server

@@ -207,6 +207,7 @@ std::unique_ptr<Backend> make_cuda_backend();
 // runtime's error (no device, driver missing or too old). Asks the runtime each time; cheap.
 std::string cuda_unavailable_reason();
 // "cpu" or "cuda"; throws infer::Error naming the device when it is unknown or unavailable.
-std::unique_ptr<Backend> make_backend(const std::string& device, int threads);
+// weight_layout: the CPU's (make_cpu_backend); CUDA keeps every matrix row-major.
+std::unique_ptr<Backend> make_backend(const std::string& device, int threads, const std::string& weight_layout = "auto");
 
 }  // namespace infer
