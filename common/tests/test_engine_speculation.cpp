@@ -327,7 +327,10 @@ TEST_CASE("engine speculation: a request asking for logprobs decodes plainly and
   options.num_blocks = 80;
   options.speculation = prompt_lookup(4);
   options.speculation.max_batch = 100;
-  Engine plain_engine(model, EngineOptions{.block_size = 4, .num_blocks = 80});
+  EngineOptions plain_options;  // the same pool, no speculation
+  plain_options.block_size = 4;
+  plain_options.num_blocks = 80;
+  Engine plain_engine(model, plain_options);
   const auto expected = run_jobs(plain_engine, jobs);
 
   Engine engine(model, options);
