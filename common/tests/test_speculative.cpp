@@ -558,11 +558,12 @@ TEST_CASE("speculative: an early-exit draft copies its layers' K/V from the targ
   const int length = int(prompt.size()) - 1;
   const size_t kv_dim = size_t(config.kv_dim());
   std::vector<float> scratch(size_t(config.vocab_size));
-  // Rows [0, length) of layers [0, layers) of a runner's cache, in position order.
-  auto rows = [&](const SequenceRunner& runner, int layers) {
+  // Rows [0, positions) (default: the prompt's) of layers [0, layers) of a runner's cache, in position order.
+  auto rows = [&](const SequenceRunner& runner, int layers, int positions = -1) {
+    if (positions < 0) positions = length;
     std::vector<float> out;
     for (int l = 0; l < layers; ++l)
-      for (int p = 0; p < length; ++p)
+      for (int p = 0; p < positions; ++p)
         for (const float* pool : {runner.kv_cache().k(l), runner.kv_cache().v(l)}) {
           const float* row = pool + size_t(runner.slot(p)) * kv_dim;
           out.insert(out.end(), row, row + kv_dim);
@@ -572,7 +573,7 @@ TEST_CASE("speculative: an early-exit draft copies its layers' K/V from the targ
   Sampler greedy(SamplerConfig{});
   for (int block_size : {0, 1, 4}) {  // 0: contiguous caches
     INFO("block size " << block_size);
-    const int blocks = block_size == 0 ? 0 : 3 * ((int(prompt.size()) + 16) / block_size + 1);
+    const int blocks = block_size == 0 ? 0 : 5 * ((int(prompt.size()) + 16) / block_size + 1);  // 5 runners
     std::unique_ptr<PagedKVCache> cache;
     std::unique_ptr<BlockManager> pool;
     KVStorage storage;
@@ -593,6 +594,16 @@ TEST_CASE("speculative: an early-exit draft copies its layers' K/V from the targ
     computed.propose(prompt, 4, greedy, b);
     CHECK(a.tokens == b.tokens);
     CHECK(copied.passes() == computed.passes());
+    // Plain steps while speculation is off: the target moves on 6 tokens, the drafts do not. The early exit
+    // catches up by copying those rows from the target (exact), the other one runs them: same rows, same guesses.
+    std::vector<int> longer = prompt;
+    for (int token : {7, 77, 7, 70, 17, 71}) longer.push_back(token);
+    target->sync(longer, 1, scratch.data());
+    REQUIRE(target->length() == int(longer.size()) - 1);
+    copied.propose(longer, 3, greedy, a);
+    computed.propose(longer, 3, greedy, b);
+    CHECK(a.tokens == b.tokens);
+    CHECK(rows(copied.runner(), k, int(longer.size()) - 1) == rows(computed.runner(), k, int(longer.size()) - 1));
     // A draft over other weights (the f16 self-draft) computes its own rows by default; with
     // Prefill::target_prompt_kv it takes the target's rows of every layer instead.
     ModelDraft self("self-draft f16", *setup.self_model, 32, storage);

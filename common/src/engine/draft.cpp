@@ -16,6 +16,7 @@ ModelDraft::ModelDraft(std::string name, Transformer& model, int capacity, KVSto
       logits_(size_t(model.config().vocab_size)) {}
 
 void ModelDraft::begin(std::span<const int> prompt) {
+  catch_up_source_ = nullptr;
   runner_->truncate(0);
   runner_->sync(prompt, /*keep_out=*/1, logits_.data());
 }
@@ -32,12 +33,22 @@ void ModelDraft::begin(std::span<const int> prompt, const SequenceRunner& target
     return;
   }
   runner_->adopt_prefix(target, length, model.layers_run());
+  catch_up_source_ = early_exit ? &target : nullptr;  // exact copies only: a self-draft's own rows differ
 }
 
 void ModelDraft::propose(std::span<const int> sequence, int gamma, Sampler& sampler, DraftProposal& out) {
   out.clear();
   if (gamma <= 0) return;
   const size_t vocab = logits_.size();
+  if (catch_up_source_ != nullptr) {
+    // Far behind (plain steps while speculation was off): the target's K/V of the sequence, copied.
+    const SequenceRunner& target = *catch_up_source_;
+    const std::vector<int>& cached = runner_->tokens();
+    const size_t common = size_t(std::mismatch(cached.begin(), cached.end(), sequence.begin(), sequence.end()).first - cached.begin());
+    const int held = std::min(target.length(), int(sequence.size()) - 1);
+    if (held - int(common) >= kCopyCatchUp && std::equal(sequence.begin(), sequence.begin() + held, target.tokens().begin()))
+      runner_->adopt_prefix(target, held, runner_->model().layers_run());
+  }
   // Catch up: keep the cached prefix still in the sequence (the rejected guesses of the last round go)
   // and run the rest in one pass (the target's correction or bonus token, plus the last guess when every
   // guess was accepted); its last row is the distribution of the first guess.

@@ -84,8 +84,15 @@ class ModelDraft : public Draft {
   // An early-exit draft (this model runs the target's own Weights through its first k layers), or any draft
   // made with Prefill::target_prompt_kv, copies the prompt's K/V of its layers from the target's cache
   // (f32 caches of one kv_dim): no prefill of its own. Otherwise begin(prompt).
+  // An early-exit draft also catches up that way until finish(): when a proposal finds it kCopyCatchUp or
+  // more tokens behind the target's cache (speculation was off for a while: the fallback's plain steps),
+  // it copies its layers' K/V of the sequence from the target (exact) instead of running them.
   void begin(std::span<const int> prompt, const SequenceRunner& target) override;
-  void finish() override { runner_->truncate(0); }
+  void finish() override {
+    runner_->truncate(0);
+    catch_up_source_ = nullptr;
+  }
+  static constexpr int kCopyCatchUp = 4;
   int passes() const override { return passes_; }
   const SequenceRunner& runner() const { return *runner_; }
 
@@ -93,6 +100,7 @@ class ModelDraft : public Draft {
   std::string name_;
   Prefill prefill_;
   std::unique_ptr<SequenceRunner> runner_;
+  const SequenceRunner* catch_up_source_ = nullptr;  // the target's runner, between begin() and finish()
   std::vector<float> logits_;    // (vocab_size)
   std::vector<int> history_;     // sequence + drafted tokens: the penalties' history
   TokenDistribution dist_;
