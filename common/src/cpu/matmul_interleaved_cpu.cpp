@@ -112,7 +112,7 @@ struct TileActs {
 
 constexpr int kAheadGroups = 2;  // the GEMV's prefetch distance
 
-inline __m512i broadcast_column(const void* p) {
+INFER_TARGET_VNNI inline __m512i broadcast_column(const void* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
   return _mm512_set1_epi32(v);
