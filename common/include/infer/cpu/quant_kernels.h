@@ -15,6 +15,10 @@
 // sum of 4 products w * q with |p_j| <= 4 * 127 * 32767 < 2^24, so float(p_j) is exact as well.
 // AVX-512 VNNI splits each q into two bytes and runs vpdpbusd on each; AVX2 uses vpmaddwd + vphaddd.
 //
+// These kernels read matrices row-major, as the file stores them. A matrix stored with 16 rows interleaved
+// (Matrix::interleaved, the CPU backend's default on AVX-512 VNNI) goes through gemm_quantized_many to
+// interleaved_kernels.h, whose order is its own (the same activations, a block summed in integers first).
+//
 // Which precision a format runs (activation_bits): int16 for Q8_0, int8 for the others; the
 // measurements behind the choice are in matmul_quant_cpu.cpp's header. GEMV and GEMM use the same
 // precision for a format, so every (token, row) has the same bits whatever n.
