@@ -7,6 +7,7 @@
 #include "infer/core/interleaved.h"
 #include "infer/cpu/interleaved_kernels.h"
 #include "infer/cpu/quant_kernels.h"
+#include "quant_bound.h"
 #include "test_util.h"
 
 #include <doctest/doctest.h>
@@ -49,6 +50,23 @@ struct Shape {
 // widths, token counts that fill the 6- and 4-token tiles and leave each remainder.
 const Shape kShapes[] = {{37, 96, 1}, {37, 96, 5}, {5, 32, 3}, {16, 1536, 2}, {64, 576, 7}, {48, 160, 13}, {80, 64, 24}};
 
+// Runs body(type, bits, shape) for every format, activation width and shape, each named in a failure.
+template <typename Body>
+void for_each_case(Body body) {
+  for (DType type : kFormats) {
+    for (ActivationBits bits : kBits) {
+      for (const Shape& shape : kShapes) {
+        CAPTURE(dtype_name(type));
+        CAPTURE(int(bits));
+        CAPTURE(shape.rows);
+        CAPTURE(shape.cols);
+        CAPTURE(shape.n);
+        body(type, bits, shape);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 TEST_CASE("interleaved layout: every row dequantizes to the file's row, the size is the file's bytes") {
@@ -75,40 +93,14 @@ TEST_CASE("interleaved layout: every row dequantizes to the file's row, the size
 }
 
 TEST_CASE("interleaved kernels: each format equals dequantize + dot within the activation-rounding bound") {
-  for (DType type : kFormats) {
-    for (ActivationBits bits : kBits) {
-      for (const Shape& shape : kShapes) {
-        CAPTURE(dtype_name(type));
-        CAPTURE(int(bits));
-        CAPTURE(shape.rows);
-        CAPTURE(shape.cols);
-        CAPTURE(shape.n);
-        const Interleaved m = make_interleaved(type, shape.rows, shape.cols, 3 + shape.rows + shape.n);
-        const auto x = test::random_floats(size_t(shape.n) * shape.cols, 7 + shape.n, -2.0f, 2.0f);
-        std::vector<float> y(size_t(shape.n) * shape.rows);
-        gemm_quantized(m.matrix, x.data(), y.data(), shape.n, 1, QuantPath::Reference, bits);
-        QuantizedActivations q;
-        quantize_activations(x.data(), shape.n, shape.cols, q, bits);
-        std::vector<float> row(shape.cols);
-        int outside = 0;
-        for (int r = 0; r < shape.rows; ++r) {
-          dequantize_row(type, m.row_major.data() + size_t(r) * dtype_row_bytes(type, shape.cols), row.data(), shape.cols);
-          for (int t = 0; t < shape.n; ++t) {
-            double exact = 0.0, magnitude = 0.0, bound = 0.0;
-            for (int i = 0; i < shape.cols; ++i) {
-              exact += double(row[i]) * x[t * shape.cols + i];
-              magnitude += std::fabs(double(row[i]) * x[t * shape.cols + i]);
-              bound += std::fabs(double(row[i])) * 0.5 * q.d_row(t)[i / 32];
-            }
-            // Activation rounding (half a step per element), plus float rounding of the block sums.
-            bound = bound * (1 + 1e-6) + 1e-5 * magnitude + 1e-6;
-            if (std::fabs(double(y[t * shape.rows + r]) - exact) > bound) ++outside;
-          }
-        }
-        CHECK(outside == 0);
-      }
-    }
-  }
+  for_each_case([](DType type, ActivationBits bits, const Shape& shape) {
+    const Interleaved m = make_interleaved(type, shape.rows, shape.cols, 3 + shape.rows + shape.n);
+    const auto x = test::random_floats(size_t(shape.n) * shape.cols, 7 + shape.n, -2.0f, 2.0f);
+    std::vector<float> y(size_t(shape.n) * shape.rows);
+    gemm_quantized(m.matrix, x.data(), y.data(), shape.n, 1, QuantPath::Reference, bits);
+    CHECK(test::outside_activation_bound(type, m.row_major.data(), shape.rows, shape.cols, x.data(), shape.n, y.data(),
+                                         bits) == 0);
+  });
 }
 
 TEST_CASE("interleaved kernels: the AVX-512 tiles equal the reference bit for bit (any tokens, 1 or 2 threads)") {
@@ -116,33 +108,25 @@ TEST_CASE("interleaved kernels: the AVX-512 tiles equal the reference bit for bi
     MESSAGE("SKIPPED: this CPU has no AVX-512 VNNI; the interleaved layout runs its reference here");
     return;
   }
-  for (DType type : kFormats) {
-    for (ActivationBits bits : kBits) {
-      for (const Shape& shape : kShapes) {
-        CAPTURE(dtype_name(type));
-        CAPTURE(int(bits));
-        CAPTURE(shape.rows);
-        CAPTURE(shape.n);
-        const Interleaved m = make_interleaved(type, shape.rows, shape.cols, 5 + shape.rows + shape.n);
-        auto x = test::random_floats(size_t(shape.n) * shape.cols, 9 + shape.n, -3.0f, 3.0f);
-        x[0] = 40.0f;  // an outlier block: large int16 codes in one block, small in the others
-        std::vector<float> reference(size_t(shape.n) * shape.rows), simd(reference.size()), simd2(reference.size());
-        gemm_quantized(m.matrix, x.data(), reference.data(), shape.n, 1, QuantPath::Reference, bits);
-        gemm_quantized(m.matrix, x.data(), simd.data(), shape.n, 1, QuantPath::Avx512Vnni, bits);
-        gemm_quantized(m.matrix, x.data(), simd2.data(), shape.n, 2, QuantPath::Avx512Vnni, bits);
-        CHECK(std::memcmp(reference.data(), simd.data(), simd.size() * sizeof(float)) == 0);
-        CHECK(std::memcmp(simd.data(), simd2.data(), simd.size() * sizeof(float)) == 0);
-        // Each token alone (the GEMV) gives the rows it gets in the batch.
-        std::vector<float> alone(shape.rows);
-        int differ = 0;
-        for (int t = 0; t < shape.n; ++t) {
-          gemm_quantized(m.matrix, x.data() + size_t(t) * shape.cols, alone.data(), 1, 2, QuantPath::Avx512Vnni, bits);
-          differ += std::memcmp(alone.data(), simd.data() + size_t(t) * shape.rows, shape.rows * sizeof(float)) != 0;
-        }
-        CHECK(differ == 0);
-      }
+  for_each_case([](DType type, ActivationBits bits, const Shape& shape) {
+    const Interleaved m = make_interleaved(type, shape.rows, shape.cols, 5 + shape.rows + shape.n);
+    auto x = test::random_floats(size_t(shape.n) * shape.cols, 9 + shape.n, -3.0f, 3.0f);
+    x[0] = 40.0f;  // an outlier block: large int16 codes in one block, small in the others
+    std::vector<float> reference(size_t(shape.n) * shape.rows), simd(reference.size()), simd2(reference.size());
+    gemm_quantized(m.matrix, x.data(), reference.data(), shape.n, 1, QuantPath::Reference, bits);
+    gemm_quantized(m.matrix, x.data(), simd.data(), shape.n, 1, QuantPath::Avx512Vnni, bits);
+    gemm_quantized(m.matrix, x.data(), simd2.data(), shape.n, 2, QuantPath::Avx512Vnni, bits);
+    CHECK(std::memcmp(reference.data(), simd.data(), simd.size() * sizeof(float)) == 0);
+    CHECK(std::memcmp(simd.data(), simd2.data(), simd.size() * sizeof(float)) == 0);
+    // Each token alone (the GEMV) gives the rows it gets in the batch.
+    std::vector<float> alone(shape.rows);
+    int differ = 0;
+    for (int t = 0; t < shape.n; ++t) {
+      gemm_quantized(m.matrix, x.data() + size_t(t) * shape.cols, alone.data(), 1, 2, QuantPath::Avx512Vnni, bits);
+      differ += std::memcmp(alone.data(), simd.data() + size_t(t) * shape.rows, shape.rows * sizeof(float)) != 0;
     }
-  }
+    CHECK(differ == 0);
+  });
 }
 
 TEST_CASE("interleaved kernels: several matrices in one call equal separate calls, and layouts do not mix") {

@@ -5,6 +5,7 @@
 #include "infer/core/error.h"
 #include "infer/cpu/cpu_kernels.h"
 #include "infer/cpu/quant_kernels.h"
+#include "quant_bound.h"
 #include "test_util.h"
 
 #include <doctest/doctest.h>
@@ -110,23 +111,8 @@ TEST_CASE("quant kernels: each format equals dequantize + dot within the activat
       const auto x = test::random_floats(size_t(shape.n) * shape.cols, seed++, -2.0f, 2.0f);
       std::vector<float> y(size_t(shape.n) * shape.rows);
       gemm_quantized(w.matrix, x.data(), y.data(), shape.n, 2, best_quant_path(), bits);
-      QuantizedActivations q;
-      quantize_activations(x.data(), shape.n, shape.cols, q, bits);
-      std::vector<float> row(shape.cols);
-      int outside = 0;
-      for (int r = 0; r < shape.rows; ++r) {
-        dequantize_row(type, w.bytes.data() + r * dtype_row_bytes(type, shape.cols), row.data(), shape.cols);
-        for (int t = 0; t < shape.n; ++t) {
-          double exact = 0.0, magnitude = 0.0, bound = 0.0;
-          for (int i = 0; i < shape.cols; ++i) {
-            exact += double(row[i]) * x[t * shape.cols + i];
-            magnitude += std::fabs(double(row[i]) * x[t * shape.cols + i]);
-            bound += std::fabs(double(row[i])) * 0.5 * q.d_row(t)[i / 32];
-          }
-          bound = bound * (1 + 1e-6) + 1e-5 * magnitude + 1e-6;
-          if (std::fabs(double(y[t * shape.rows + r]) - exact) > bound) ++outside;
-        }
-      }
+      const int outside =
+          test::outside_activation_bound(type, w.bytes.data(), shape.rows, shape.cols, x.data(), shape.n, y.data(), bits);
       CHECK(outside == 0);
     }
   }
