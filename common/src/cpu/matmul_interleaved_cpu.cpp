@@ -43,12 +43,6 @@ namespace {
 
 constexpr int kBlock = 32;
 
-float half_at(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return fp16_to_fp32(h);
-}
-
 // Weight k (0..31) of row r in block record qs, as the integer w_k of the order.
 int weight_at(DType type, const uint8_t* qs, int r, int k) {
   if (type == DType::Q8_0) return int8_t(qs[64 * (k / 4) + 4 * r + k % 4]);
@@ -261,9 +255,9 @@ float dot_interleaved_reference(const InterleavedShape& shape, const void* data,
       const int q = wide ? x.q16_row(t)[size_t(b) * kBlock + k] : x.q_row(t)[size_t(b) * kBlock + k];
       p += weight_at(shape.type, qs, r, k) * q;
     }
-    const float d = half_at(group + shape.d_offset + size_t(b) * 32 + 2 * r);
+    const float d = fp16_at(group + shape.d_offset + size_t(b) * 32 + 2 * r);
     acc = std::fma(float(p), d * x.d_row(t)[b], acc);
-    if (shape.type == DType::Q4_1) acc = std::fma(half_at(group + shape.m_offset + size_t(b) * 32 + 2 * r), x.s_row(t)[b], acc);
+    if (shape.type == DType::Q4_1) acc = std::fma(fp16_at(group + shape.m_offset + size_t(b) * 32 + 2 * r), x.s_row(t)[b], acc);
   }
   return acc;
 }

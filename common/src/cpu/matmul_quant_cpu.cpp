@@ -120,16 +120,10 @@ struct BlockInts {
   float m;
 };
 
-float f16_at(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return fp16_to_fp32(h);
-}
-
 bool is_affine(DType type) { return type == DType::Q4_1 || type == DType::Q5_1; }
 
 void unpack_block(DType type, const uint8_t* block, BlockInts& out) {
-  out.d = f16_at(block);
+  out.d = fp16_at(block);
   out.m = 0.0f;
   switch (type) {
     case DType::Q8_0:
@@ -139,7 +133,7 @@ void unpack_block(DType type, const uint8_t* block, BlockInts& out) {
     case DType::Q4_1: {
       const int offset = type == DType::Q4_0 ? 2 : 4;
       const int bias = type == DType::Q4_0 ? 8 : 0;
-      if (type == DType::Q4_1) out.m = f16_at(block + 2);
+      if (type == DType::Q4_1) out.m = fp16_at(block + 2);
       for (int j = 0; j < 16; ++j) {
         out.w[j] = int8_t((block[offset + j] & 15) - bias);
         out.w[j + 16] = int8_t((block[offset + j] >> 4) - bias);
@@ -150,7 +144,7 @@ void unpack_block(DType type, const uint8_t* block, BlockInts& out) {
     case DType::Q5_1: {
       const int qh_offset = type == DType::Q5_0 ? 2 : 4;
       const int bias = type == DType::Q5_0 ? 16 : 0;
-      if (type == DType::Q5_1) out.m = f16_at(block + 2);
+      if (type == DType::Q5_1) out.m = fp16_at(block + 2);
       uint32_t qh;
       std::memcpy(&qh, block + qh_offset, 4);
       const uint8_t* qs = block + qh_offset + 4;

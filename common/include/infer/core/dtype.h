@@ -31,6 +31,12 @@ bool dtype_is_quantized(DType type);
 // ---- scalar conversions (IEEE-754 binary16 and bfloat16) ------------------------------------------
 float fp16_to_fp32(uint16_t h);
 uint16_t fp32_to_fp16(float f);  // round to nearest even; overflow -> inf
+// The fp16 number stored (little-endian, any alignment) at p, e.g. a block's scale, as float32.
+inline float fp16_at(const void* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return fp16_to_fp32(h);
+}
 inline float bf16_to_fp32(uint16_t h) {
   uint32_t bits = uint32_t(h) << 16;
   float f;
