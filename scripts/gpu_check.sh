@@ -22,6 +22,9 @@
 #                                           # the scratch dir; needs 20 GB free there and ~18 GB of GPU memory)
 #   scripts/gpu_check.sh --sanitize         # also the quantized-kernel and paged-attention tests under
 #                                           # compute-sanitizer (memcheck, then racecheck; a few minutes more)
+#   scripts/gpu_check.sh --profile          # also Nsight Compute (ncu) on the decode GEMVs of 14336 x 4096 (speed of
+#                                           # light, occupancy, warp stalls) and the GPU time of every kernel of
+#                                           # SmolLM2-shaped decode steps (ncu_*.log; a minute or two more)
 #   scripts/gpu_check.sh --stage-models     # copy only stories260K into build/carry-models/, then exit
 #   INFER_GPU_ARCH=80 scripts/gpu_check.sh  # compile for this architecture (default: nvidia-smi's, else 90)
 #   INFER_JOBS=8 scripts/gpu_check.sh       # parallel build jobs (default: nproc)
@@ -47,6 +50,7 @@ stage_models=0
 stage=0
 rebuild=0
 sanitize=0
+profile=0
 for arg in "$@"; do
   case "$arg" in
     --llama3-8b) with_llama3=1 ;;
@@ -54,6 +58,7 @@ for arg in "$@"; do
     --stage) stage=1 ;;
     --rebuild) rebuild=1 ;;
     --sanitize) sanitize=1 ;;
+    --profile) profile=1 ;;
     -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
@@ -246,9 +251,21 @@ if [[ $sanitize == 1 ]]; then
   sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   if [[ -x "$sanitizer" ]]; then
     sanitize_cases='cuda gemv_quant*,cuda gemm_quant*,cuda embed of q*,cuda matmul on q*,cuda paged*,cuda attention v2*'
+    mapfile -t sanitize_names < <("${bin}/cuda_tests" --list-test-cases -tc="$sanitize_cases" | sed -n '/^=====/,/^=====/p' |
+                                  grep -v '^=====')
+    # One process per case: a memcheck error ends the CUDA context, which would fail every later case.
     for tool in memcheck racecheck; do
-      timeout 600 "$sanitizer" --tool "$tool" --error-exitcode 9 "${bin}/cuda_tests" -tc="$sanitize_cases" 2>&1 |
-        tee "${work}/sanitizer_${tool}.log" | tail -n 5 || { echo "gpu_check.sh: compute-sanitizer ${tool} FAILED"; tests_status=1; }
+      : >"${work}/sanitizer_${tool}.log"
+      tool_failed=()
+      for name in "${sanitize_names[@]}"; do
+        if ! timeout 120 "$sanitizer" --tool "$tool" --error-exitcode 9 "${bin}/cuda_tests" -tc="${name//,/?}" \
+             >>"${work}/sanitizer_${tool}.log" 2>&1; then
+          tool_failed+=("$name")
+        fi
+      done
+      echo "compute-sanitizer ${tool}: ${#sanitize_names[@]} cases, ${#tool_failed[@]} failed"
+      for name in "${tool_failed[@]}"; do echo "  FAILED: ${name}"; done
+      [[ ${#tool_failed[@]} == 0 ]] || tests_status=1
     done
   else
     echo "no compute-sanitizer here: skipped"
@@ -350,6 +367,28 @@ timeout 180 "${bin}/ch08_speculative" --device cuda --model "${models[smollm2-13
   --self-draft q8_0 --early-exit 8 --max-tokens 64 --runs 1 --repeat 3 --engine-batches 4 \
   ${copy_gb_s:+--bandwidth-gb-s "$copy_gb_s"} --json "${work}/ch08_smollm2-135m.json" 2>&1 |
   tee "${work}/ch08_smollm2-135m.log" || ch08_status=$?
+
+if [[ $profile == 1 ]]; then
+  say "Nsight Compute: the decode GEMVs (14336 x 4096) and the kernels of SmolLM2-shaped decode steps"
+  ncu_bin=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1 || true)
+  if [[ -n "$ncu_bin" ]]; then
+    # --clock-control none: the card's clocks as they are (never change them on a shared machine).
+    timeout 240 "$ncu_bin" --clock-control none -k 'regex:gemv_v3|gemv_quant_v2' --launch-count 6 \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
+      --section MemoryWorkloadAnalysis "${bin}/gpu_matmul_bench" --shapes 14336x4096 --dtypes f16,q8_0,q4_0 --tokens 1 \
+      --repeat 1 >"${work}/ncu_gemv.log" 2>&1 || echo "ncu on gpu_matmul_bench: status $?"
+    grep -E '^  [a-z_0-9]+<|gemv|Duration|Memory Throughput|DRAM Throughput|Achieved Occupancy|Registers Per|Theoretical Occupancy|Block Limit' \
+      "${work}/ncu_gemv.log" | head -n 80 || true
+    # Every kernel's GPU time over ~10 decode steps of the SmolLM2-shaped f16 model (after its prefill):
+    # their sum against the measured ms per token says whether the GPU or the host's launches set the pace.
+    timeout 240 "$ncu_bin" --clock-control none --metrics gpu__time_duration.sum --launch-skip 3000 --launch-count 1500 \
+      --print-summary per-kernel "${bin}/ch05_kv_cache" --device cuda --model "${models[smollm2-135m]}" --weights f16 \
+      --max-tokens 48 --naive-max 1 --repeat 1 >"${work}/ncu_decode.log" 2>&1 || echo "ncu on ch05: status $?"
+    grep -E '^  [A-Za-z_0-9]+|gpu__time_duration.sum|Invocations' "${work}/ncu_decode.log" | head -n 120 || true
+  else
+    echo "no ncu here: skipped"
+  fi
+fi
 
 say "summary"
 echo "GPU: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || echo unknown)  (arch ${arch})"

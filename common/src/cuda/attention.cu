@@ -9,7 +9,8 @@
 //                            product), the softmax takes a block max and a block sum (exp of
 //                            score - max, so it cannot overflow) and divides, then each thread owns output
 //                            dimensions and sums over positions (coalesced reads of V rows).
-//                            The scores live in shared memory: (p_t + 1) floats, so contexts longer
+//                            The scores live in shared memory: (p_t + 1) floats (q and the scores
+//                            each padded to whole groups of 4 floats), so contexts longer
 //                            than the device's shared memory per block are refused with a clear
 //                            error. With GQA each query head reads its kv head's rows itself: every
 //                            cached row is read `group` times per step. And a decode step (n == 1) is
@@ -39,8 +40,8 @@
 //                            K scale multiplies its score once (dot * k_scale / sqrt(head_dim)) and, after
 //                            the tile's softmax sum, its V scale its weight once (out += w * v_scale *
 //                            v_int8). Reads 2 * (head_dim + 4) bytes per position and kv head instead of
-//                            2 * head_dim * 4. Never run on a GPU yet (no device lent to this session):
-//                            compiled, its tests (tests_cuda/test_cuda_attention.cpp) skip without one.
+//                            2 * head_dim * 4. Ran first on an H200 (2026-11-30): its tests pass there.
+//                            (tests_cuda/test_cuda_attention.cpp, test_cuda_kv_int8.cpp).
 //
 // Which one the backend runs (cuda_backend.cpp): v2 for decode (n == 1), where v1 leaves the GPU
 // idle and reads K/V `group` times; v2 also when the context is too long for v1's shared memory.
@@ -75,12 +76,20 @@ constexpr int kV2QueryBatch = 16;
 // ================================================================================================
 // v1: one block per (token, query head)
 // ================================================================================================
+// v1's shared arrays are padded to whole groups of 4 floats: nvcc reads both 16 bytes at a time (LDS.128),
+// also for the last 1-3 elements of a loop (the q . k dot's last dimensions, the weighted V sum's last
+// positions), and uses only the lanes it needs. Unpadded, those reads ran into the scores other threads were
+// writing or past the allocation (compute-sanitizer racecheck and memcheck on an H200, 2026-11-30).
+__host__ __device__ constexpr int v1_round4(int count) { return (count + 3) & ~3; }
+__host__ __device__ constexpr int v1_q_floats(int head_dim) { return v1_round4(head_dim); }
+
 __global__ void attention_v1_block_per_query_head(const float* q, const float* k_cache, const float* v_cache,
                                                   float* out, int start_pos, int n_heads, int n_kv_heads,
                                                   int head_dim, float scale) {
   extern __shared__ float shared[];
-  float* q_shared = shared;                  // (head_dim)
-  float* scores = shared + head_dim;         // (last + 1)
+  const int q_floats = v1_q_floats(head_dim);  // padded (see v1_round4)
+  float* q_shared = shared;                  // (q_floats)
+  float* scores = shared + q_floats;         // (last + 1), in an allocation padded to whole groups of 4
 
   const int h = blockIdx.x;                  // query head
   const int t = blockIdx.y;                  // query token in this pass
@@ -89,7 +98,7 @@ __global__ void attention_v1_block_per_query_head(const float* q, const float* k
   const size_t kv_dim = size_t(n_kv_heads) * size_t(head_dim);
   const float* q_head = q + (size_t(t) * n_heads + h) * size_t(head_dim);
 
-  for (int i = threadIdx.x; i < head_dim; i += blockDim.x) q_shared[i] = q_head[i];
+  for (int i = threadIdx.x; i < q_floats; i += blockDim.x) q_shared[i] = i < head_dim ? q_head[i] : 0.0f;
   __syncthreads();
 
   // ---- scores and their max ----------------------------------------------------------------
@@ -342,7 +351,9 @@ void check_shape(const char* what, int n, int start_pos, int n_heads, int n_kv_h
 }
 
 // Dynamic shared memory v1 needs: q + the last query's scores.
-size_t v1_shared_bytes(int positions, int head_dim) { return (size_t(head_dim) + size_t(positions)) * sizeof(float); }
+size_t v1_shared_bytes(int positions, int head_dim) {
+  return (size_t(v1_q_floats(head_dim)) + size_t(v1_round4(positions))) * sizeof(float);
+}
 
 }  // namespace
 
