@@ -14,7 +14,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstddef>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 namespace infer {
 namespace {
@@ -74,13 +77,29 @@ class CpuBackend final : public Backend {
     // A sequence's new tokens sit at consecutive positions: one cpu::rope call per run of them (the
     // whole pass for ch05's single sequence), each token rotated exactly as it would be alone.
     const size_t token_floats = size_t(n_heads) * head_dim;
+    std::vector<std::pair<int, int>> runs_of_positions;  // [first, end) token ranges
+    int longest = 0;
     for (int first = 0; first < n;) {
       int end = first + 1;
       while (end < n && positions[end] == positions[end - 1] + 1) ++end;
-      cpu::rope(x + size_t(first) * token_floats, end - first, n_heads, head_dim, positions[first], theta, layout,
-                threads_);
+      runs_of_positions.push_back({first, end});
+      longest = std::max(longest, end - first);
       first = end;
     }
+    // A batch of short runs (decode: one token per sequence) splits over the runs; otherwise each run
+    // splits over its tokens. Either way every token's arithmetic is its own (same bits).
+    const int runs = int(runs_of_positions.size());
+    if (runs > 1 && longest <= kShortRopeRun) {
+#pragma omp parallel for num_threads(threads_) schedule(static)
+      for (int r = 0; r < runs; ++r) {
+        const auto [first, end] = runs_of_positions[size_t(r)];
+        cpu::rope(x + size_t(first) * token_floats, end - first, n_heads, head_dim, positions[first], theta, layout, 1);
+      }
+      return;
+    }
+    for (const auto& [first, end] : runs_of_positions)
+      cpu::rope(x + size_t(first) * token_floats, end - first, n_heads, head_dim, positions[first], theta, layout,
+                threads_);
   }
 
   void store_kv(const float* new_k, const float* new_v, float* k_pool, float* v_pool, const int* slot_mapping, int n,
@@ -122,8 +141,10 @@ class CpuBackend final : public Backend {
   void silu_mul(float* gate, const float* up, size_t count) override { cpu::silu_mul(gate, up, count, threads_); }
 
   void add(float* x, const float* y, size_t count) override {
-#pragma omp simd
-    for (size_t i = 0; i < count; ++i) x[i] += y[i];
+    // A batch's residual (64 tokens x 576: 36,864 floats) splits over the threads; a decode row does not.
+    const std::ptrdiff_t total = std::ptrdiff_t(count);
+#pragma omp parallel for simd num_threads(threads_) schedule(static) if (count > 16384)
+    for (std::ptrdiff_t i = 0; i < total; ++i) x[i] += y[i];
   }
 
   void copy(float* dst, const float* src, size_t count) override { std::memcpy(dst, src, count * sizeof(float)); }
@@ -131,6 +152,9 @@ class CpuBackend final : public Backend {
  private:
   int threads_;
   bool interleave_;
+  // rope(): a call whose runs of consecutive positions are all at most this long (a decode batch) is
+  // rotated one run per iteration of a parallel loop.
+  static constexpr int kShortRopeRun = 4;
 
   // Whether sequence 0's blocks covering its context are b, b + 1, b + 2, ...
   static bool consecutive_blocks(const BatchView& batch) {
