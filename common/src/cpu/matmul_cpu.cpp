@@ -560,11 +560,17 @@ float* packed_x_buffer(size_t floats) {
   return storage.data() + (((64 - address % 64) % 64) / sizeof(float));
 }
 
+// y_m = x . W_m^T for every matrix m of `weights` (the same dtype and column count), x packed once, and the row
+// tiles of all the matrices in one parallel loop (Q, K and V share one x: one packing and one fork/join
+// instead of three). Every output is the one tile function's, whatever the other matrices: the same bits as a
+// call per matrix.
 template <bool kIntrinsics>
-void gemm_packed_prefetch(const Matrix& weight, const float* x, float* y, int n, int threads) {
-  const int rows = weight.rows, cols = weight.cols;
+void gemm_packed_prefetch_many(std::span<const Matrix* const> weights, const float* x, std::span<float* const> ys,
+                               int n, int threads) {
+  const Matrix& first = *weights[0];
+  const int cols = first.cols;
   const int chunks = cols / kLanes;
-  const bool in_place = weight.dtype == DType::F32;
+  const bool in_place = first.dtype == DType::F32;
   float* packed = packed_x_buffer(size_t(n) * chunks * kLanes);
   // Token blocks: the fewest that keep a block's packed x within kPackedBytes, of equal numbers of
   // whole token tiles (n = 512 at 576 columns: 4 blocks of 22 tiles, not 3 of 28 and a short one).
@@ -573,8 +579,13 @@ void gemm_packed_prefetch(const Matrix& weight, const float* x, float* y, int n,
   const int token_tiles = (n + kV3Tokens - 1) / kV3Tokens;
   const int blocks = (token_tiles + max_block_tiles - 1) / max_block_tiles;
   const int block_tokens = kV3Tokens * ((token_tiles + blocks - 1) / blocks);
-  const int row_tiles = (rows + kV3Rows - 1) / kV3Rows;
-  const float* w_all = static_cast<const float*>(weight.data);
+  // The row tiles of matrix m are [first_tile[m], first_tile[m + 1]).
+  constexpr size_t kMaxMatrices = 8;
+  if (weights.size() > kMaxMatrices) fail("matmul: at most {} matrices per call", kMaxMatrices);
+  int first_tile[kMaxMatrices + 1] = {0};
+  for (size_t m = 0; m < weights.size(); ++m)
+    first_tile[m + 1] = first_tile[m] + (weights[m]->rows + kV3Rows - 1) / kV3Rows;
+  const int row_tiles = first_tile[weights.size()];
 #pragma omp parallel num_threads(threads)
   {
 #pragma omp for schedule(static)
@@ -588,16 +599,21 @@ void gemm_packed_prefetch(const Matrix& weight, const float* x, float* y, int n,
       // Row tiles in contiguous runs per thread (static), so the next row tile is usually this thread's.
 #pragma omp for schedule(static)
       for (int tile_index = 0; tile_index < row_tiles; ++tile_index) {
-        const int r0 = tile_index * kV3Rows;
+        size_t m = 0;
+        while (tile_index >= first_tile[m + 1]) ++m;
+        const Matrix& weight = *weights[m];
+        const int rows = weight.rows;
+        const int r0 = (tile_index - first_tile[m]) * kV3Rows;
         const int tile_rows = std::min(kV3Rows, rows - r0);
         const float* w = block.data();
         const float* next = nullptr;
         if (in_place) {
-          w = w_all + size_t(r0) * cols;
+          w = static_cast<const float*>(weight.data) + size_t(r0) * cols;
           if (r0 + (kPrefetchTiles + 1) * kV3Rows <= rows) next = w + size_t(kPrefetchTiles * kV3Rows) * cols;
         } else {
           rows_to_f32(weight, r0, tile_rows, block.data());
         }
+        float* y = ys[m];
         for (int t0 = b0; t0 < b1; t0 += kV3Tokens) {
           const int tile_tokens = std::min(kV3Tokens, n - t0);
           kTilesV3<kIntrinsics>[tile_tokens - 1][tile_rows - 1](
@@ -607,6 +623,13 @@ void gemm_packed_prefetch(const Matrix& weight, const float* x, float* y, int n,
       }
     }
   }
+}
+
+template <bool kIntrinsics>
+void gemm_packed_prefetch(const Matrix& weight, const float* x, float* y, int n, int threads) {
+  const Matrix* const weights[1] = {&weight};
+  float* const ys[1] = {y};
+  gemm_packed_prefetch_many<kIntrinsics>(weights, x, ys, n, threads);
 }
 
 }  // namespace
@@ -666,6 +689,11 @@ void matmul_many(std::span<const Matrix* const> weights, const float* x, std::sp
         ys[m][r] = dot_f16_f32(static_cast<const uint16_t*>(weights[m]->data) + r * cols, x, cols);
       }
     }
+    return;
+  }
+  if (same && n > 1 && !quant_kernel_supports(first.dtype)) {
+    // v3's tiles over the rows of all the matrices, x packed once (each output the same bits as matmul's).
+    gemm_packed_prefetch_many<true>(weights, x, ys, n, threads);
     return;
   }
   for (size_t i = 0; i < weights.size(); ++i) matmul(*weights[i], x, ys[i], n, threads);
