@@ -15,7 +15,8 @@
 //                          (gemm_packed_prefetch_many): x packed once, the row tiles of all the matrices in
 //                          one loop, each output the tile's bits as in a call per matrix. ch06's Part 1
 //                          (64 requests, f32, 2 threads, three alternated pairs of runs): continuous
-//                          batching 507-513 -> 518-522 tok/s (+1-2%: the packing was ~4% of its samples).
+//                          batching 507-513 -> 518-522 tok/s (+1-2%, together with the backend's parallel RoPE
+//                          of a decode batch; the packing was ~4% of its samples).
 //   GEMM  (n > 1):  prefill, batched decode and the naive decoder. A block of weight rows (16 in v1/v2,
 //                   4 in v3) is converted to fp32 (if it is not) into a per-thread scratch that stays
 //                   in L1/L2, then used by every token (v3: of a token block):
