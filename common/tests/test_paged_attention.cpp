@@ -89,6 +89,7 @@ const PagedCase kCases[] = {
     {8, 1, 12, 1, {{9, 9}, {5, 1}}},                               // MQA, block size 1 (every position its own block)
     {2, 1, 32, 16, {{300, 1}, {260, 40}, {16, 16}, {17, 1}}},      // long contexts, a block boundary exactly
     {9, 3, 64, 16, {{1300, 1}, {1030, 20}, {513, 2}}},             // contexts over several 512-position chunks
+    {9, 3, 64, 16, {{40, 1}, {17, 2}, {100, 1}, {5, 3}, {64, 4}}}, // a decode batch: short runs only (RoPE per run)
 };
 
 std::vector<float> contiguous_reference(const PagedCase& c, const PagedSetup& s, int threads) {
