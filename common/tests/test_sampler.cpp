@@ -8,6 +8,7 @@
 #include <cmath>
 #include <map>
 #include <numeric>
+#include <random>
 #include <set>
 #include <vector>
 
@@ -80,6 +81,30 @@ TEST_CASE("argmax returns the largest value's index, ties to the lowest index") 
   CHECK(infer::argmax(std::vector<float>{1.0f, 7.0f, 7.0f, 7.0f}) == 1);
   CHECK(infer::argmax(std::vector<float>{-1.0f}) == 0);
   CHECK_THROWS_AS(infer::argmax(std::vector<float>{}), infer::Error);
+}
+
+TEST_CASE("argmax (two vectorisable passes) == argmax_reference (the plain loop) on random, tied and non-finite input") {
+  std::mt19937_64 rng(2026);
+  const float specials[] = {NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 1.0f};
+  for (size_t n : {size_t(1), size_t(2), size_t(15), size_t(16), size_t(17), size_t(33), size_t(100), size_t(49152)}) {
+    for (int trial = 0; trial < 40; ++trial) {
+      CAPTURE(n);
+      CAPTURE(trial);
+      // Few distinct values (many ties) in some trials, continuous ones in others; specials sprinkled in.
+      std::uniform_int_distribution<int> small(0, 3);
+      std::uniform_real_distribution<float> real(-5.0f, 5.0f);
+      std::vector<float> v(n);
+      for (float& x : v) x = trial % 2 == 0 ? float(small(rng)) : real(rng);
+      const int n_specials = trial % 4;
+      std::uniform_int_distribution<size_t> where(0, n - 1);
+      std::uniform_int_distribution<int> which(0, 5);
+      for (int k = 0; k < n_specials; ++k) v[where(rng)] = specials[which(rng)];
+      if (trial == 7) v[0] = NAN;
+      if (trial == 9) std::fill(v.begin(), v.end(), NAN);
+      if (trial == 11) std::fill(v.begin(), v.end(), -INFINITY);
+      CHECK(infer::argmax(v) == infer::argmax_reference(v));
+    }
+  }
 }
 
 TEST_CASE("temperature 0 is greedy: the sampler returns argmax of random logits, never consuming the RNG") {

@@ -65,7 +65,9 @@ class Sampler {
   TokenDistribution scratch_;  // sample()'s distribution, reused between calls
 };
 
-// Index of the largest value; ties go to the lowest index.
+// Index of the largest value; ties go to the lowest index; NaNs never win (unless at index 0, which nothing
+// beats). argmax is the vectorisable version of argmax_reference's loop, equal on every input.
 int argmax(std::span<const float> values);
+int argmax_reference(std::span<const float> values);
 
 }  // namespace infer
