@@ -45,7 +45,9 @@
 //                            [token][16]): one sequential stream per tile; tokens split in blocks whose
 //                            packed x stays in L2 (<= 384 KiB: 168 tokens at 576 columns, 60 at 1536);
 //                          - weights streamed 4 rows at a time, the rows 4 tiles ahead prefetched
-//                            into L2 while the current ones meet the block's first token tile.
+//                            into L2 while the current ones meet the block's first token tile;
+//                          - where they fit in L1 with a token tile (576 columns), two row tiles meet
+//                            each token tile in turn (kRowGroup), halving the packed x read from L2.
 //                          In L1 (one tile over and over, K = 576, 1 thread) v2's 4x4 tile ran ~200
 //                          GFLOP/s and the 6x4 tile ~235-250 of 280 (4x6, 8x3, 5x5, 7x4: 210-250).
 //                          The whole GEMM, 1 thread, 1536 x 576, n = 60, loaded 2-core EPYC (Zen 5,
@@ -419,6 +421,12 @@ void gemm_register_blocked(const Matrix& weight, const float* x, float* y, int n
 
 constexpr int kV3Tokens = 6;   // tile: kV3Tokens x kV3Rows outputs, 24 accumulators
 constexpr int kV3Rows = 4;
+// Row tiles per group in v3 (gemm_packed_prefetch_many), and the L1 budget a group's rows plus one token tile
+// must fit. Measured (bench_kernels BM_matmul_batch, 1536 x 576, n = 64, 2 threads, four alternated pairs):
+// 295-314 -> 302-325 GFLOP/s, +2-4% in every pair; at n = 256 -1.5% (noise), three tiles per group -0-6%.
+// ch06 Part 1 (continuous batching, six alternated pairs): -2% to +10%, inside the VM's run-to-run noise.
+constexpr int kRowGroup = 2;
+constexpr size_t kRowGroupL1Bytes = size_t(40) << 10;
 // Packed x of one token block: stays in the 1 MiB L2 beside the weights. Prefill GEMM, 1 thread, loaded
 // EPYC, ms (CPU time) at n = 512 / 2048: 1536 x 576: 96 KiB 4.9 / 20.1, 384 KiB 4.7 / 19.4, no blocks
 // 5.4 / 24.4; 576 x 1536: 96 KiB 5.9 / 24.2, 384 KiB 4.7 / 20.1, no blocks 6.6 / 28.9.
@@ -590,7 +598,15 @@ void gemm_packed_prefetch_many(std::span<const Matrix* const> weights, const flo
   int first_tile[kMaxMatrices + 1] = {0};
   for (size_t m = 0; m < weights.size(); ++m)
     first_tile[m + 1] = first_tile[m] + (weights[m]->rows + kV3Rows - 1) / kV3Rows;
-  const int row_tiles = first_tile[weights.size()];
+  // Row groups: kRowGroup consecutive row tiles of one matrix meet each token tile in turn, so a token tile's
+  // packed x comes from L2 once per group instead of once per row tile, where the group's rows and one token
+  // tile fit in L1 together (576 columns: 32 KiB; not at 1536). Each output is still the one tile function's.
+  const size_t group_bytes = size_t(kRowGroup * kV3Rows + kV3Tokens) * size_t(cols) * sizeof(float);
+  const int group = group_bytes <= kRowGroupL1Bytes ? kRowGroup : 1;
+  int first_group[kMaxMatrices + 1] = {0};
+  for (size_t m = 0; m < weights.size(); ++m)
+    first_group[m + 1] = first_group[m] + (first_tile[m + 1] - first_tile[m] + group - 1) / group;
+  const int row_groups = first_group[weights.size()];
 #pragma omp parallel num_threads(threads)
   {
 #pragma omp for schedule(static)
@@ -598,32 +614,45 @@ void gemm_packed_prefetch_many(std::span<const Matrix* const> weights, const flo
       for (int c = 0; c < chunks; ++c)
         std::memcpy(packed + packed_offset(t, c, chunks, n), x + size_t(t) * cols + size_t(c) * kLanes,
                     kLanes * sizeof(float));
-    std::vector<float> block(in_place ? 0 : size_t(kV3Rows) * cols);  // converted rows (f16, bf16, K formats)
+    std::vector<float> block(in_place ? 0 : size_t(group) * kV3Rows * cols);  // converted rows (f16, bf16, ...)
     for (int b0 = 0; b0 < n; b0 += block_tokens) {
       const int b1 = std::min(n, b0 + block_tokens);
-      // Row tiles in contiguous runs per thread (static), so the next row tile is usually this thread's.
+      // Row groups in contiguous runs per thread (static), so the next row tile is usually this thread's.
 #pragma omp for schedule(static)
-      for (int tile_index = 0; tile_index < row_tiles; ++tile_index) {
+      for (int group_index = 0; group_index < row_groups; ++group_index) {
         size_t m = 0;
-        while (tile_index >= first_tile[m + 1]) ++m;
+        while (group_index >= first_group[m + 1]) ++m;
         const Matrix& weight = *weights[m];
         const int rows = weight.rows;
-        const int r0 = (tile_index - first_tile[m]) * kV3Rows;
-        const int tile_rows = std::min(kV3Rows, rows - r0);
-        const float* w = block.data();
-        const float* next = nullptr;
-        if (in_place) {
-          w = static_cast<const float*>(weight.data) + size_t(r0) * cols;
-          if (r0 + (kPrefetchTiles + 1) * kV3Rows <= rows) next = w + size_t(kPrefetchTiles * kV3Rows) * cols;
-        } else {
-          rows_to_f32(weight, r0, tile_rows, block.data());
+        const int tiles_of_m = first_tile[m + 1] - first_tile[m];
+        const int g0 = (group_index - first_group[m]) * group;
+        const int g1 = std::min(tiles_of_m, g0 + group);
+        const float* w_tile[kRowGroup];
+        const float* next_tile[kRowGroup];
+        for (int g = g0; g < g1; ++g) {
+          const int r0 = g * kV3Rows;
+          const int tile_rows = std::min(kV3Rows, rows - r0);
+          next_tile[g - g0] = nullptr;
+          if (in_place) {
+            w_tile[g - g0] = static_cast<const float*>(weight.data) + size_t(r0) * cols;
+            if (r0 + (kPrefetchTiles + 1) * kV3Rows <= rows)
+              next_tile[g - g0] = w_tile[g - g0] + size_t(kPrefetchTiles * kV3Rows) * cols;
+          } else {
+            float* converted = block.data() + size_t(g - g0) * kV3Rows * cols;
+            rows_to_f32(weight, r0, tile_rows, converted);
+            w_tile[g - g0] = converted;
+          }
         }
         float* y = ys[m];
         for (int t0 = b0; t0 < b1; t0 += kV3Tokens) {
           const int tile_tokens = std::min(kV3Tokens, n - t0);
-          kTilesV3<kIntrinsics>[tile_tokens - 1][tile_rows - 1](
-              w, packed + size_t(t0) * chunks * kLanes, x + size_t(t0) * cols, y + size_t(t0) * rows + r0, rows, cols,
-              t0 == b0 ? next : nullptr);
+          for (int g = g0; g < g1; ++g) {
+            const int r0 = g * kV3Rows;
+            const int tile_rows = std::min(kV3Rows, rows - r0);
+            kTilesV3<kIntrinsics>[tile_tokens - 1][tile_rows - 1](
+                w_tile[g - g0], packed + size_t(t0) * chunks * kLanes, x + size_t(t0) * cols,
+                y + size_t(t0) * rows + r0, rows, cols, t0 == b0 ? next_tile[g - g0] : nullptr);
+          }
         }
       }
     }
