@@ -40,8 +40,8 @@
 //                            K scale multiplies its score once (dot * k_scale / sqrt(head_dim)) and, after
 //                            the tile's softmax sum, its V scale its weight once (out += w * v_scale *
 //                            v_int8). Reads 2 * (head_dim + 4) bytes per position and kv head instead of
-//                            2 * head_dim * 4. Ran first on an H200 (2026-11-30): its tests pass there.
-//                            (tests_cuda/test_cuda_attention.cpp, test_cuda_kv_int8.cpp).
+//                            2 * head_dim * 4. Ran first on an H200 (2026-11-30): its tests
+//                            (tests_cuda/test_cuda_attention.cpp, test_cuda_kv_int8.cpp) pass there.
 //
 // Which one the backend runs (cuda_backend.cpp): v2 for decode (n == 1), where v1 leaves the GPU
 // idle and reads K/V `group` times; v2 also when the context is too long for v1's shared memory.

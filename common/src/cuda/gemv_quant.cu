@@ -39,10 +39,10 @@
 //    a few microseconds each, launch latency rather than bandwidth; the classifier (49152 x 576) streams.
 // ---- measured (NVIDIA H200, 2026-11-30, gpu_matmul_bench, 14336 x 4096, n = 1, best of 20, % of the 4251 GB/s
 // copy): f16 gemv_v3 78%; v1 3.2-5.7%; v2 Q8_0 17.5% (84 us), Q4_1 12.5%, Q4_0 11.0%: the expectation above was
-// wrong for every format, not only the Q4 ones. Nsight Compute on v2: L1/TEX throughput 90-91% while DRAM
-// throughput is 10-16%, warps stalled on L1 42% of their cycles: the shared-memory stage plus the fp32 x reads
-// load L1 more than the weights load DRAM. Next: int8 x (quantized once per matmul) and dp4a on blocks read
-// straight into registers, no stage.
+// wrong for every format, not only the Q4 ones. Nsight Compute on v2: L1/TEX throughput 90% (Q8_0) and 96%
+// (Q4_0) while DRAM throughput is 16% and 10%; Q8_0's warps stalled on L1 42% of their cycles: the
+// shared-memory stage plus the fp32 x reads load L1 more than the weights load DRAM. Next: int8 x (quantized
+// once per matmul) and dp4a on blocks read straight into registers, no stage.
 #include "cuda_check.h"
 #include "cuda_device.cuh"
 #include "cuda_kernels.h"
