@@ -6,11 +6,14 @@
 // decoder's tokens identical to the naive decoder's). The GEMM versions (v1_dot, v2_register_blocked,
 // v3_packed_prefetch and their plain-C++ tiles) must give those same bits for every token, in f32, f16
 // and bf16, over token counts, row counts and widths that are not multiples of the 4 x 4 / 6 x 4
-// tiles or the 16 lanes, and (v3) over several token blocks.
+// tiles or the 16 lanes, and (v3) over several token blocks. v4 (f32 in 16-row panels) has its own order,
+// one fma chain per output: it must equal that chain written as a plain loop, for every n (GEMV and GEMM).
 #include "infer/cpu/cpu_kernels.h"
 #include "infer/core/dtype.h"
+#include "infer/core/interleaved.h"
 #include "test_util.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -186,5 +189,116 @@ TEST_CASE("cpu GEMM: v3_packed_prefetch (intrinsics and portable) equals v2 and 
       CHECK(same_bits(portable, gemv));
       CHECK(same_bits(dispatched, gemv));
     }
+  }
+}
+
+namespace {
+
+// y[t][r] as GEMM v4 defines it (matmul_panels_cpu.cpp): one chain of fused multiply-adds over the columns
+// in order, from 0. The readable reference the panel kernels must equal bit for bit.
+float sequential_fma_dot(const float* w, const float* x, int cols) {
+  float sum = 0.0f;
+#if defined(__FMA__) || defined(__AVX512F__)
+  for (int k = 0; k < cols; ++k) sum = std::fma(w[k], x[k], sum);
+#else
+  for (int k = 0; k < cols; ++k) sum = w[k] * x[k] + sum;
+#endif
+  return sum;
+}
+
+}  // namespace
+
+TEST_CASE("cpu GEMM v4: f32 in 16-row panels (intrinsics and portable, GEMV and GEMM) equals a sequential fma chain") {
+  // Edges of the 16-row panels and of the 3 x 8 (GEMM) and 4 x 1 (GEMV) tiles: rows 1..65 around multiples of
+  // 16 and 48 and 64; n = 1..17 around 8 and a 64-sequence batch; widths that are not multiples of anything;
+  // at 1536 columns a token block holds 64 tokens, so n = 500 runs 8 blocks, the last one short.
+  struct Shape {
+    int n, rows, cols;
+  };
+  std::vector<Shape> shapes;
+  for (int n : {1, 2, 7, 8, 9, 17})
+    for (int rows : {1, 15, 16, 17, 47, 48, 49, 63, 64, 65})
+      for (int cols : {1, 5, 16, 100}) shapes.push_back({n, rows, cols});
+  shapes.push_back({64, 192, 576});
+  shapes.push_back({500, 20, 1536});
+  std::mt19937_64 rng(4242);
+  for (int trial = 0; trial < 40; ++trial)
+    shapes.push_back({1 + int(rng() % 80), 1 + int(rng() % 150), 1 + int(rng() % 700)});
+  int index = 0;
+  for (const Shape& s : shapes) {
+    const int threads = 1 + index++ % 2;
+    CAPTURE(s.n);
+    CAPTURE(s.rows);
+    CAPTURE(s.cols);
+    CAPTURE(threads);
+    const auto w = test::random_floats(size_t(s.rows) * s.cols, uint64_t(s.rows * 7919 + s.cols));
+    const InterleavedShape shape = interleaved_shape(DType::F32, s.rows, s.cols);
+    std::vector<float> panels(shape.total_bytes() / sizeof(float));
+    interleave_rows(DType::F32, w.data(), s.rows, s.cols, panels.data());
+    const Matrix weight{DType::F32, s.rows, s.cols, panels.data(), true};
+    CHECK(weight.n_bytes() == size_t((s.rows + 15) / 16) * 16 * s.cols * sizeof(float));
+    const auto x = test::random_floats(size_t(s.n) * s.cols, uint64_t(s.n * 131 + s.cols), -4.0f, 4.0f);
+    std::vector<float> expected(size_t(s.n) * s.rows), v4(expected.size()), portable(expected.size()),
+        dispatched(expected.size()), gemv(expected.size());
+    for (int t = 0; t < s.n; ++t)
+      for (int r = 0; r < s.rows; ++r)
+        expected[size_t(t) * s.rows + r] = sequential_fma_dot(w.data() + size_t(r) * s.cols, x.data() + size_t(t) * s.cols, s.cols);
+    cpu::gemm_v4_panels(weight, x.data(), v4.data(), s.n, threads);
+    cpu::gemm_v4_panels_portable(weight, x.data(), portable.data(), s.n, threads);
+    cpu::matmul(weight, x.data(), dispatched.data(), s.n, threads);
+    for (int t = 0; t < s.n; ++t)
+      cpu::matmul(weight, x.data() + size_t(t) * s.cols, gemv.data() + size_t(t) * s.rows, 1, threads);
+    CHECK(same_bits(v4, expected));
+    CHECK(same_bits(portable, expected));
+    CHECK(same_bits(dispatched, expected));
+    CHECK(same_bits(gemv, expected));
+    // And the chain is a correct dot product: within fp32 accumulation error of a float64 sum.
+    double worst = 0.0;
+    for (int t = 0; t < s.n; ++t)
+      for (int r = 0; r < s.rows; ++r) {
+        double exact = 0.0, magnitude = 0.0;
+        for (int k = 0; k < s.cols; ++k) {
+          const double term = double(w[size_t(r) * s.cols + k]) * x[size_t(t) * s.cols + k];
+          exact += term;
+          magnitude += std::abs(term);
+        }
+        // A sequential fp32 sum of `cols` terms errs by at most ~cols * 2^-24 * sum|terms|.
+        const double bound = s.cols * 6.0e-8 * magnitude + 1e-30;
+        worst = std::max(worst, std::abs(double(v4[size_t(t) * s.rows + r]) - exact) / bound);
+      }
+    CHECK(worst <= 1.0);
+    // Every row reads back as it was stored (the embedding lookup of a panel matrix).
+    std::vector<float> row(s.cols);
+    for (int r = 0; r < s.rows; r += std::max(1, s.rows / 5)) {
+      dequantize_interleaved_row(shape, panels.data(), r, row.data());
+      CHECK(std::memcmp(row.data(), w.data() + size_t(r) * s.cols, s.cols * sizeof(float)) == 0);
+    }
+  }
+}
+
+TEST_CASE("cpu GEMM v4: matrices sharing x (Q, K, V) in one call give each matrix's own bits") {
+  const int cols = 200;
+  const int rows[3] = {80, 24, 24};
+  std::vector<std::vector<float>> stored(3);
+  std::vector<Matrix> matrices;
+  for (int m = 0; m < 3; ++m) {
+    const auto w = test::random_floats(size_t(rows[m]) * cols, uint64_t(50 + m));
+    stored[m].resize(interleaved_shape(DType::F32, rows[m], cols).total_bytes() / sizeof(float));
+    interleave_rows(DType::F32, w.data(), rows[m], cols, stored[m].data());
+    matrices.push_back(Matrix{DType::F32, rows[m], cols, stored[m].data(), true});
+  }
+  for (int n : {1, 3, 8, 13, 64}) {
+    CAPTURE(n);
+    const auto x = test::random_floats(size_t(n) * cols, uint64_t(n));
+    std::vector<std::vector<float>> together(3), alone(3);
+    for (int m = 0; m < 3; ++m) {
+      together[m].assign(size_t(n) * rows[m], -1.0f);
+      alone[m].assign(size_t(n) * rows[m], -2.0f);
+      cpu::matmul(matrices[m], x.data(), alone[m].data(), n, 2);
+    }
+    const Matrix* const weights[3] = {&matrices[0], &matrices[1], &matrices[2]};
+    float* const ys[3] = {together[0].data(), together[1].data(), together[2].data()};
+    cpu::matmul_many(weights, x.data(), ys, n, 2);
+    for (int m = 0; m < 3; ++m) CHECK(same_bits(together[m], alone[m]));
   }
 }

@@ -89,7 +89,9 @@ TEST_CASE("interleaved layout: every row dequantizes to the file's row, the size
   }
   CHECK_THROWS_AS(interleaved_shape(DType::Q5_0, 16, 32), Error);
   CHECK_THROWS_AS(interleaved_shape(DType::Q8_0, 16, 48), Error);
-  CHECK_FALSE(interleavable(DType::F32, 64));
+  CHECK_FALSE(interleavable(DType::F16, 64));
+  CHECK_FALSE(interleavable(DType::Q5_0, 64));
+  CHECK(interleavable(DType::F32, 7));  // f32 panels take any width (matmul_panels_cpu.cpp)
 }
 
 TEST_CASE("interleaved kernels: each format equals dequantize + dot within the activation-rounding bound") {

@@ -50,8 +50,9 @@ void add_common_options(CLI::App& app, CommonOptions& o) {
                  "Weight storage format: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, or native (each matrix as the file stores it)")
       ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "native"}));
   app.add_option("--weight-layout", o.weight_layout,
-                 "CPU layout of Q8_0/Q4_0/Q4_1 matrices: auto (interleaved where AVX-512 VNNI runs its kernels), "
-                 "interleaved (16 rows per block group), rows (row-major, as the file stores them)")
+                 "CPU layout of F32 and Q8_0/Q4_0/Q4_1 matrices: auto (F32 in 16-row panels where AVX-512 runs their "
+                 "kernels, Q8_0/Q4_0/Q4_1 interleaved where AVX-512 VNNI does), interleaved (16 rows side by side: "
+                 "panels, block groups), rows (row-major, as the file stores them)")
       ->check(CLI::IsMember({"auto", "interleaved", "rows"}));
   app.add_flag("--chat", o.chat, "Wrap the prompt in the model's chat template");
   app.add_flag("--check-numerics", o.check_numerics,

@@ -8,18 +8,26 @@
 namespace infer {
 
 bool interleavable(DType type, int cols) {
+  if (type == DType::F32) return cols > 0;
   return (type == DType::Q8_0 || type == DType::Q4_0 || type == DType::Q4_1) && cols > 0 && cols % 32 == 0;
 }
 
 InterleavedShape interleaved_shape(DType type, int rows, int cols) {
   if (!interleavable(type, cols))
-    fail("interleaved layout: {} with {} columns cannot be interleaved (Q8_0, Q4_0 or Q4_1, columns a multiple of 32)",
+    fail("interleaved layout: {} with {} columns cannot be interleaved (F32, or Q8_0, Q4_0 or Q4_1 with columns a "
+         "multiple of 32)",
          dtype_name(type), cols);
   InterleavedShape s;
   s.type = type;
   s.rows = rows;
   s.cols = cols;
   s.groups = (rows + kInterleaveRows - 1) / kInterleaveRows;
+  if (type == DType::F32) {  // one 64-byte record (16 floats) per column, nothing else
+    s.blocks = cols;
+    s.qs_bytes = size_t(kInterleaveRows) * sizeof(float);
+    s.d_offset = s.m_offset = s.group_bytes = size_t(cols) * s.qs_bytes;
+    return s;
+  }
   s.blocks = cols / 32;
   s.qs_bytes = type == DType::Q8_0 ? 512 : 256;
   s.d_offset = size_t(s.blocks) * s.qs_bytes;
@@ -31,6 +39,16 @@ InterleavedShape interleaved_shape(DType type, int rows, int cols) {
 
 void interleave_rows(DType type, const void* src, int rows, int cols, void* dst) {
   const InterleavedShape s = interleaved_shape(type, rows, cols);
+  if (type == DType::F32) {
+    auto* out = static_cast<float*>(dst);
+    const auto* in = static_cast<const float*>(src);
+    std::memset(out, 0, s.total_bytes());  // padding rows: zero weights
+    for (int row = 0; row < rows; ++row) {
+      float* group = out + size_t(row / kInterleaveRows) * cols * kInterleaveRows;
+      for (int k = 0; k < cols; ++k) group[size_t(k) * kInterleaveRows + row % kInterleaveRows] = in[size_t(row) * cols + k];
+    }
+    return;
+  }
   const size_t block_bytes = dtype_block_bytes(type);
   const size_t row_bytes = dtype_row_bytes(type, cols);
   auto* out = static_cast<uint8_t*>(dst);
@@ -56,6 +74,11 @@ void dequantize_interleaved_row(const InterleavedShape& s, const void* data, int
   if (row < 0 || row >= s.rows) fail("interleaved layout: row {} of {}", row, s.rows);
   const auto* group = static_cast<const uint8_t*>(data) + size_t(row / kInterleaveRows) * s.group_bytes;
   const int r = row % kInterleaveRows;
+  if (s.type == DType::F32) {
+    const auto* panel = reinterpret_cast<const float*>(group);
+    for (int k = 0; k < s.cols; ++k) dst[k] = panel[size_t(k) * kInterleaveRows + r];
+    return;
+  }
   // Each block is put back as the file stored it and dequantized by dequantize_row: the same floats
   // as the row-major matrix gives.
   uint8_t block[34];

@@ -24,7 +24,8 @@ namespace {
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(int threads, bool interleave) : threads_(threads > 0 ? threads : omp_get_num_procs()), interleave_(interleave) {}
+  CpuBackend(int threads, bool interleave_quantized, bool panels_f32)
+      : threads_(threads > 0 ? threads : omp_get_num_procs()), interleave_(interleave_quantized), panels_(panels_f32) {}
 
   std::string name() const override { return "cpu"; }
   int threads() const { return threads_; }
@@ -43,7 +44,9 @@ class CpuBackend final : public Backend {
   void release(void* pointer) override { free_host(pointer); }
   void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  bool interleaves(DType type, int cols) const override { return interleave_ && interleavable(type, cols); }
+  bool interleaves(DType type, int cols) const override {
+    return (type == DType::F32 ? panels_ : interleave_) && interleavable(type, cols);
+  }
 
   // ---- ops -------------------------------------------------------------------------------------
   void embed(const Matrix& table, const int* tokens, int n, float* out) override {
@@ -151,7 +154,8 @@ class CpuBackend final : public Backend {
 
  private:
   int threads_;
-  bool interleave_;
+  bool interleave_;  // Q8_0 / Q4_0 / Q4_1 matrices: 16 rows interleaved per block (v9 kernels)
+  bool panels_;      // f32 matrices: 16-row panels (GEMM v4)
   // rope(): a call whose runs of consecutive positions are all at most this long (a decode batch) is
   // rotated one run per iteration of a parallel loop.
   static constexpr int kShortRopeRun = 4;
@@ -168,16 +172,18 @@ class CpuBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_cpu_backend(int threads, const std::string& layout) {
-  // auto: interleaved where the v9 kernels run; elsewhere they would run their plain reference.
-  bool interleave = false;
+  // auto: quantized matrices interleaved where the v9 kernels run (elsewhere they would run their plain
+  // reference), f32 matrices in panels where v4 runs its AVX-512 tiles.
+  bool interleave = false, panels = false;
   if (layout == "auto") {
     interleave = cpu::best_quant_path() == cpu::QuantPath::Avx512Vnni;
+    panels = cpu::f32_panels_vectorised();
   } else if (layout == "interleaved") {
-    interleave = true;
+    interleave = panels = true;
   } else if (layout != "rows") {
     fail("unknown weight layout '{}' (expected auto, interleaved or rows)", layout);
   }
-  return std::make_unique<CpuBackend>(threads, interleave);
+  return std::make_unique<CpuBackend>(threads, interleave, panels);
 }
 
 }  // namespace infer

@@ -685,7 +685,9 @@ void gemm_v3_packed_prefetch_portable(const Matrix& weight, const float* x, floa
 }
 
 void matmul(const Matrix& weight, const float* x, float* y, int n, int threads) {
-  if (quant_kernel_supports(weight.dtype)) {  // integer dot products on the blocks (matmul_quant_cpu.cpp)
+  if (weight.interleaved && weight.dtype == DType::F32) {  // 16-row panels (matmul_panels_cpu.cpp)
+    gemm_v4_panels(weight, x, y, n, threads);
+  } else if (quant_kernel_supports(weight.dtype)) {  // integer dot products on the blocks (matmul_quant_cpu.cpp)
     gemm_quantized(weight, x, y, n, threads, best_quant_path());
   } else if (n == 1) {
     gemv_v2_fused(weight, x, y, threads);
@@ -699,7 +701,12 @@ void matmul_many(std::span<const Matrix* const> weights, const float* x, std::sp
   if (weights.empty()) return;
   const Matrix& first = *weights[0];
   bool same = true;
-  for (const Matrix* m : weights) same = same && m->dtype == first.dtype && m->cols == first.cols;
+  for (const Matrix* m : weights)
+    same = same && m->dtype == first.dtype && m->cols == first.cols && m->interleaved == first.interleaved;
+  if (same && first.interleaved && first.dtype == DType::F32) {
+    gemm_v4_panels_many(weights, x, ys, n, threads);
+    return;
+  }
   if (same && quant_kernel_supports(first.dtype)) {
     gemm_quantized_many(weights, x, ys, n, threads, best_quant_path());
     return;

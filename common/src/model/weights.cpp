@@ -88,11 +88,23 @@ DType Weights::target_dtype(WeightFormat format, DType source, int64_t cols) {
   return cols % dtype_block_size(target) == 0 ? target : DType::F32;
 }
 
-uint64_t Weights::resident_bytes_for(const ModelFile& file, WeightFormat format) {
+namespace {
+
+// A (rows, cols) matrix of `type` as `backend` stores it: its compute layout where it has one, else row-major.
+uint64_t stored_matrix_bytes(DType type, int64_t rows, int64_t cols, const Backend* backend) {
+  if (backend != nullptr && backend->interleaves(type, int(cols)))
+    return interleaved_shape(type, int(rows), int(cols)).total_bytes();
+  return dtype_row_bytes(type, rows * cols);
+}
+
+}  // namespace
+
+uint64_t Weights::resident_bytes_for(const ModelFile& file, WeightFormat format, const Backend* backend) {
   uint64_t total = 0;
   for (const auto& [name, tensor] : file.tensors) {
     if (tensor.shape.size() == 2) {
-      total += dtype_row_bytes(target_dtype(format, tensor.dtype, tensor.shape[1]), tensor.n_elements());
+      const DType target = target_dtype(format, tensor.dtype, tensor.shape[1]);
+      total += stored_matrix_bytes(target, tensor.shape[0], tensor.shape[1], backend);
     } else {
       total += uint64_t(tensor.n_elements()) * sizeof(float);
     }
@@ -100,12 +112,12 @@ uint64_t Weights::resident_bytes_for(const ModelFile& file, WeightFormat format)
   return total;
 }
 
-uint64_t Weights::resident_bytes_for(const ModelConfig& c, WeightFormat format) {
+uint64_t Weights::resident_bytes_for(const ModelConfig& c, WeightFormat format, const Backend* backend) {
   const DType target = storage_dtype(format);
-  auto matrix = [&](int64_t rows, int64_t cols) { return uint64_t(dtype_row_bytes(target, rows * cols)); };
+  auto matrix = [&](int64_t rows, int64_t cols) { return stored_matrix_bytes(target, rows, cols, backend); };
   auto vector = [](int64_t n) { return uint64_t(n) * sizeof(float); };
   uint64_t per_layer = 2 * vector(c.dim) + matrix(c.q_dim(), c.dim) + 2 * matrix(c.kv_dim(), c.dim) +
-                       matrix(c.dim, c.q_dim()) + 3 * matrix(c.hidden_dim, c.dim);
+                       matrix(c.dim, c.q_dim()) + 2 * matrix(c.hidden_dim, c.dim) + matrix(c.dim, c.hidden_dim);
   uint64_t total = uint64_t(c.n_layers) * per_layer + matrix(c.vocab_size, c.dim) + vector(c.dim);
   if (!c.tied_embeddings) total += matrix(c.vocab_size, c.dim);
   return total;
@@ -204,7 +216,7 @@ Weights::Weights(const ModelFile& file, WeightFormat format, Backend& backend)
     : config_(file.config), format_(format), mapping_(file.mapping) {
   file.validate_llama_tensors();
   check_fits_in_memory(fmt::format("{}: the weights in {}", file.path, weight_format_name(format)),
-                       resident_bytes_for(file, format), backend.available_memory(), backend.name());
+                       resident_bytes_for(file, format, &backend), backend.available_memory(), backend.name());
   token_embedding_ = upload_matrix(file.tensor("token_embd.weight"), backend);
   classifier_ = config_.tied_embeddings ? token_embedding_ : upload_matrix(file.tensor("output.weight"), backend);
   final_norm_ = upload_vector(file.tensor("output_norm.weight"), backend);

@@ -58,6 +58,18 @@ void gemm_v2_register_blocked_portable(const Matrix& weight, const float* x, flo
 //    software prefetch of the next 4; the same bits as v1/v2/the GEMV. _portable as for v2.
 void gemm_v3_packed_prefetch(const Matrix& weight, const float* x, float* y, int n, int threads);
 void gemm_v3_packed_prefetch_portable(const Matrix& weight, const float* x, float* y, int n, int threads);
+//  v4_panels (matmul_panels_cpu.cpp; what matmul runs for f32 matrices stored in 16-row panels, Matrix::interleaved,
+//    the CPU backend's default f32 layout): 16 rows per register, x broadcast, 3 panels x 8 tokens per tile (GEMM)
+//    and 4 panels x 1 token (GEMV). Every output, for every n, is one chain of fmas over the columns in order
+//    from 0, so decode and a batched step give the same bits. _portable: the same chains in plain C++.
+void gemm_v4_panels(const Matrix& weight, const float* x, float* y, int n, int threads);
+void gemm_v4_panels_portable(const Matrix& weight, const float* x, float* y, int n, int threads);
+// v4 over matrices that read the same x (Q, K, V; gate, up): x packed once, one parallel loop.
+void gemm_v4_panels_many(std::span<const Matrix* const> weights, const float* x, std::span<float* const> ys, int n,
+                         int threads);
+// Whether v4 runs its AVX-512 tiles in this build (else the plain C++ ones): the CPU backend's "auto" layout
+// stores f32 matrices in panels only then.
+bool f32_panels_vectorised();
 
 // Rotates pairs of each head of x (n, n_heads, head_dim) by angle pos * theta^(-2i/head_dim),
 // pos = start_pos + t. Interleaved pairs are (2i, 2i+1); HalfSplit pairs are (i, i + head_dim/2).

@@ -52,10 +52,12 @@ class Weights {
   uint64_t resident_bytes() const { return resident_bytes_; }
   // The same number computed from the file's config before anything is converted: the constructor
   // refuses (infer::Error naming both sizes) a model whose weights exceed backend.available_memory().
-  // (Native: counted as f32 here; the constructor uses the file's own dtypes, see below.)
-  static uint64_t resident_bytes_for(const ModelConfig& config, WeightFormat format);
+  // (Native: counted as f32 here; the constructor uses the file's own dtypes, see below.) With a backend, a
+  // matrix it stores in its compute layout (Backend::interleaves: 16-row groups, the last one padded) counts
+  // that layout's bytes.
+  static uint64_t resident_bytes_for(const ModelConfig& config, WeightFormat format, const Backend* backend = nullptr);
   // The bytes of the file's matrices in `format` (Native: as stored), plus the f32 norms.
-  static uint64_t resident_bytes_for(const ModelFile& file, WeightFormat format);
+  static uint64_t resident_bytes_for(const ModelFile& file, WeightFormat format, const Backend* backend = nullptr);
   // Bytes of matrices used in place from the memory-mapped file (counted in resident_bytes too).
   uint64_t mapped_bytes() const { return mapped_bytes_; }
   // The dtype `format` stores a tensor of dtype `source` with rows of `cols` values in.
