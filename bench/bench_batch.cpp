@@ -167,8 +167,10 @@ BENCHMARK(BM_paged_prefill_attention_v4_int8)->ArgName("prompt")
 
 // ---- the matmul of a batch of n rows, W from memory --------------------------------------------------
 using BatchKernel = void (*)(const infer::Matrix&, const float*, float*, int, int);
-// Kernel: infer::cpu::matmul (what the backend runs: the GEMV at n = 1, v3 above) or one GEMM version.
-template <BatchKernel Kernel>
+// Kernel: infer::cpu::matmul (what the backend runs) or one GEMM version. kPanels: W stored in 16-row panels
+// (interleaved.h; the CPU backend's default f32 layout on AVX-512, where matmul runs v4), else row-major
+// (matmul runs the GEMV at n = 1 and v3 above).
+template <BatchKernel Kernel, bool kPanels = false>
 void BM_matmul_batch(benchmark::State& state) {
   constexpr int rows = 1536, cols = 576;  // SmolLM2's ffn gate/up
   const int n = int(state.range(0));
@@ -177,7 +179,12 @@ void BM_matmul_batch(benchmark::State& state) {
   // One buffer allocated as the CPU backend allocates weights (host_memory.h: 64-byte aligned, huge
   // pages): a std::vector per copy starts 16 bytes into its page, so every 64-byte load would straddle
   // two cache lines, and 4 KiB pages stop the prefetcher at every page; the benchmark would time those.
-  const auto values = random_values(count, 1);
+  auto values = random_values(count, 1);
+  if (kPanels) {  // rows is a multiple of 16: the panels hold exactly count floats
+    std::vector<float> panels(count);
+    infer::interleave_rows(infer::DType::F32, values.data(), rows, cols, panels.data());
+    values = std::move(panels);
+  }
   float* all = static_cast<float*>(infer::allocate_host(copies * count * sizeof(float)));
   for (size_t c = 0; c < copies; ++c) std::copy(values.begin(), values.end(), all + c * count);
   const auto x = random_values(size_t(n) * cols, 2);
@@ -185,7 +192,7 @@ void BM_matmul_batch(benchmark::State& state) {
   const int threads = omp_get_max_threads();
   size_t next = 0;
   for (auto _ : state) {
-    const infer::Matrix weight{infer::DType::F32, rows, cols, all + next * count};
+    const infer::Matrix weight{infer::DType::F32, rows, cols, all + next * count, kPanels};
     next = (next + 1) % copies;
     Kernel(weight, x.data(), y.data(), n, threads);
     benchmark::DoNotOptimize(y.data());
@@ -197,6 +204,9 @@ void BM_matmul_batch(benchmark::State& state) {
   state.counters["threads"] = threads;
   infer::free_host(all);
 }
+// The same calls on W in panels: matmul runs v4 (matmul_panels_cpu.cpp), its GEMV at n = 1 too.
+BENCHMARK(BM_matmul_batch<infer::cpu::matmul, true>)->Name("BM_matmul_batch_v4_panels")->ArgName("n")->Arg(1)->Arg(2)
+    ->Arg(4)->Arg(8)->Arg(16)->Arg(64)->Arg(256)->Unit(benchmark::kMicrosecond)->UseRealTime();
 BENCHMARK(BM_matmul_batch<infer::cpu::matmul>)->Name("BM_matmul_batch")->ArgName("n")->Arg(1)->Arg(2)->Arg(4)->Arg(5)
     ->Arg(8)->Arg(9)->Arg(16)->Arg(64)->Arg(256)->Unit(benchmark::kMicrosecond)->UseRealTime();
 // The previous GEMM (v2_register_blocked) on the same buffers, to compare with matmul's v3 in one run.

@@ -36,7 +36,8 @@
 //                          the FMA peak (~140 of 280 GFLOP/s per core): GCC folds each x load into
 //                          every FMA that uses it (vfmadd231ps zmm, zmm, [mem]), so the inner loop
 //                          issues 20 loads per 16 FMAs instead of 8, from 8 separate row streams.
-//     v3_packed_prefetch:  what matmul runs. The same per-output arithmetic as v2 (same bits, tested
+//     v3_packed_prefetch:  what matmul runs for row-major matrices (f16, bf16; f32 with --weight-layout rows
+//                          or without AVX-512). The same per-output arithmetic as v2 (same bits, tested
 //                          against v2 and the GEMV, intrinsics and portable) with:
 //                          - 6 tokens x 4 rows per tile (24 accumulators + 4 weight vectors + 1 x
 //                            vector = 29 of the 32 zmm registers), and the x vector forced into a
@@ -60,6 +61,12 @@
 //                          GFLOP/s from CPU time, 33 GB/s read bandwidth in that run): BM_matmul_batch
 //                          (1536 x 576, W from memory) n = 16 / 64 / 256: 97 / 87 / 93 -> 143 / 175 /
 //                          184; BM_gemm 1536 x 576 n = 64: 96 -> 186; 49152 x 576 n = 64: 108 -> 165.
+//
+//     v4 (matmul_panels_cpu.cpp): the next step needs another layout. f32 matrices stored in 16-row panels
+//                          (the CPU backend's default f32 layout on AVX-512) turn the dot around: one x value
+//                          broadcast to 16 rows per FMA, 3 panels x 8 tokens of outputs in registers, no
+//                          horizontal sums; its own order (one fma chain per output), the same for every n.
+//                          Same run, 2 threads, 1536 x 576: n = 64 324 -> 390 GFLOP/s, n = 256 330 -> 429.
 //
 // Every lane step of every dot here is lane_fma (fused where the target has FMA), so no kernel's
 // result depends on whether the compiler chose to contract a * b + c.

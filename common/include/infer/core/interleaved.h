@@ -1,4 +1,4 @@
-// interleaved.h: a block-quantized matrix with 16 rows interleaved per block, the CPU's compute layout.
+// interleaved.h: a block-quantized (or f32) matrix with 16 rows interleaved, the CPU's compute layout.
 //
 // GGUF stores a matrix row after row, each row a run of 32-weight blocks (dtype.h). A SIMD dot product
 // over that layout puts one row's weights in a register; each block's integer sum then ends in 8 or 16
@@ -18,6 +18,10 @@
 //   m plane:   Q4_1 only, nb x 16 f16 minimums.
 // The group's size is rounded up to 64 bytes, so every qs record starts on a cache line. Total size:
 // the file's bytes for the rows (plus padding), so a model takes the same memory either way.
+//
+// F32 (any column count) uses the same 16-row groups with nothing but the weights: group g is cols records of
+// 64 bytes, record k = column k of rows 16g..16g+15 as 16 floats (a "panel"; blocks = cols, qs_bytes = 64).
+// GEMM v4 (cpu/matmul_panels_cpu.cpp) loads a record into one register and broadcasts x[k] to it.
 #pragma once
 
 #include "infer/core/dtype.h"
@@ -29,7 +33,7 @@ namespace infer {
 
 constexpr int kInterleaveRows = 16;
 
-// Q8_0, Q4_0 and Q4_1 with cols a multiple of 32.
+// F32 (any cols > 0), and Q8_0, Q4_0 and Q4_1 with cols a multiple of 32.
 bool interleavable(DType type, int cols);
 
 struct InterleavedShape {

@@ -34,6 +34,8 @@ void bf16_to_f32_row(const uint16_t* src, float* dst, int n);
 //                   meet every token of a block of tokens in 6 x 4 register tiles, so W is read once
 //                   per token block (one block up to 168 tokens at 576 columns)
 //                   (gemm_v3_packed_prefetch).
+//  f32 in 16-row panels (Matrix::interleaved, the CPU backend's default f32 layout on AVX-512): v4 below for
+//                   every n, 3 panels x 8 tokens per tile (GEMM) or 4 panels (GEMV).
 void matmul(const Matrix& weight, const float* x, float* y, int n, int threads);
 // ys[i] = x . weights[i]^T for matrices that read the same x (Q, K, V; gate, up), each output with
 // matmul's bits. One format and column count: quantized formats quantize x once and run all rows in one

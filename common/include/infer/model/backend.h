@@ -20,7 +20,7 @@
 namespace infer {
 
 // A weight matrix resident on a backend: (rows, cols), y = W x. Row-major as the file stores it, or
-// (CPU, Q8_0 / Q4_0 / Q4_1) with 16 rows interleaved per block (infer/core/interleaved.h).
+// (CPU) with 16 rows interleaved (infer/core/interleaved.h): Q8_0 / Q4_0 / Q4_1 per block, f32 per column.
 struct Matrix {
   DType dtype = DType::F32;
   int rows = 0;
@@ -83,9 +83,10 @@ class Backend {
   virtual uint64_t available_memory() const { return available_host_memory(); }
   virtual void release(void* pointer) = 0;
   virtual void upload(void* device_dst, const void* host_src, size_t bytes) = 0;
-  // Whether this backend computes on block-quantized matrices of `type` with `cols` columns stored with
+  // Whether this backend computes on matrices of `type` with `cols` columns stored with
   // 16 rows interleaved (infer/core/interleaved.h) rather than row-major: Weights stores them so. The CPU
-  // backend's default where its v9 kernels run (Q8_0 / Q4_0 / Q4_1 on AVX-512 VNNI); never on CUDA.
+  // backend's default where its v9 kernels run (Q8_0 / Q4_0 / Q4_1 on AVX-512 VNNI) and where GEMM v4 runs
+  // its AVX-512 tiles (f32 panels); never on CUDA.
   virtual bool interleaves(DType type, int cols) const {
     (void)type;
     (void)cols;
