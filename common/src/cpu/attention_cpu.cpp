@@ -337,33 +337,37 @@ struct RaggedRows {
 // a query's bits never depend on the rest of the batch.
 constexpr int kValueHeads = 6;  // (query, head) pairs whose weighted V sums run together: 6 x 64 dims in 24 registers
 
-// scores[p * kTile + i] = sum over d, in order, of queries[p][d] * kt[d * kTile + i] (fused), p < pairs:
-// one (query, head) pair per 16-lane row. Up to kPairsAtOnce pairs share each load of kt and run as
-// independent FMA chains (one chain is latency-bound: 4 cycles per d).
+// scores[p * kTile + i] = sum over d, in order, of q(p)[d] * kt[d * kTile + i] (fused), p < pairs: one
+// (query, head) pair per 16-lane row. The pairs' queries come transposed, q(p)[d] = qt[d * stride + p] (packed
+// once per chunk), so the P broadcasts of a d read one short run at fixed offsets from one pointer. Up to
+// kPairsAtOnce pairs share each load of kt and run as independent FMA chains (one chain is latency-bound:
+// 4 cycles per d). Reading the queries through P separate pointers instead (the first version) left GCC
+// 8 pointers to juggle between vector and integer registers: 35% of attend_chunk_v3's samples in a
+// 2,048-token prefill were that loop.
 constexpr int kPairsAtOnce = 8;
 #if defined(__AVX512F__)
 template <int P>
-inline void tile_scores_avx512(const float* const* queries, const float* kt, int head_dim, float* scores) {
+inline void tile_scores_avx512(const float* qt, int stride, const float* kt, int head_dim, float* scores) {
   __m512 acc[P];
   for (int p = 0; p < P; ++p) acc[p] = _mm512_setzero_ps();
-  for (int d = 0; d < head_dim; ++d) {
+  for (int d = 0; d < head_dim; ++d, qt += stride) {
     const __m512 k_lanes = _mm512_loadu_ps(kt + size_t(d) * kTile);
-    for (int p = 0; p < P; ++p) acc[p] = _mm512_fmadd_ps(_mm512_set1_ps(queries[p][d]), k_lanes, acc[p]);
+    for (int p = 0; p < P; ++p) acc[p] = _mm512_fmadd_ps(_mm512_set1_ps(qt[p]), k_lanes, acc[p]);
   }
   for (int p = 0; p < P; ++p) _mm512_storeu_ps(scores + p * kTile, acc[p]);
 }
 #endif
-inline void tile_scores(const float* const* queries, int pairs, const float* kt, int head_dim, float* scores) {
+inline void tile_scores(const float* qt, int stride, int pairs, const float* kt, int head_dim, float* scores) {
 #if defined(__AVX512F__)
   switch (pairs) {  // the count as a constant, so the accumulators stay in registers
-    case 1: tile_scores_avx512<1>(queries, kt, head_dim, scores); return;
-    case 2: tile_scores_avx512<2>(queries, kt, head_dim, scores); return;
-    case 3: tile_scores_avx512<3>(queries, kt, head_dim, scores); return;
-    case 4: tile_scores_avx512<4>(queries, kt, head_dim, scores); return;
-    case 5: tile_scores_avx512<5>(queries, kt, head_dim, scores); return;
-    case 6: tile_scores_avx512<6>(queries, kt, head_dim, scores); return;
-    case 7: tile_scores_avx512<7>(queries, kt, head_dim, scores); return;
-    case 8: tile_scores_avx512<8>(queries, kt, head_dim, scores); return;
+    case 1: tile_scores_avx512<1>(qt, stride, kt, head_dim, scores); return;
+    case 2: tile_scores_avx512<2>(qt, stride, kt, head_dim, scores); return;
+    case 3: tile_scores_avx512<3>(qt, stride, kt, head_dim, scores); return;
+    case 4: tile_scores_avx512<4>(qt, stride, kt, head_dim, scores); return;
+    case 5: tile_scores_avx512<5>(qt, stride, kt, head_dim, scores); return;
+    case 6: tile_scores_avx512<6>(qt, stride, kt, head_dim, scores); return;
+    case 7: tile_scores_avx512<7>(qt, stride, kt, head_dim, scores); return;
+    case 8: tile_scores_avx512<8>(qt, stride, kt, head_dim, scores); return;
     default: break;
   }
 #endif
@@ -371,7 +375,7 @@ inline void tile_scores(const float* const* queries, int pairs, const float* kt,
     float* lanes = scores + p * kTile;
     for (int i = 0; i < kTile; ++i) lanes[i] = 0.0f;
     for (int d = 0; d < head_dim; ++d) {
-      const float qd = queries[p][d];
+      const float qd = qt[size_t(d) * stride + p];
       const float* kd = kt + size_t(d) * kTile;
 #pragma omp simd
       for (int i = 0; i < kTile; ++i) lanes[i] = std::fma(qd, kd[i], lanes[i]);
@@ -507,7 +511,7 @@ inline void tile_weighted_values(float* const* o_heads, const float* weights, co
 struct V3Scratch {
   std::vector<float> k_tile;     // (head_dim, kTile): the tile's K rows transposed
   std::vector<float> scores;     // (kQueryBlock * group, kTile): every (query, head) pair's lanes
-  std::vector<const float*> pair_queries;  // (kQueryBlock * group)
+  std::vector<float> q_packed;    // (head_dim, kQueryBlock * group): the block's (query, head) pairs transposed
   std::vector<float> chunk;      // (kQueryBlock * group, head_dim + 2): this chunk's partials
   std::vector<float> zeros;      // (head_dim): stands in for the rows past a partial tile's end
   std::vector<const float*> k_rows, v_rows;
@@ -518,7 +522,7 @@ struct V3Scratch {
   std::array<float, kTile> score_factor{}, weight_factor{};
   V3Scratch(int head_dim, int group)
       : k_tile(size_t(head_dim) * kTile), scores(size_t(kQueryBlock) * group * kTile),
-        pair_queries(size_t(kQueryBlock) * group), chunk(size_t(kQueryBlock) * group * (head_dim + 2)),
+        q_packed(size_t(head_dim) * kQueryBlock * group), chunk(size_t(kQueryBlock) * group * (head_dim + 2)),
         zeros(size_t(head_dim), 0.0f), k_rows(kTile), v_rows(kTile), k_rows8(kTile), v_rows8(kTile),
         zeros8(size_t(head_dim), 0) {}
 };
@@ -622,6 +626,15 @@ void attend_chunk_v3(const float* q, const Store& store, const Rows& rows, int s
     p.sum() = 0.0f;
     std::fill(p.out(), p.out() + head_dim, 0.0f);
   }
+  // The block's (query, head) pairs transposed: pair (t - t0) * group + j at q_packed[d * block_pairs + pair].
+  const int block_pairs = (t1 - t0) * group;
+  float* qt = scratch.q_packed.data();
+  for (int t = t0; t < t1; ++t)
+    for (int j = 0; j < group; ++j) {
+      const float* qh = q + (size_t(t) * n_heads + size_t(g) * group + j) * head_dim;
+      const int pair = (t - t0) * group + j;
+      for (int d = 0; d < head_dim; ++d) qt[size_t(d) * block_pairs + pair] = qh[d];
+    }
   const int last_of_block = rows.positions[t1 - 1];  // the block's queries are in increasing position order
   const int end = std::min(chunk_end, last_of_block + 1);
   float* kt = scratch.k_tile.data();
@@ -649,16 +662,13 @@ void attend_chunk_v3(const float* q, const Store& store, const Rows& rows, int s
     else
       transpose_tile(scratch.k_rows.data(), head_dim, kt);
     // ---- scores of every (query, head) pair of the block that sees the tile, kPairsAtOnce at a time ----
-    int pairs = 0;
-    for (int t = t0; t < t1; ++t) {
-      if (rows.positions[t] < tile) continue;  // the query ends before this tile
-      for (int j = 0; j < group; ++j) {
-        scratch.pair_queries[size_t(pairs)] = q + (size_t(t) * n_heads + size_t(g) * group + j) * head_dim;
-        ++pairs;
-      }
-    }
+    // The queries that see the tile are the block's last ones (positions increase): pairs [first, block_pairs).
+    int first_query = t0;
+    while (rows.positions[first_query] < tile) ++first_query;  // those before end before this tile
+    const int first = (first_query - t0) * group;
+    const int pairs = block_pairs - first;
     for (int p = 0; p < pairs; p += kPairsAtOnce)
-      tile_scores(scratch.pair_queries.data() + p, std::min(kPairsAtOnce, pairs - p), kt, head_dim,
+      tile_scores(qt + first + p, block_pairs, std::min(kPairsAtOnce, pairs - p), kt, head_dim,
                   scores + size_t(p) * kTile);
     // ---- per query: online softmax over tiles; then the weighted V rows, for up to kValueHeads heads at a
     // time (the group's heads, and the next query's when it sees as many of the tile's positions): each V
