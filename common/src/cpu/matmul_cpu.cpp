@@ -71,6 +71,7 @@
 // Every lane step of every dot here is lane_fma (fused where the target has FMA), so no kernel's
 // result depends on whether the compiler chose to contract a * b + c.
 #include "infer/cpu/cpu_kernels.h"
+#include "infer/cpu/gemm_blocking.h"
 #include "infer/cpu/quant_kernels.h"
 #include "infer/core/error.h"
 
@@ -571,15 +572,6 @@ constexpr const TileV3* kTilesV3[kV3Tokens] = {kTilesV3Row<kIntrinsics, 1>, kTil
                                                kTilesV3Row<kIntrinsics, 3>, kTilesV3Row<kIntrinsics, 4>,
                                                kTilesV3Row<kIntrinsics, 5>, kTilesV3Row<kIntrinsics, 6>};
 
-// A grow-only 64-byte-aligned buffer per calling thread for the packed x: a fresh allocation of
-// hundreds of KB on every matmul would be an mmap and page faults each time.
-float* packed_x_buffer(size_t floats) {
-  thread_local std::vector<float> storage;
-  if (storage.size() < floats + kLanes) storage.resize(floats + kLanes);
-  const auto address = reinterpret_cast<uintptr_t>(storage.data());
-  return storage.data() + (((64 - address % 64) % 64) / sizeof(float));
-}
-
 // y_m = x . W_m^T for every matrix m of `weights` (the same dtype and column count), x packed once, and the row
 // tiles of all the matrices in one parallel loop (Q, K and V share one x: one packing and one fork/join
 // instead of three). Every output is the one tile function's, whatever the other matrices: the same bits as a
@@ -592,13 +584,9 @@ void gemm_packed_prefetch_many(std::span<const Matrix* const> weights, const flo
   const int chunks = cols / kLanes;
   const bool in_place = first.dtype == DType::F32;
   float* packed = packed_x_buffer(size_t(n) * chunks * kLanes);
-  // Token blocks: the fewest that keep a block's packed x within kPackedBytes, of equal numbers of
-  // whole token tiles (n = 512 at 576 columns: 4 blocks of 22 tiles, not 3 of 28 and a short one).
+  // Token blocks whose packed x stays within kPackedBytes (gemm_blocking.h).
   const size_t tile_bytes = size_t(kV3Tokens) * std::max(chunks, 1) * kLanes * sizeof(float);
-  const int max_block_tiles = int(std::max<size_t>(1, kPackedBytes / tile_bytes));
-  const int token_tiles = (n + kV3Tokens - 1) / kV3Tokens;
-  const int blocks = (token_tiles + max_block_tiles - 1) / max_block_tiles;
-  const int block_tokens = kV3Tokens * ((token_tiles + blocks - 1) / blocks);
+  const int block_tokens = token_block_tokens(n, kV3Tokens, tile_bytes, kPackedBytes);
   // The row tiles of matrix m are [first_tile[m], first_tile[m + 1]).
   constexpr size_t kMaxMatrices = 8;
   if (weights.size() > kMaxMatrices) fail("matmul: at most {} matrices per call", kMaxMatrices);

@@ -33,6 +33,7 @@
 // The _portable tiles are the same chains in plain C++ (lane_fma), what builds without AVX-512 run; the tests
 // check both against a plain loop over the columns.
 #include "infer/cpu/cpu_kernels.h"
+#include "infer/cpu/gemm_blocking.h"
 #include "infer/core/error.h"
 #include "infer/core/interleaved.h"
 
@@ -144,14 +145,6 @@ constexpr const TileV4* kTilesV4[kV4Tokens] = {kTilesV4Row<kIntrinsics, 1>, kTil
                                                kTilesV4Row<kIntrinsics, 5>, kTilesV4Row<kIntrinsics, 6>,
                                                kTilesV4Row<kIntrinsics, 7>, kTilesV4Row<kIntrinsics, 8>};
 
-// A grow-only 64-byte-aligned buffer per calling thread for the packed x (as v3's).
-float* packed_x_buffer_v4(size_t floats) {
-  thread_local std::vector<float> storage;
-  if (storage.size() < floats + kLanes) storage.resize(floats + kLanes);
-  const auto address = reinterpret_cast<uintptr_t>(storage.data());
-  return storage.data() + (((64 - address % 64) % 64) / sizeof(float));
-}
-
 template <bool kIntrinsics>
 void gemm_panels_many(std::span<const Matrix* const> weights, const float* x, std::span<float* const> ys, int n,
                       int threads) {
@@ -165,7 +158,7 @@ void gemm_panels_many(std::span<const Matrix* const> weights, const float* x, st
   // x packed token tile by token tile, [column][token] inside a tile (a 1-token tile is x itself).
   const float* packed = x;
   if (n > 1) {
-    float* buffer = packed_x_buffer_v4(size_t(n) * cols);
+    float* buffer = packed_x_buffer(size_t(n) * cols);
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int t0 = 0; t0 < n; t0 += kV4Tokens) {
       const int tile_tokens = std::min(kV4Tokens, n - t0);
@@ -177,12 +170,9 @@ void gemm_panels_many(std::span<const Matrix* const> weights, const float* x, st
     }
     packed = buffer;
   }
-  // Token blocks of whole tiles whose packed x fits kPackedBytes, of equal sizes.
+  // Token blocks whose packed x stays within kPackedBytes (gemm_blocking.h).
   const size_t tile_bytes = size_t(tokens_per_tile) * std::max(cols, 1) * sizeof(float);
-  const int max_block_tiles = int(std::max<size_t>(1, kPackedBytes / tile_bytes));
-  const int token_tiles = (n + tokens_per_tile - 1) / tokens_per_tile;
-  const int blocks = (token_tiles + max_block_tiles - 1) / max_block_tiles;
-  const int block_tokens = tokens_per_tile * ((token_tiles + blocks - 1) / blocks);
+  const int block_tokens = token_block_tokens(n, tokens_per_tile, tile_bytes, kPackedBytes);
   // The row tiles of matrix m are [first_tile[m], first_tile[m + 1]).
   constexpr size_t kMaxMatrices = 8;
   if (weights.size() > kMaxMatrices) fail("matmul: at most {} matrices per call", kMaxMatrices);
