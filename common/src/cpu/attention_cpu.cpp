@@ -31,6 +31,18 @@
 //               1 thread, CPU time, machine loaded by other builds): one decode row over 2,048 positions
 //               131 us (v2 through the block table: 587 us), over 8,192: 0.90 ms (4.9 ms); a 2,048-token
 //               prompt 49 ms (423 ms), a 128-token one 0.18 ms (1.29 ms).
+//               What limits a long decode row in the engine is the cache layout, not this code. The
+//               benchmark's rows sit partly in the L3; in the engine every layer's K/V comes from memory
+//               (the 538 MB of weights in between evict it), and an item (chunk, kv head g) reads 256 of
+//               every 768 bytes (head g of each position). Timed inside the engine (SmolLM2, f32, 2 threads,
+//               2,048 cached positions): ~107 us per layer against ~13 us at 32 positions, the K/V streamed
+//               at ~30 GB/s while the weights' GEMV streams 45-65. A plain read of that pattern reaches the
+//               same ~30 GB/s (2 threads, 1 GiB; 45.6 sequential in the same run), and the same bytes laid
+//               out head-major per 16-position block (4 KiB of one head, then the next block) 53.6. Software
+//               prefetch changes nothing here: none, 1 tile ahead (this code), 2 tiles, 4 tiles into L2, or
+//               whole rows of the next tile all measured within the noise (tools/long_context, alternated).
+//               A head-major pool layout is the fix; it touches the store, every paged kernel and the
+//               ch05 lab's store, so it is left for later.
 // v1 stays as the readable reference the tests use; v2 as ch05's step.
 //
 // Paged versions (ch06): the same maths over a ragged batch, each sequence's positions found through its
