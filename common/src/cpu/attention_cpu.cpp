@@ -41,8 +41,10 @@
 //               out head-major per 16-position block (4 KiB of one head, then the next block) 53.6. Software
 //               prefetch changes nothing here: none, 1 tile ahead (this code), 2 tiles, 4 tiles into L2, or
 //               whole rows of the next tile all measured within the noise (tools/long_context, alternated).
-//               A head-major pool layout is the fix; it touches the store, every paged kernel and the
-//               ch05 lab's store, so it is left for later.
+//               Nor did items of whole chunks (every kv head of a tile in turn, so each tile's rows are read
+//               in full, head by head): 75-78 against 79-85 tok/s at 2,048, slower. A head-major pool layout
+//               is the likely fix, shown so far only by the plain read above; it touches the store, every
+//               paged kernel and the ch05 lab's store, so it is left for later.
 // v1 stays as the readable reference the tests use; v2 as ch05's step.
 //
 // Paged versions (ch06): the same maths over a ragged batch, each sequence's positions found through its
