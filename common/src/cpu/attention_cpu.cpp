@@ -35,10 +35,11 @@
 //               benchmark's rows sit partly in the L3; in the engine every layer's K/V comes from memory
 //               (the 538 MB of weights in between evict it), and an item (chunk, kv head g) reads 256 of
 //               every 768 bytes (head g of each position). Timed inside the engine (SmolLM2, f32, 2 threads,
-//               2,048 cached positions): ~107 us per layer against ~13 us at 32 positions, the K/V streamed
-//               at ~30 GB/s while the weights' GEMV streams 45-65. A plain read of that pattern reaches the
-//               same ~30 GB/s (2 threads, 1 GiB; 45.6 sequential in the same run), and the same bytes laid
-//               out head-major per 16-position block (4 KiB of one head, then the next block) 53.6. Software
+//               2,048 cached positions): ~100-110 us per layer against 12.7 us at 32 positions (estimated: the
+//               timer's 6,030 calls took 1.245 s, the 30 prefill calls ~0.6 s of it), the K/V streamed at
+//               ~30 GB/s while the weights' GEMV streams 45-65. A plain read of that pattern reaches the same
+//               (2 threads, 1 GiB: 30.3 GB/s, 48.6 sequential in the same run), and the same bytes laid out
+//               head-major per 16-position block (4 KiB of one head, then the next block) 53.6. Software
 //               prefetch changes nothing here: none, 1 tile ahead (this code), 2 tiles, 4 tiles into L2, or
 //               whole rows of the next tile all measured within the noise (tools/long_context, alternated).
 //               Nor did items of whole chunks (every kv head of a tile in turn, so each tile's rows are read

@@ -92,22 +92,6 @@
 
 namespace infer::cpu {
 
-namespace {
-
-// c + a * b for one lane of a dot product: a fused multiply-add (one rounding) where the target has
-// FMA, else a multiply and an add (a call to the libm fma would be ~20x slower). Written out, not
-// left to the compiler's contraction of `c += a * b`, so the GEMV, v1 and v2's intrinsics (which
-// are FMAs) round identically.
-inline float lane_fma(float a, float b, float c) {
-#if defined(__FMA__) || defined(__AVX512F__)
-  return std::fma(a, b, c);
-#else
-  return a * b + c;
-#endif
-}
-
-}  // namespace
-
 // ---- dot product ---------------------------------------------------------------------------------
 float dot_f32(const float* a, const float* b, int n) {
   // 16 independent partial sums: the compiler turns the inner loop into one (or two) vector FMAs

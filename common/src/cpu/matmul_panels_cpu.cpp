@@ -61,15 +61,6 @@ constexpr int kMaxPanels = 4;
 // Packed x of one token block stays in the 1 MiB L2 beside the weights (v3's kPackedBytes, the same reasoning).
 constexpr size_t kPackedBytes = size_t(384) << 10;
 
-// c + a * b, fused where the target has FMA (as matmul_cpu.cpp's lane_fma).
-inline float lane_fma(float a, float b, float c) {
-#if defined(__FMA__) || defined(__AVX512F__)
-  return std::fma(a, b, c);
-#else
-  return a * b + c;
-#endif
-}
-
 // One tile: P panels (panel p at w + p * panel_stride, [column][16 rows]) x T tokens of packed x (xp:
 // [column][T]). Output (token t, panel p, lane j) goes to y[t * y_stride + 16 p + j] for j < valid[p].
 template <int P, int T>
@@ -155,21 +146,10 @@ void gemm_panels_many(std::span<const Matrix* const> weights, const float* x, st
       fail("matmul v4: every matrix must be f32 in 16-row panels with {} columns", cols);
   const int panels_per_tile = n == 1 ? kV4GemvPanels : kV4Panels;
   const int tokens_per_tile = n == 1 ? 1 : kV4Tokens;
-  // x packed token tile by token tile, [column][token] inside a tile (a 1-token tile is x itself).
-  const float* packed = x;
-  if (n > 1) {
-    float* buffer = packed_x_buffer(size_t(n) * cols);
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int t0 = 0; t0 < n; t0 += kV4Tokens) {
-      const int tile_tokens = std::min(kV4Tokens, n - t0);
-      float* tile = buffer + size_t(t0) * cols;
-      for (int t = 0; t < tile_tokens; ++t) {
-        const float* xt = x + size_t(t0 + t) * cols;
-        for (int k = 0; k < cols; ++k) tile[size_t(k) * tile_tokens + t] = xt[k];
-      }
-    }
-    packed = buffer;
-  }
+  // x packed token tile by token tile, [column][token] inside a tile (a 1-token tile is x itself); the packing
+  // runs in the same parallel region as the tiles, as v3's does.
+  float* buffer = n > 1 ? packed_x_buffer(size_t(n) * cols) : nullptr;
+  const float* packed = n > 1 ? buffer : x;
   // Token blocks whose packed x stays within kPackedBytes (gemm_blocking.h).
   const size_t tile_bytes = size_t(tokens_per_tile) * std::max(cols, 1) * sizeof(float);
   const int block_tokens = token_block_tokens(n, tokens_per_tile, tile_bytes, kPackedBytes);
@@ -183,23 +163,36 @@ void gemm_panels_many(std::span<const Matrix* const> weights, const float* x, st
   const int row_tiles = first_tile[weights.size()];
   const size_t panel_stride = size_t(cols) * kLanes;
 #pragma omp parallel num_threads(threads)
-  for (int b0 = 0; b0 < n; b0 += block_tokens) {
-    const int b1 = std::min(n, b0 + block_tokens);
+  {
+    if (n > 1) {
 #pragma omp for schedule(static)
-    for (int tile = 0; tile < row_tiles; ++tile) {
-      size_t m = 0;
-      while (tile >= first_tile[m + 1]) ++m;
-      const Matrix& weight = *weights[m];
-      const int rows = weight.rows;
-      const int r0 = (tile - first_tile[m]) * tile_rows;
-      const int panels = std::min(panels_per_tile, (rows - r0 + kLanes - 1) / kLanes);
-      int valid[kMaxPanels];
-      for (int p = 0; p < panels; ++p) valid[p] = std::min(kLanes, rows - r0 - p * kLanes);
-      const float* w = static_cast<const float*>(weight.data) + size_t(r0) * cols;  // panel r0 / 16
-      for (int t0 = b0; t0 < b1; t0 += tokens_per_tile) {
-        const int tile_tokens = std::min(tokens_per_tile, n - t0);
-        kTilesV4<kIntrinsics>[tile_tokens - 1][panels - 1](w, panel_stride, packed + size_t(t0) * cols, cols,
-                                                           ys[m] + size_t(t0) * rows + r0, rows, valid);
+      for (int t0 = 0; t0 < n; t0 += kV4Tokens) {
+        const int tile_tokens = std::min(kV4Tokens, n - t0);
+        float* tile = buffer + size_t(t0) * cols;
+        for (int t = 0; t < tile_tokens; ++t) {
+          const float* xt = x + size_t(t0 + t) * cols;
+          for (int k = 0; k < cols; ++k) tile[size_t(k) * tile_tokens + t] = xt[k];
+        }
+      }
+    }
+    for (int b0 = 0; b0 < n; b0 += block_tokens) {
+      const int b1 = std::min(n, b0 + block_tokens);
+#pragma omp for schedule(static)
+      for (int tile = 0; tile < row_tiles; ++tile) {
+        size_t m = 0;
+        while (tile >= first_tile[m + 1]) ++m;
+        const Matrix& weight = *weights[m];
+        const int rows = weight.rows;
+        const int r0 = (tile - first_tile[m]) * tile_rows;
+        const int panels = std::min(panels_per_tile, (rows - r0 + kLanes - 1) / kLanes);
+        int valid[kMaxPanels];
+        for (int p = 0; p < panels; ++p) valid[p] = std::min(kLanes, rows - r0 - p * kLanes);
+        const float* w = static_cast<const float*>(weight.data) + size_t(r0) * cols;  // panel r0 / 16
+        for (int t0 = b0; t0 < b1; t0 += tokens_per_tile) {
+          const int tile_tokens = std::min(tokens_per_tile, n - t0);
+          kTilesV4<kIntrinsics>[tile_tokens - 1][panels - 1](w, panel_stride, packed + size_t(t0) * cols, cols,
+                                                             ys[m] + size_t(t0) * rows + r0, rows, valid);
+        }
       }
     }
   }

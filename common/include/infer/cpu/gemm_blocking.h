@@ -1,13 +1,26 @@
-// gemm_blocking.h: what the f32 GEMMs v3 (matmul_cpu.cpp) and v4 (matmul_panels_cpu.cpp) share about blocking
-// the tokens of a call: a per-thread buffer for the packed x, and the token blocks whose packed x stays in L2.
+// gemm_blocking.h: what the f32 GEMMs v3 (matmul_cpu.cpp) and v4 (matmul_panels_cpu.cpp) share: the rounding of
+// one lane step, a per-thread buffer for the packed x, and the token blocks whose packed x stays in L2.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
 namespace infer::cpu {
+
+// c + a * b for one lane of a dot product: a fused multiply-add (one rounding) where the target has
+// FMA, else a multiply and an add (a call to the libm fma would be ~20x slower). Written out, not
+// left to the compiler's contraction of `c += a * b`, so the GEMV, every GEMM and their intrinsics
+// (which are FMAs) round identically.
+inline float lane_fma(float a, float b, float c) {
+#if defined(__FMA__) || defined(__AVX512F__)
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
 
 // A grow-only 64-byte-aligned buffer per calling thread for a GEMM's packed x: a fresh allocation of hundreds of
 // KB on every matmul would be an mmap and page faults each time. (One buffer per thread, shared by the GEMMs:
